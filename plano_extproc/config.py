@@ -1,0 +1,451 @@
+"""The plano config file, v0.4.0 (DESIGN §5): parsing, validation with paths, migration, secrets.
+
+Pure: `parse_config` takes the already-read YAML text and an environment mapping; `load_config` is the
+only function that touches the file system.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from plano_extproc.providers import KNOWN_PROVIDERS, PROVIDERS_REQUIRING_BASE_URL
+
+CURRENT_VERSION = (0, 4, 0)
+DEFAULT_LISTENER_PORT = 12000
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, each line naming the path of the offending value."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LegacyRoutePreference(_Strict):
+    """A route declared under a provider (before v0.4.0): the provider's model is implied."""
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+
+
+class RoutePreference(_Strict):
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    models: tuple[str, ...] = Field(min_length=1)
+
+
+class ProviderConfig(_Strict):
+    model: str = Field(description="<provider>/<model id>")
+    name: str | None = None
+    access_key: SecretStr | None = None
+    default: bool = False
+    base_url: str | None = None
+    provider_interface: str | None = None
+    http_host: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    passthrough_auth: bool = False
+    routing_preferences: tuple[LegacyRoutePreference, ...] = ()
+
+    @field_validator("model")
+    @classmethod
+    def _provider_slash_model(cls, value: str) -> str:
+        provider, sep, model_id = value.partition("/")
+        if not sep or not provider or not model_id:
+            raise ValueError(f"'{value}' must be '<provider>/<model id>', e.g. 'openai/gpt-4o'")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"'{value}' must be an http:// or https:// URL")
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition("/")[0]
+
+    @property
+    def model_id(self) -> str:
+        return self.model.partition("/")[2]
+
+    @property
+    def interface(self) -> str:
+        """Which API family the upstream speaks (decides auth headers and paths)."""
+        return self.provider_interface or self.provider
+
+
+class ModelAlias(_Strict):
+    target: str = Field(min_length=1)
+
+
+class Listener(_Strict):
+    name: str = "egress_traffic"
+    type: Literal["model", "llm", "agent", "prompt"] = "model"
+    port: int = Field(default=DEFAULT_LISTENER_PORT, ge=1, le=65535)
+    address: str = "0.0.0.0"
+    timeout: str | None = None
+    message_format: str | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+(\.\d+)?(ms|s|m|h)", str(value)):
+            raise ValueError(f"'{value}' is not a duration like '30s', '500ms' or '5m'")
+        return value
+
+
+class EmbeddedTuning(_Strict):
+    """Knobs of the embedded MiniLM router; defaults come from the CLINC calibration (bench/README.md)."""
+
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    margin: float | None = Field(default=None, ge=0.0, le=2.0)
+    model_dir: str | None = None
+
+
+class TritonTuning(_Strict):
+    max_tokens: int = Field(default=16, ge=1, le=256)
+    max_concurrency: int = Field(default=64, ge=1, le=4096)
+
+
+class OpenAIRouterTuning(_Strict):
+    api_key: SecretStr | None = None
+    temperature: float = Field(default=0.01, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=16, ge=1, le=256)
+
+
+class RouterConfig(_Strict):
+    backend: Literal["embedded", "triton", "openai"] = "embedded"
+    url: str | None = None
+    model: str | None = None
+    timeout_ms: int = Field(default=1000, ge=1, le=120_000)
+    #: who decides when the configured router fails: the embedded router, or nobody (request/default model)
+    fallback: Literal["embedded", "default"] = "embedded"
+    embedded: EmbeddedTuning = EmbeddedTuning()
+    triton: TritonTuning = TritonTuning()
+    openai: OpenAIRouterTuning = OpenAIRouterTuning()
+
+
+class RoutingConfig(_Strict):
+    session_ttl_seconds: float = Field(default=600, gt=0)
+    session_max_entries: int = Field(default=10_000, ge=1)
+    router: RouterConfig = RouterConfig()
+
+
+class _RawConfig(_Strict):
+    version: str
+    #: list form or the older object form; validated by _normalise_listeners to name paths precisely
+    listeners: Any = None
+    model_providers: list[ProviderConfig] = Field(min_length=1)
+    routing_preferences: tuple[RoutePreference, ...] = ()
+    model_aliases: dict[str, ModelAlias] = Field(default_factory=dict)
+    routing: RoutingConfig = RoutingConfig()
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanoConfig:
+    """A validated, migrated config. Lookups the request path needs are precomputed once here."""
+
+    version: str
+    listeners: tuple[Listener, ...]
+    providers: tuple[ProviderConfig, ...]
+    routing_preferences: tuple[RoutePreference, ...]
+    model_aliases: Mapping[str, str]
+    routing: RoutingConfig
+    default_model: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    #: full model name ("openai/gpt-4o") -> provider entry
+    by_model: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    #: every spelling a client may use ("gpt-4o", "openai/gpt-4o", aliases) -> full model name
+    model_lookup: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def listener_port(self) -> int:
+        for listener in self.listeners:
+            if listener.type in ("model", "llm"):
+                return listener.port
+        return DEFAULT_LISTENER_PORT
+
+    @property
+    def listener_address(self) -> str:
+        for listener in self.listeners:
+            if listener.type in ("model", "llm"):
+                return listener.address
+        return "0.0.0.0"
+
+    def resolve_model(self, requested: str | None) -> str | None:
+        """The declared model a client's `model` value names (directly, by bare id, or by alias)."""
+        if not requested:
+            return None
+        return self.model_lookup.get(requested)
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML silently keeps the last of two equal keys; a config typo like that must be an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _pydantic_errors(error: ValidationError) -> list[str]:
+    messages = []
+    for item in error.errors(include_url=False, include_input=False):
+        # Drop pydantic's union-branch tags ("list[Listener]") so paths read like the YAML.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        messages.append(f"{_format_loc(loc)}: {msg}")
+    return messages
+
+
+def _parse_version(raw: Any) -> tuple[int, ...] | None:
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(raw).strip())
+    if not match:
+        return None
+    return tuple(int(g or 0) for g in match.groups())
+
+
+def _normalise_listeners(raw: Any, errors: list[str]) -> tuple[Listener, ...]:
+    if raw is None:
+        return (Listener(),)
+    if isinstance(raw, list):
+        entries = [(f"listeners[{i}]", None, body) for i, body in enumerate(raw)]
+    elif isinstance(raw, dict):
+        # Older object form: {egress_traffic: {...}, ingress_traffic: {...}}
+        entries = [(f"listeners.{name}", name, body) for name, body in raw.items()]
+    else:
+        errors.append("listeners: must be a list of listeners or the older {egress_traffic: {...}} mapping")
+        return (Listener(),)
+    listeners = []
+    for where, name, body in entries:
+        if not isinstance(body, dict):
+            errors.append(f"{where}: must be a mapping")
+            continue
+        if name is not None:
+            body = {"name": name, "type": "model" if name == "egress_traffic" else "prompt", **body}
+        try:
+            listeners.append(Listener.model_validate(body))
+        except ValidationError as exc:
+            errors.extend(f"{where}.{m}" for m in _pydantic_errors(exc))
+    return tuple(listeners) or (Listener(),)
+
+
+_ENV_REF = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+def _resolve_secret(secret: SecretStr | None, env: Mapping[str, str], where: str, errors: list[str]) -> SecretStr | None:
+    if secret is None:
+        return None
+    match = _ENV_REF.match(secret.get_secret_value().strip())
+    if not match:
+        return secret
+    name = match.group(1)
+    if name not in env or env[name] == "":
+        errors.append(f"{where}: environment variable ${name} is not set")
+        return None
+    return SecretStr(env[name])
+
+
+def parse_config(text: str, env: Mapping[str, str] | None = None, *, resolve_secrets: bool = True) -> PlanoConfig:
+    """Validate a config file's text. Raises ConfigError listing every problem with its path."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError([f"(top level): {problem}{where}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): the config must be a mapping of keys such as version, model_providers"])
+
+    errors: list[str] = []
+    data = dict(data)
+    if "llm_providers" in data:
+        if "model_providers" in data:
+            errors.append("llm_providers: use either model_providers or its older name llm_providers, not both")
+        else:
+            data["model_providers"] = data.pop("llm_providers")
+
+    version = _parse_version(data.get("version"))
+    if "version" not in data:
+        errors.append("version: missing (this file format is v0.4.0)")
+    elif version is None:
+        errors.append(f"version: '{data.get('version')}' is not a version like v0.4.0")
+    elif version[:2] > CURRENT_VERSION[:2]:
+        errors.append(f"version: {data.get('version')} is newer than the supported v0.4.0")
+    elif version < CURRENT_VERSION and data.get("routing_preferences"):
+        errors.append(
+            f"routing_preferences: top-level routing_preferences need version v0.4.0 (this file says "
+            f"{data.get('version')}); set version: v0.4.0 or declare routes under each provider"
+        )
+    if "version" in data:
+        data["version"] = str(data["version"])
+
+    try:
+        raw = _RawConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(errors + _pydantic_errors(exc)) from None
+    if errors:
+        raise ConfigError(errors)
+    return _build(raw, env if env is not None else {}, resolve_secrets)
+
+
+def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> PlanoConfig:
+    errors: list[str] = []
+    warnings: list[str] = []
+    listeners = _normalise_listeners(raw.listeners, errors)
+
+    providers: list[ProviderConfig] = []
+    by_model: dict[str, ProviderConfig] = {}
+    bare_ids: dict[str, list[str]] = {}
+    for i, p in enumerate(raw.model_providers):
+        where = f"model_providers[{i}]"
+        if p.model in by_model:
+            errors.append(f"{where}.model: '{p.model}' is declared twice")
+        if p.interface not in KNOWN_PROVIDERS and p.base_url is None:
+            errors.append(
+                f"{where}.model: unknown provider '{p.provider}'; known: {', '.join(sorted(KNOWN_PROVIDERS))} "
+                "(any OpenAI-compatible server works with base_url set)"
+            )
+        if p.provider in PROVIDERS_REQUIRING_BASE_URL and p.base_url is None:
+            errors.append(f"{where}.base_url: required for provider '{p.provider}'")
+        if resolve_secrets:
+            key = _resolve_secret(p.access_key, env, f"{where}.access_key (provider {p.model})", errors)
+            p = p.model_copy(update={"access_key": key})
+        providers.append(p)
+        by_model[p.model] = p
+        bare_ids.setdefault(p.model_id, []).append(p.model)
+        if p.name:
+            bare_ids.setdefault(p.name, []).append(p.model)
+
+    defaults = [p.model for p in providers if p.default]
+    if len(defaults) > 1:
+        errors.append(f"model_providers: only one provider may be default: true (found {', '.join(defaults)})")
+    # Rule when none is marked: the first declared provider is the default.
+    default_model = defaults[0] if defaults else providers[0].model
+
+    lookup: dict[str, str] = {}
+    for bare, fulls in bare_ids.items():
+        if len(fulls) == 1:
+            lookup[bare] = fulls[0]
+    lookup.update({m: m for m in by_model})
+
+    aliases: dict[str, str] = {}
+    for alias, spec in raw.model_aliases.items():
+        target = lookup.get(spec.target)
+        if target is None:
+            errors.append(f"model_aliases.{alias}.target: '{spec.target}' is not declared in model_providers")
+            continue
+        aliases[alias] = target
+    for alias, target in aliases.items():
+        lookup.setdefault(alias, target)
+
+    prefs = list(raw.routing_preferences)
+    legacy: dict[str, RoutePreference] = {}
+    for i, p in enumerate(raw.model_providers):
+        for pref in p.routing_preferences:
+            if prefs:
+                errors.append(
+                    f"model_providers[{i}].routing_preferences: routes are declared at the top level already; "
+                    "move this one there too"
+                )
+                break
+            if pref.name in legacy:
+                old = legacy[pref.name]
+                legacy[pref.name] = old.model_copy(update={"models": old.models + (p.model,)})
+            else:
+                legacy[pref.name] = RoutePreference(name=pref.name, description=pref.description, models=(p.model,))
+    if legacy and not prefs:
+        warnings.append(
+            "model_providers[].routing_preferences is deprecated: moved "
+            f"{len(legacy)} route(s) ({', '.join(legacy)}) to top-level routing_preferences"
+        )
+        prefs = list(legacy.values())
+
+    seen: set[str] = set()
+    resolved_prefs = []
+    for i, pref in enumerate(prefs):
+        if pref.name in seen:
+            errors.append(f"routing_preferences[{i}].name: '{pref.name}' is used by another route already")
+        seen.add(pref.name)
+        models = []
+        for j, model in enumerate(pref.models):
+            full = lookup.get(model)
+            if full is None:
+                errors.append(f"routing_preferences[{i}].models[{j}]: '{model}' is not declared in model_providers")
+            else:
+                models.append(full)
+        resolved_prefs.append(pref.model_copy(update={"models": tuple(models)}))
+
+    router = raw.routing.router
+    if router.backend in ("triton", "openai") and not router.url:
+        errors.append(f"routing.router.url: required for backend '{router.backend}'")
+    if router.backend == "triton" and not router.model:
+        errors.append("routing.router.model: required for backend 'triton' (the served model name)")
+    if resolve_secrets and router.openai.api_key is not None:
+        key = _resolve_secret(router.openai.api_key, env, "routing.router.openai.api_key", errors)
+        router = router.model_copy(update={"openai": router.openai.model_copy(update={"api_key": key})})
+
+    if errors:
+        raise ConfigError(errors)
+    return PlanoConfig(
+        version=raw.version,
+        listeners=listeners,
+        providers=tuple(providers),
+        routing_preferences=tuple(resolved_prefs),
+        model_aliases=aliases,
+        routing=raw.routing.model_copy(update={"router": router}),
+        default_model=default_model,
+        overrides=raw.overrides,
+        warnings=tuple(warnings),
+        by_model=by_model,
+        model_lookup=lookup,
+    )
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, resolve_secrets: bool = True) -> PlanoConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: the config file is not UTF-8 text"]) from None
+    return parse_config(text, env, resolve_secrets=resolve_secrets)

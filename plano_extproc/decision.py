@@ -1,0 +1,121 @@
+"""Pure decision logic: (config, parsed request, router outcome, affinity entry) -> Decision.
+
+The rules (also in README.md, "How a model is chosen"):
+1. A live affinity entry for the request's session wins: its models and route, `pinned: true`.
+2. When routes apply (inline `routing_preferences` replace the configured ones) and the router named one
+   of them, the decision is that route's ranked `models`.
+3. Otherwise the request's own `model`, resolved through `model_aliases`, when it names a declared model.
+4. Otherwise (no model, or a model this gateway does not serve) the default model.
+The `source` says which rule decided; `fallback` marks decisions taken while the configured router failed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from plano_extproc.affinity import AffinityEntry
+from plano_extproc.config import PlanoConfig, RoutePreference
+from plano_extproc.formats.base import InlinePreference, ParsedRequest
+from plano_extproc.router.base import RouteSpec
+
+
+class DecisionSource(str, enum.Enum):
+    ROUTER = "router"  # a configured route matched
+    INLINE = "inline"  # a route given in the request matched
+    AFFINITY = "affinity"  # pinned by X-Model-Affinity
+    ALIAS = "alias"  # no route; the request's model is an alias
+    DIRECT = "direct"  # no route; the request's model is declared
+    DEFAULT = "default"  # no route and no servable model in the request
+    FALLBACK = "fallback"  # the configured router failed; decided without it
+
+
+@dataclass(frozen=True, slots=True)
+class RouterOutcome:
+    """What the router step produced. `failed`: the configured backend failed (a fallback may have decided)."""
+
+    route: str | None
+    backend: str | None = None
+    failed: bool = False
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    models: tuple[str, ...]
+    route: str | None
+    source: DecisionSource
+    pinned: bool = False
+    router_backend: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.models[0]
+
+
+Preference = RoutePreference | InlinePreference
+
+
+def active_preferences(config: PlanoConfig, request: ParsedRequest) -> Sequence[Preference]:
+    """Inline routes replace the configured ones for this request."""
+    return request.preferences if request.preferences is not None else config.routing_preferences
+
+
+def route_specs(preferences: Sequence[Preference]) -> tuple[RouteSpec, ...]:
+    return tuple(RouteSpec(p.name, p.description) for p in preferences)
+
+
+def fallback_models(config: PlanoConfig, requested: str | None) -> tuple[tuple[str, ...], DecisionSource]:
+    resolved = config.resolve_model(requested)
+    if resolved is None:
+        return (config.default_model,), DecisionSource.DEFAULT
+    if requested in config.model_aliases:
+        return (resolved,), DecisionSource.ALIAS
+    return (resolved,), DecisionSource.DIRECT
+
+
+def _models_of(config: PlanoConfig, pref: Preference) -> tuple[str, ...]:
+    # Inline routes may name models by bare id or alias; unknown names pass through as given (the
+    # decision endpoint reports them; the proxy path rejects what it cannot serve).
+    return tuple(config.resolve_model(m) or m for m in pref.models)
+
+
+def decide_route(
+    config: PlanoConfig,
+    request: ParsedRequest,
+    outcome: RouterOutcome | None,
+    affinity: AffinityEntry | None = None,
+) -> Decision:
+    if affinity is not None:
+        return Decision(affinity.models, affinity.route, DecisionSource.AFFINITY, pinned=True)
+    backend = outcome.backend if outcome else None
+    if outcome is not None and outcome.route is not None:
+        for pref in active_preferences(config, request):
+            if pref.name == outcome.route:
+                if outcome.failed:
+                    source = DecisionSource.FALLBACK
+                elif request.preferences is not None:
+                    source = DecisionSource.INLINE
+                else:
+                    source = DecisionSource.ROUTER
+                return Decision(_models_of(config, pref), pref.name, source, router_backend=backend)
+    models, source = fallback_models(config, request.model)
+    if outcome is not None and outcome.failed:
+        source = DecisionSource.FALLBACK
+    return Decision(models, None, source, router_backend=backend)
+
+
+def decision_payload(decision: Decision, trace_id: str, session_id: str | None = None) -> dict[str, object]:
+    """The JSON body of a decision response (DESIGN §1). `model` (= models[0]) serves older clients."""
+    payload: dict[str, object] = {
+        "models": list(decision.models),
+        "model": decision.model,
+        "route": decision.route,
+        "source": decision.source.value,
+        "trace_id": trace_id,
+    }
+    if session_id is not None:
+        payload["session_id"] = session_id
+        payload["pinned"] = decision.pinned
+    return payload

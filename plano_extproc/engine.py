@@ -1,0 +1,63 @@
+"""Glue between the pure core and the router: parse -> affinity -> router -> decide -> remember.
+
+Every front end (ext_proc, the gRPC Decide API, the `route` CLI) asks this one object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plano_extproc.affinity import AffinityCache
+from plano_extproc.config import ConfigError, PlanoConfig
+from plano_extproc.decision import Decision, RouterOutcome, active_preferences, decide_route, route_specs
+from plano_extproc.formats import ApiFormat, ParsedRequest, parse_request
+from plano_extproc.router.base import RouterBackend
+from plano_extproc.router.chain import RouterChain
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedRequest:
+    request: ParsedRequest
+    decision: Decision
+    outcome: RouterOutcome | None
+
+
+def build_router_chain(config: PlanoConfig) -> RouterChain:
+    settings = config.routing.router
+    if settings.backend != "embedded":
+        raise ConfigError([f"routing.router.backend: '{settings.backend}' is not available in this build yet; use 'embedded'"])
+    primary = _embedded(config)
+    return RouterChain(primary, settings.timeout_ms / 1000.0)
+
+
+def _embedded(config: PlanoConfig) -> RouterBackend:
+    from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings
+
+    tuning = config.routing.router.embedded
+    overrides = {k: v for k, v in tuning.model_dump().items() if v is not None}
+    return EmbeddedRouter(EmbeddedRouterSettings(**overrides))
+
+
+class DecisionEngine:
+    def __init__(self, config: PlanoConfig, router: RouterChain) -> None:
+        self.config = config
+        self.router = router
+        self.affinity = AffinityCache(config.routing.session_ttl_seconds, config.routing.session_max_entries)
+
+    async def route(self, request: ParsedRequest, session_id: str | None = None) -> RoutedRequest:
+        entry = self.affinity.get(session_id) if session_id else None
+        if entry is not None:
+            return RoutedRequest(request, decide_route(self.config, request, None, entry), None)
+        preferences = active_preferences(self.config, request)
+        outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
+        decision = decide_route(self.config, request, outcome)
+        if session_id:
+            self.affinity.put(session_id, decision.models, decision.route)
+        return RoutedRequest(request, decision, outcome)
+
+    async def route_raw(self, api_format: ApiFormat, body: bytes, session_id: str | None = None) -> RoutedRequest:
+        """Parse and route; raises RequestFormatError for bad bodies."""
+        return await self.route(parse_request(api_format, body), session_id)
+
+    async def close(self) -> None:
+        await self.router.close()

@@ -1,0 +1,1 @@
+"""Router backends: something that, given routes and a conversation, names the route that fits."""

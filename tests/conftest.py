@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "plano_extproc" / "demo" / "config.yaml"
+LEGACY_CONFIG = ROOT / "examples" / "config-legacy-per-provider.yaml"
+DEMO_ENV = {"OPENAI_API_KEY": "sk-test-openai-0000", "ANTHROPIC_API_KEY": "sk-ant-test-0000"}
+
+# the venv's bin (envoy, plano-extproc) first on PATH for subprocess-based tests
+_BIN = str(Path(os.sys.executable).parent)
+if not os.environ.get("PATH", "").startswith(_BIN):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture
+def demo_config():
+    from plano_extproc.config import load_config
+
+    return load_config(DEMO_CONFIG, DEMO_ENV)
