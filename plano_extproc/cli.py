@@ -125,6 +125,103 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+DEFAULT_EXTPROC_ADDRESS = "127.0.0.1:50051"
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from plano_extproc.extproc.server import ExtProcServer
+
+    _configure_logging(args.log_level)
+    config = _load_or_exit(args.config, resolve_secrets=True)
+
+    async def run() -> int:
+        try:
+            server = ExtProcServer(config, args.listen)
+        except ConfigError as exc:
+            print("\n".join(exc.errors), file=sys.stderr)
+            return 1
+        except (OSError, RuntimeError) as exc:
+            print(f"serve: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+            return 1
+        await server.start()
+        print(f"plano-extproc serving ext_proc + RoutingService on {args.listen}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+        return 0
+
+    return asyncio.run(run())
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    import signal
+
+    from plano_extproc.local import LocalGateway
+
+    _configure_logging(args.log_level)
+    try:
+        text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        print(f"{args.config}: cannot read the config file ({exc.strerror})", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        gateway = LocalGateway(
+            text, mock_providers=args.mock_providers, listener_port=args.port, envoy_concurrency=args.envoy_concurrency
+        )
+        try:
+            await gateway.start()
+        except ConfigError as exc:
+            await gateway.stop()
+            print(f"{args.config}: invalid config", file=sys.stderr)
+            for line in exc.errors:
+                print(f"  {line}", file=sys.stderr)
+            return 1
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            await gateway.stop()
+            print(f"up: {exc}", file=sys.stderr)
+            return 1
+        mocks = ", ".join(f"{m.name} at {m.base_url}" for m in gateway.mocks.values())
+        print(
+            f"plano gateway ready on {gateway.url}\n"
+            f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
+            f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
+            f"  envoy admin (127.0.0.1): http://127.0.0.1:{gateway.admin_port}/stats/prometheus"
+            + (f"\n  mock providers: {mocks}" if mocks else "")
+            + "\nCtrl-C stops everything.",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        envoy_died = asyncio.create_task(asyncio.to_thread(gateway.envoy.wait))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        status = 0
+        if envoy_died.done() and not stop.is_set():
+            print(f"up: envoy exited unexpectedly:\n{gateway.envoy_log()[-2000:]}", file=sys.stderr)
+            status = 1
+        stopper.cancel()
+        await gateway.stop()
+        envoy_died.cancel()
+        print("stopped", flush=True)
+        return status
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plano-extproc", description="Envoy external processor for LLM routing")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--session", help="an X-Model-Affinity session id")
     route.add_argument("--body", help="a whole request body as JSON ('-' reads stdin) instead of TEXT")
     route.set_defaults(func=_cmd_route)
+
+    serve = sub.add_parser("serve", help="run the ext_proc gRPC service alone (sidecar deployments)")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--listen", default=DEFAULT_EXTPROC_ADDRESS, help="host:port or unix:/path/to.sock")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_cmd_serve)
+
+    up = sub.add_parser("up", help="run Envoy + the ext_proc service (+ mock providers) in the foreground")
+    up.add_argument("--config", default=DEMO_CONFIG, help="plano config file (default: the demo config)")
+    up.add_argument("--mock-providers", action="store_true", help="serve every provider from built-in local mocks (offline, no keys)")
+    up.add_argument("--port", type=int, default=None, help="listener port (default: from the config, else 12000)")
+    up.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads (default 1: leaves CPU to Python)")
+    up.add_argument("--log-level", default="warning")
+    up.set_defaults(func=_cmd_up)
 
     demo = sub.add_parser("demo", help="decide the seed demo requests with the embedded router and print them")
     demo.add_argument("--config", default=DEMO_CONFIG)

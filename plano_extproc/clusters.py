@@ -13,11 +13,15 @@ from collections.abc import Iterable
 #: internal request headers: set only by our downstream processor, stripped from client requests and
 #: never forwarded to a provider
 CLUSTER_HEADER = "x-plano-cluster"  # the route's cluster_header: which composite cluster to use
-MODELS_HEADER = "x-plano-models"  # the ranked models of the decision, comma separated
 ROUTE_HEADER = "x-plano-route"  # the matched route (informational, for logs)
-FORMAT_HEADER = "x-plano-format"  # the client's API format (openai_chat, anthropic_messages, openai_responses)
-INTERNAL_HEADERS = (CLUSTER_HEADER, MODELS_HEADER, ROUTE_HEADER, FORMAT_HEADER)
+INTERNAL_HEADERS = (CLUSTER_HEADER, ROUTE_HEADER)
 INTERNAL_PREFIX = "x-plano-"
+
+#: Envoy dynamic metadata namespace carrying the decision from the downstream processor to the upstream
+#: processor on every attempt (headers would not do: upstream header mutations persist across attempts,
+#: so headers stripped before the provider on attempt 1 are gone on attempt 2). Keys: models (comma
+#: separated attempt list), format (ApiFormat value), route, client_credentials (passthrough only).
+DECISION_METADATA_NAMESPACE = "plano"
 
 #: gRPC initial metadata that tells the service which processor a stream belongs to
 PHASE_METADATA = "x-plano-phase"
@@ -42,3 +46,23 @@ def composite_cluster_name(models: Iterable[str]) -> str:
         return "ranked." + readable
     digest = hashlib.sha256("\n".join(models).encode()).hexdigest()[:16]
     return f"ranked.{digest}"
+
+
+def attempt_list(models: Iterable[str]) -> tuple[str, ...]:
+    """The models a composite cluster walks, one per attempt.
+
+    Envoy answers 503 "no healthy upstream" when attempts outnumber a composite's sub-clusters, so a
+    single model is listed twice: one same-provider retry on 429/5xx instead of none.
+    """
+    models = tuple(models)
+    return models if len(models) > 1 else models * 2
+
+
+def prebuilt_model_lists(preference_model_lists: Iterable[Iterable[str]], declared_models: Iterable[str]) -> list[tuple[str, ...]]:
+    """The attempt lists that get a composite cluster: every route's models, and every single model."""
+    lists: dict[tuple[str, ...], None] = {}
+    for models in preference_model_lists:
+        lists[attempt_list(models)] = None
+    for model in declared_models:
+        lists[attempt_list((model,))] = None
+    return list(lists)

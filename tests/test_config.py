@@ -44,8 +44,8 @@ def test_seed_demo_config_in_v040_form(demo_config):
     assert demo_config.default_model == "openai/gpt-4o-mini"
     prefs = {p.name: p.models for p in demo_config.routing_preferences}
     assert prefs == {
-        "code_generation": ("anthropic/claude-sonnet-4-20250514",),
-        "complex_reasoning": ("openai/gpt-4o",),
+        "code_generation": ("anthropic/claude-sonnet-4-20250514", "openai/gpt-4o"),
+        "complex_reasoning": ("openai/gpt-4o", "anthropic/claude-sonnet-4-20250514"),
     }
     assert demo_config.listener_port == 12000
     assert demo_config.routing.session_ttl_seconds == 600

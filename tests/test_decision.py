@@ -39,7 +39,7 @@ class ScriptedRouter(RouterBackend):
 
 def test_matched_configured_route_yields_its_models(demo_config):
     d = decide_route(demo_config, chat("code please"), RouterOutcome("code_generation", "embedded"))
-    assert d.models == ("anthropic/claude-sonnet-4-20250514",) and d.route == "code_generation"
+    assert d.models == ("anthropic/claude-sonnet-4-20250514", "openai/gpt-4o") and d.route == "code_generation"
     assert d.source is DecisionSource.ROUTER and d.model == d.models[0]
 
 
@@ -73,7 +73,7 @@ def test_payload_shape(demo_config):
     d = decide_route(demo_config, chat("x"), RouterOutcome("complex_reasoning", "embedded"))
     payload = decision_payload(d, "a" * 32, "sess-1")
     assert payload == {
-        "models": ["openai/gpt-4o"],
+        "models": ["openai/gpt-4o", "anthropic/claude-sonnet-4-20250514"],
         "model": "openai/gpt-4o",
         "route": "complex_reasoning",
         "source": "router",

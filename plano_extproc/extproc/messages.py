@@ -1,0 +1,58 @@
+"""Small builders for ext_proc protobuf messages, shared by both processors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.type.v3 import http_status_pb2
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def header_dict(headers: ext.HttpHeaders) -> dict[str, str]:
+    """Request headers as a dict of lower-case names. Envoy sends values in raw_value (bytes)."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        out[h.key] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return out
+
+
+def header_mutation(set_headers: Iterable[tuple[str, str]] = (), remove: Iterable[str] = ()) -> ext.HeaderMutation:
+    return ext.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE
+            )
+            for k, v in set_headers
+        ],
+        remove_headers=list(remove),
+    )
+
+
+def continue_headers(mutation: ext.HeaderMutation | None = None, *, clear_route_cache: bool = False) -> ext.ProcessingResponse:
+    common = ext.CommonResponse(header_mutation=mutation, clear_route_cache=clear_route_cache) if mutation or clear_route_cache else ext.CommonResponse()
+    return ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=common))
+
+
+def continue_body(
+    mutation: ext.HeaderMutation | None = None, body: bytes | None = None, *, clear_route_cache: bool = False
+) -> ext.ProcessingResponse:
+    common = ext.CommonResponse(
+        header_mutation=mutation,
+        body_mutation=ext.BodyMutation(body=body) if body is not None else None,
+        clear_route_cache=clear_route_cache,
+    )
+    return ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
+
+
+def immediate(status: int, body: bytes, content_type: str = "application/json", extra: Iterable[tuple[str, str]] = (), details: str = "") -> ext.ProcessingResponse:
+    return ext.ProcessingResponse(
+        immediate_response=ext.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=header_mutation([("content-type", content_type), *extra]),
+            body=body,
+            details=details,
+        )
+    )

@@ -1,0 +1,122 @@
+"""The gRPC server: Envoy's ext_proc (downstream and upstream phases), our RoutingService, health.
+
+Which processor a stream gets is told by gRPC metadata the rendered Envoy config sets on each filter
+(`x-plano-phase: downstream | upstream`); a missing value means downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from plano_extproc.api import routing_pb2, routing_pb2_grpc
+from plano_extproc.clusters import PHASE_METADATA
+from plano_extproc.config import PlanoConfig
+from plano_extproc.decision import decision_payload
+from plano_extproc.engine import DecisionEngine, build_router_chain
+from plano_extproc.envoy_config import ranked_model_lists
+from plano_extproc.extproc.errors import error_body
+from plano_extproc.extproc.messages import immediate
+from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
+from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
+from plano_extproc.formats import ApiFormat, RequestFormatError
+from plano_extproc.targets import build_targets
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # request bodies arrive whole in BUFFERED mode; grpcio's default is 4 MiB
+
+_API_FORMATS = {
+    routing_pb2.OPENAI_CHAT: ApiFormat.OPENAI_CHAT,
+    routing_pb2.ANTHROPIC_MESSAGES: ApiFormat.ANTHROPIC_MESSAGES,
+    routing_pb2.OPENAI_RESPONSES: ApiFormat.OPENAI_RESPONSES,
+}
+
+
+class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
+    def __init__(self, downstream: DownstreamContext, upstream: UpstreamContext) -> None:
+        self.downstream = downstream
+        self.upstream = upstream
+
+    async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
+        phase = "downstream"
+        for key, value in context.invocation_metadata() or ():
+            if key == PHASE_METADATA:
+                phase = value
+                break
+        exchange = UpstreamExchange(self.upstream) if phase == "upstream" else DownstreamExchange(self.downstream)
+        async for message in request_iterator:
+            try:
+                response = await exchange.handle(message)
+            except Exception:
+                # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
+                log.exception("ext_proc %s processing failed", phase)
+                response = immediate(500, error_body(None, 500, "internal error in the routing step"))
+            if response is not None:
+                yield response
+
+
+class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
+    def __init__(self, engine: DecisionEngine) -> None:
+        self.engine = engine
+
+    async def Decide(self, request: routing_pb2.DecideRequest, context: grpc.aio.ServicerContext) -> routing_pb2.DecideResponse:  # noqa: N802
+        api_format = _API_FORMATS.get(request.api_format)
+        if api_format is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_format is required: OPENAI_CHAT, ANTHROPIC_MESSAGES or OPENAI_RESPONSES")
+        session = request.affinity_id or None
+        try:
+            routed = await self.engine.route_raw(api_format, request.body, session)
+        except RequestFormatError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        payload = decision_payload(routed.decision, trace_id_from(request.traceparent), session)
+        return routing_pb2.DecideResponse(
+            models=payload["models"],
+            model=payload["model"],
+            route=payload["route"],
+            source=payload["source"],
+            trace_id=payload["trace_id"],
+            session_id=session or "",
+            pinned=bool(payload.get("pinned", False)),
+        )
+
+
+class ExtProcServer:
+    """Owns the engine and the grpc.aio server; `start` binds, `stop` drains."""
+
+    def __init__(self, config: PlanoConfig, address: str) -> None:
+        self.config = config
+        self.address = address
+        self.engine = DecisionEngine(config, build_router_chain(config))
+        targets = build_targets(config)
+        prebuilt = set(ranked_model_lists(config))
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_concurrent_streams", 10_000),
+            ]
+        )
+        ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(DownstreamContext(self.engine, targets, prebuilt), UpstreamContext(targets)), self.server)
+        routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0 and not address.startswith("unix:"):
+            raise OSError(f"cannot listen on {address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.server.stop(grace)
+        await self.engine.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,96 @@
+"""The per-attempt processor on the composite clusters: one stream per upstream attempt.
+
+Envoy's retry moves attempt N to the composite's sub-cluster N; this processor makes the request fit
+that attempt's provider: Host, path, auth, the provider's model id in the body. Attempt 1's body already
+carries models[0]'s id (the downstream processor wrote it), so its body is not sent here at all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+
+from plano_extproc.clusters import DECISION_METADATA_NAMESPACE
+from plano_extproc.extproc.errors import error_body
+from plano_extproc.extproc.messages import continue_body, header_dict, header_mutation, immediate
+from plano_extproc.formats import ApiFormat
+from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
+
+log = logging.getLogger(__name__)
+
+_SKIP_BODY = processing_mode_pb2.ProcessingMode(request_body_mode=processing_mode_pb2.ProcessingMode.NONE)
+
+
+class UpstreamContext:
+    """Built once per config: the targets, and every header name some target injects."""
+
+    def __init__(self, targets: dict[tuple[ApiFormat, str], UpstreamTarget]) -> None:
+        self.targets = targets
+        # Header mutations of attempt N persist into attempt N+1, so each attempt removes whatever any
+        # provider's auth or configured headers could have left behind before setting its own.
+        injected = {name for t in targets.values() for name, _ in t.headers}
+        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS)))
+
+
+class UpstreamExchange:
+    __slots__ = ("ctx", "target", "attempt")
+
+    def __init__(self, ctx: UpstreamContext) -> None:
+        self.ctx = ctx
+        self.target: UpstreamTarget | None = None
+        self.attempt = 1
+
+    async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
+        kind = request.WhichOneof("request")
+        if kind == "request_headers":
+            return self.on_headers(request.request_headers, request.metadata_context)
+        if kind == "request_body":
+            return self.on_body(request.request_body)
+        return None
+
+    def on_headers(self, headers: ext.HttpHeaders, metadata: base_pb2.Metadata) -> ext.ProcessingResponse:
+        h = header_dict(headers)
+        decision = metadata.filter_metadata.get(DECISION_METADATA_NAMESPACE)
+        try:
+            fields = decision.fields  # type: ignore[union-attr]
+            api_format = ApiFormat(fields["format"].string_value)
+            models = fields["models"].string_value.split(",")
+            self.attempt = max(1, int(h.get("x-envoy-attempt-count", "1")))
+        except (AttributeError, ValueError, KeyError):
+            # Only our downstream processor writes the decision; without it the request skipped routing.
+            return immediate(403, error_body(None, 403, "request did not pass the gateway's routing step"))
+        model = models[min(self.attempt, len(models)) - 1]
+        target = self.ctx.targets.get((api_format, model))
+        if target is None:
+            return immediate(500, error_body(api_format, 500, "no upstream for the chosen model"))
+        self.target = target
+        sets = [(":authority", target.host), (":path", target.path)]
+        remove = [k for k in self.ctx.stale_headers if k in h]
+        client = fields["client_credentials"].struct_value.fields if "client_credentials" in fields else None
+        if target.passthrough_auth and client:
+            sets.extend((k, v.string_value) for k, v in client.items())  # the client's own credentials
+        else:
+            sets.extend(target.headers)
+        set_names = {k for k, _ in sets}
+        mutation = header_mutation(sets, [k for k in remove if k not in set_names])
+        response = ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=ext.CommonResponse(header_mutation=mutation)))
+        if self.attempt == 1:
+            response.mode_override.CopyFrom(_SKIP_BODY)
+        return response
+
+    def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
+        if self.target is None:
+            return continue_body()
+        try:
+            parsed = orjson.loads(body.body)
+        except orjson.JSONDecodeError:
+            return continue_body()
+        if not isinstance(parsed, dict) or parsed.get("model") == self.target.model_id:
+            return continue_body()
+        parsed["model"] = self.target.model_id
+        new_body = orjson.dumps(parsed)
+        return continue_body(header_mutation([("content-length", str(len(new_body)))]), new_body)

