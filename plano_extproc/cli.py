@@ -222,6 +222,19 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _cmd_render_envoy(args: argparse.Namespace) -> int:
+    from plano_extproc.envoy_config import render_bootstrap_yaml
+
+    config = _load_or_exit(args.config, resolve_secrets=False)  # keys never go into the bootstrap
+    text = render_bootstrap_yaml(config, extproc_address=args.extproc, admin_port=args.admin_port, listener_port=args.port)
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plano-extproc", description="Envoy external processor for LLM routing")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=DEFAULT_EXTPROC_ADDRESS, help="host:port or unix:/path/to.sock")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_cmd_serve)
+
+    render = sub.add_parser("render-envoy", help="print the Envoy bootstrap for a plano config")
+    render.add_argument("--config", required=True)
+    render.add_argument("--extproc", default=DEFAULT_EXTPROC_ADDRESS, help="where `serve` listens: host:port or unix:/path")
+    render.add_argument("--admin-port", type=int, default=9901)
+    render.add_argument("--port", type=int, default=None, help="listener port (default: from the config)")
+    render.add_argument("-o", "--output", default="-")
+    render.set_defaults(func=_cmd_render_envoy)
 
     up = sub.add_parser("up", help="run Envoy + the ext_proc service (+ mock providers) in the foreground")
     up.add_argument("--config", default=DEMO_CONFIG, help="plano config file (default: the demo config)")

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from plano_extproc.providers import KNOWN_PROVIDERS, PROVIDERS_REQUIRING_BASE_URL
+from plano_extproc.router.settings import EmbeddedRouterSettings
 
 CURRENT_VERSION = (0, 4, 0)
 DEFAULT_LISTENER_PORT = 12000
@@ -107,14 +108,6 @@ class Listener(_Strict):
         return value
 
 
-class EmbeddedTuning(_Strict):
-    """Knobs of the embedded MiniLM router; defaults come from the CLINC calibration (bench/README.md)."""
-
-    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
-    margin: float | None = Field(default=None, ge=0.0, le=2.0)
-    model_dir: str | None = None
-
-
 class TritonTuning(_Strict):
     max_tokens: int = Field(default=16, ge=1, le=256)
     max_concurrency: int = Field(default=64, ge=1, le=4096)
@@ -133,7 +126,7 @@ class RouterConfig(_Strict):
     timeout_ms: int = Field(default=1000, ge=1, le=120_000)
     #: who decides when the configured router fails: the embedded router, or nobody (request/default model)
     fallback: Literal["embedded", "default"] = "embedded"
-    embedded: EmbeddedTuning = EmbeddedTuning()
+    embedded: EmbeddedRouterSettings = EmbeddedRouterSettings()
     triton: TritonTuning = TritonTuning()
     openai: OpenAIRouterTuning = OpenAIRouterTuning()
 

@@ -31,11 +31,9 @@ def build_router_chain(config: PlanoConfig) -> RouterChain:
 
 
 def _embedded(config: PlanoConfig) -> RouterBackend:
-    from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings
+    from plano_extproc.router.embedded import EmbeddedRouter
 
-    tuning = config.routing.router.embedded
-    overrides = {k: v for k, v in tuning.model_dump().items() if v is not None}
-    return EmbeddedRouter(EmbeddedRouterSettings(**overrides))
+    return EmbeddedRouter(config.routing.router.embedded)
 
 
 class DecisionEngine:
@@ -43,6 +41,12 @@ class DecisionEngine:
         self.config = config
         self.router = router
         self.affinity = AffinityCache(config.routing.session_ttl_seconds, config.routing.session_max_entries)
+
+    async def warm_up(self) -> None:
+        """Load the router and embed the configured routes before the first request arrives."""
+        await self.router.primary.warm_up(route_specs(self.config.routing_preferences))
+        if self.router.fallback is not None:
+            await self.router.fallback.warm_up(route_specs(self.config.routing_preferences))
 
     async def route(self, request: ParsedRequest, session_id: str | None = None) -> RoutedRequest:
         entry = self.affinity.get(session_id) if session_id else None

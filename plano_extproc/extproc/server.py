@@ -111,6 +111,7 @@ class ExtProcServer:
             raise OSError(f"cannot listen on {address}")
 
     async def start(self) -> None:
+        await self.engine.warm_up()
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 

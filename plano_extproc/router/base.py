@@ -35,6 +35,9 @@ class RouterBackend(abc.ABC):
     async def choose_route(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> str | None:
         """Return a name from `routes` or None. Raise RouterError when no decision can be made."""
 
+    async def warm_up(self, routes: Sequence[RouteSpec]) -> None:  # noqa: B027 - optional hook
+        """Load models and prepare `routes` before the first request, so it pays no start-up cost."""
+
     async def ready(self) -> bool:
         """True when the backend can answer now (used by readiness checks)."""
         return True

@@ -1,0 +1,301 @@
+"""The whole gateway on a real Envoy: ext_proc + embedded router + local mock providers.
+
+Clients are the official `openai` and `anthropic` SDKs (proxy path) and plain HTTP (decision path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import anthropic
+import grpc
+import openai
+import pytest
+
+from plano_extproc.api import routing_pb2, routing_pb2_grpc
+from plano_extproc.local import MOCK_KEY, LocalGateway, free_port
+from tests.conftest import DEMO_CONFIG
+
+pytestmark = pytest.mark.integration
+
+CLAUDE = "claude-sonnet-4-20250514"
+CODE = "Write a Python function that implements binary search"
+REASONING = "Solve this step by step: a train leaves at 3pm at 60 mph and another at 4pm at 80 mph; when does the second catch up, and why?"
+FRANCE = "What is the capital of France?"
+
+
+class RunningGateway:
+    """Runs a LocalGateway on a background event loop so synchronous SDK clients can call it."""
+
+    def __init__(self, config_text: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.gateway = LocalGateway(config_text, env={}, mock_providers=True, listener_port=free_port())
+        asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(120)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def openai_mock(self):
+        return self.gateway.mocks["openai"]
+
+    @property
+    def anthropic_mock(self):
+        return self.gateway.mocks["anthropic"]
+
+
+@pytest.fixture(scope="module")
+def gw():
+    running = RunningGateway(DEMO_CONFIG.read_text())
+    yield running
+    running.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_mocks(gw):
+    gw.openai_mock.reset()
+    gw.anthropic_mock.reset()
+    gw.openai_mock.chunk_delay = gw.anthropic_mock.chunk_delay = 0.0
+
+
+def post(gw, path: str, body: object, headers: dict | None = None, raw: bytes | None = None) -> tuple[int, dict, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(gw.url + path, data=data, method="POST", headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        payload = err.read()
+        try:
+            parsed = json.loads(payload) if payload else None
+        except ValueError:
+            parsed = {"raw": payload.decode(errors="replace")}
+        return err.code, dict(err.headers), parsed
+
+
+def oai(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-own-key", max_retries=0, timeout=30)
+
+
+def claude(gw) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key="client-own-key", max_retries=0, timeout=30)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+# ------------------------------------------------------------------------------------------- decisions
+
+
+def test_decisions_on_all_three_routing_endpoints(gw):
+    status, _, code = post(gw, "/routing/v1/chat/completions", {"model": "gpt-4o-mini", "messages": user(CODE)})
+    assert status == 200
+    assert code["route"] == "code_generation"
+    assert code["models"] == ["anthropic/claude-sonnet-4-20250514", "openai/gpt-4o"] and code["model"] == code["models"][0]
+    assert len(code["trace_id"]) == 32 and "session_id" not in code
+
+    _, _, reasoning = post(gw, "/routing/v1/messages", {"model": CLAUDE, "max_tokens": 10, "system": "be brief", "messages": user(REASONING)})
+    assert reasoning["route"] == "complex_reasoning" and reasoning["models"][0] == "openai/gpt-4o"
+
+    _, _, france = post(gw, "/routing/v1/responses", {"model": "gpt-4o", "input": FRANCE})
+    assert france["route"] is None and france["models"] == ["openai/gpt-4o"] and france["source"] == "direct"
+
+    _, _, no_model = post(gw, "/routing/v1/chat/completions", {"messages": user(FRANCE)})
+    assert no_model["models"] == ["openai/gpt-4o-mini"] and no_model["source"] == "default"
+
+
+def test_trace_id_follows_traceparent(gw):
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    _, _, d = post(gw, "/routing/v1/chat/completions", {"messages": user(FRANCE)}, {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert d["trace_id"] == trace
+
+
+def test_affinity_pins_the_first_decision(gw):
+    sid = f"pin-{time.time_ns()}"
+    _, _, first = post(gw, "/routing/v1/chat/completions", {"messages": user(CODE)}, {"x-model-affinity": sid})
+    _, _, second = post(gw, "/routing/v1/chat/completions", {"messages": user(FRANCE)}, {"x-model-affinity": sid})
+    _, _, alias = post(gw, "/routing/v1/chat/completions", {"messages": user(FRANCE)}, {"x-session-id": sid})
+    assert (first["session_id"], first["pinned"], first["route"]) == (sid, False, "code_generation")
+    assert (second["pinned"], second["route"], second["models"]) == (True, "code_generation", first["models"])
+    assert alias["pinned"] is True
+
+
+def test_inline_routes_replace_configured_ones(gw):
+    prefs = [
+        {"name": "translation", "description": "translating text between languages", "models": ["openai/gpt-4o"]},
+        {"name": "code", "description": "writing code", "models": ["anthropic/claude-sonnet-4-20250514"]},
+    ]
+    _, _, d = post(gw, "/routing/v1/chat/completions", {"messages": user("Translate 'good morning' into Italian"), "routing_preferences": prefs})
+    assert d["route"] == "translation" and d["models"] == ["openai/gpt-4o"] and d["source"] == "inline"
+
+
+# ----------------------------------------------------------------------------------------------- proxy
+
+
+def test_openai_chat_is_routed_to_the_right_provider_with_its_model_and_key(gw):
+    reply = oai(gw).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=user(CODE),
+        extra_body={
+            "routing_preferences": [
+                {"name": "code", "description": "generating new code snippets, functions, or boilerplate", "models": [f"anthropic/{CLAUDE}"]},
+                {"name": "travel", "description": "booking flights and hotels", "models": ["openai/gpt-4o"]},
+            ]
+        },
+    )
+    assert reply.choices[0].message.content == f"mock-anthropic answered as {CLAUDE}"
+    (seen,) = gw.anthropic_mock.requests_snapshot()
+    assert seen["path"] == "/v1/chat/completions"
+    assert seen["headers"]["x-api-key"] == MOCK_KEY and seen["headers"]["anthropic-version"] == "2023-06-01"
+    assert seen["headers"]["host"] == f"127.0.0.1:{gw.anthropic_mock.port}"
+    assert "authorization" not in seen["headers"]  # the client's own key never reaches a provider
+    assert seen["body"]["model"] == CLAUDE
+    assert "routing_preferences" not in seen["body"]
+    assert not [h for h in seen["headers"] if h.startswith("x-plano-")]
+
+
+def test_anthropic_messages_and_openai_responses_are_proxied(gw):
+    message = claude(gw).messages.create(model=CLAUDE, max_tokens=50, messages=user(CODE))
+    assert message.content[0].text == f"mock-anthropic answered as {CLAUDE}"
+    (seen,) = gw.anthropic_mock.requests_snapshot()
+    assert seen["path"] == "/v1/messages" and seen["headers"]["x-api-key"] == MOCK_KEY
+
+    response = oai(gw).responses.create(model="gpt-4o-mini", input=FRANCE)
+    assert response.output_text == "mock-openai answered as gpt-4o-mini"
+    (seen,) = gw.openai_mock.requests_snapshot()
+    assert seen["path"] == "/v1/responses" and seen["headers"]["authorization"] == f"Bearer {MOCK_KEY}"
+    assert seen["body"]["model"] == "gpt-4o-mini"
+
+
+def test_streaming_arrives_as_a_stream(gw):
+    gw.openai_mock.chunk_delay = 0.15
+    started = time.monotonic()
+    stream = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE), stream=True)
+    arrivals, text = [], ""
+    for chunk in stream:
+        arrivals.append(time.monotonic() - started)
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    assert text == "mock-openai answered as gpt-4o-mini"
+    assert len(arrivals) >= 4
+    # unbuffered: the first chunk is at the client long before the provider sends its last one
+    assert arrivals[-1] - arrivals[0] > 0.3
+
+
+def test_anthropic_stream(gw):
+    with claude(gw).messages.stream(model=CLAUDE, max_tokens=50, messages=user(CODE)) as stream:
+        text = "".join(stream.text_stream)
+    assert text == f"mock-anthropic answered as {CLAUDE}"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_first_model_failure_falls_over_to_the_second_model(gw, status):
+    gw.anthropic_mock.fail_next(status=status)
+    reply = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
+    assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
+    (failed,) = gw.anthropic_mock.requests_snapshot()
+    (served,) = gw.openai_mock.requests_snapshot()
+    assert failed["body"]["model"] == CLAUDE and served["body"]["model"] == "gpt-4o"
+    assert served["headers"]["authorization"] == f"Bearer {MOCK_KEY}"
+    assert "x-api-key" not in served["headers"] and "anthropic-version" not in served["headers"]
+
+
+def test_single_model_gets_one_same_provider_retry(gw):
+    gw.openai_mock.fail_next(model="gpt-4o-mini", status=429)
+    reply = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
+    assert reply.choices[0].message.content == "mock-openai answered as gpt-4o-mini"
+    assert len(gw.openai_mock.requests_snapshot()) == 2
+
+
+def test_every_model_failing_returns_the_last_provider_error(gw):
+    gw.anthropic_mock.fail_next(status=429)
+    gw.openai_mock.fail_next(status=503)
+    with pytest.raises(openai.InternalServerError) as info:
+        oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
+    assert info.value.status_code == 503
+
+
+def test_client_cannot_pick_the_cluster_or_impersonate(gw):
+    client = openai.OpenAI(
+        base_url=gw.url + "/v1",
+        api_key="client-secret",
+        max_retries=0,
+        default_headers={"x-plano-cluster": "model.openai_gpt-4o", "x-plano-route": "evil", "x-envoy-max-retries": "5"},
+    )
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
+    assert reply.choices[0].message.content == "mock-openai answered as gpt-4o-mini"
+    (seen,) = gw.openai_mock.requests_snapshot()
+    assert seen["headers"]["authorization"] == f"Bearer {MOCK_KEY}"
+    assert "client-secret" not in json.dumps(seen)
+    assert not [h for h in seen["headers"] if h.startswith("x-plano-")]
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_malformed_json_is_a_400_in_each_api_style(gw):
+    status, _, body = post(gw, "/v1/chat/completions", None, raw=b"{nope")
+    assert status == 400 and "not valid JSON" in body["error"]["message"] and body["error"]["type"] == "invalid_request_error"
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude(gw).messages.create(model=CLAUDE, max_tokens=5, messages=[{"role": "system", "content": "x"}])
+    assert info.value.body["type"] == "error" and "role must be 'user' or 'assistant'" in info.value.body["error"]["message"]
+
+
+def test_bad_inline_preference_is_a_400(gw):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai(gw).chat.completions.create(
+            model="gpt-4o-mini", messages=user(CODE), extra_body={"routing_preferences": [{"name": "code", "models": ["x"]}]}
+        )
+    assert "routing_preferences[0].description" in info.value.message
+
+
+def test_unservable_model_and_unknown_endpoint(gw):
+    status, _, body = post(gw, "/v1/messages", {"model": "gpt-4o", "max_tokens": 5, "messages": user(FRANCE)})
+    assert status == 400 and body["type"] == "error" and "Anthropic Messages" in body["error"]["message"]
+    status, _, body = post(gw, "/v1/embeddings", {"input": "x"})
+    assert status == 404 and "error" in body
+
+
+def test_oversize_body_is_a_413(gw):
+    status, _, _ = post(gw, "/v1/chat/completions", None, raw=b'{"messages": [{"role": "user", "content": "' + b"x" * (33 * 1024 * 1024) + b'"}]}')
+    assert status == 413
+
+
+def test_grpc_decide_api_on_the_extproc_socket(gw):
+    async def decide():
+        async with grpc.aio.insecure_channel(gw.gateway.server.address) as channel:
+            stub = routing_pb2_grpc.RoutingServiceStub(channel)
+            ok = await stub.Decide(routing_pb2.DecideRequest(api_format=routing_pb2.OPENAI_CHAT, body=json.dumps({"messages": user(CODE)}).encode()))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Decide(routing_pb2.DecideRequest(api_format=routing_pb2.ANTHROPIC_MESSAGES, body=b"[]"))
+            return ok, info.value
+
+    ok, error = asyncio.run(decide())
+    assert ok.route == "code_generation" and list(ok.models) == ["anthropic/claude-sonnet-4-20250514", "openai/gpt-4o"]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "JSON object" in error.details()
+
+
+def test_router_timeout_falls_back_without_an_error():
+    text = DEMO_CONFIG.read_text().replace("routing:\n", "routing:\n  router: {timeout_ms: 1, fallback: default}\n", 1)
+    running = RunningGateway(text)
+    try:
+        status, _, d = post(running, "/routing/v1/chat/completions", {"model": "gpt-4o", "messages": user(CODE * 40)})
+        assert status == 200 and d["source"] == "fallback" and d["models"] == ["openai/gpt-4o"]
+        reply = oai(running).chat.completions.create(model="gpt-4o", messages=user(CODE * 40))
+        assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
+    finally:
+        running.close()
