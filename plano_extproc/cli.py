@@ -78,6 +78,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
         try:
+            await engine.warm_up()
             routed = await engine.route_raw(ApiFormat(args.format), body, args.session)
         except RequestFormatError as exc:
             print(f"invalid request: {exc.message}", file=sys.stderr)
@@ -91,38 +92,16 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-DEMO_REQUESTS: list[tuple[str, str, dict[str, object], str | None]] = [
-    ("code generation", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write a Python function that implements binary search"}]}, None),
-    ("complex reasoning", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Solve this step by step: a train leaves at 3pm at 60 mph and another at 4pm at 80 mph; when does the second catch up, and why?"}]}, None),
-    ("no route", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}, None),
-    ("Anthropic Messages", "anthropic_messages", {"model": "claude-sonnet-4-20250514", "max_tokens": 256, "system": "You are terse.", "messages": [{"role": "user", "content": "Implement a linked list class in TypeScript"}]}, None),
-    ("OpenAI Responses", "openai_responses", {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "Generate a bash script that backs up my home directory"}, None),
-    ("inline routes", "openai_chat", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Translate 'good morning' into Italian"}], "routing_preferences": [{"name": "translation", "description": "translating text between languages", "models": ["openai/gpt-4o"]}, {"name": "code", "description": "writing code", "models": ["anthropic/claude-sonnet-4-20250514"]}]}, None),
-    ("affinity: first", "openai_chat", {"messages": [{"role": "user", "content": "Write a SQL query that finds duplicate emails"}]}, "demo-session-1"),
-    ("affinity: pinned", "openai_chat", {"messages": [{"role": "user", "content": "What is the capital of France?"}]}, "demo-session-1"),
-]
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from plano_extproc.decision import decision_payload
-    from plano_extproc.engine import DecisionEngine, build_router_chain
-    from plano_extproc.formats import ApiFormat
+    from plano_extproc.demo_run import run_demo
 
-    config = _load_or_exit(args.config, resolve_secrets=False)
-
-    async def run() -> int:
-        engine = DecisionEngine(config, build_router_chain(config))
-        try:
-            for label, fmt, body, session in DEMO_REQUESTS:
-                routed = await engine.route_raw(ApiFormat(fmt), orjson.dumps(body), session)
-                payload = decision_payload(routed.decision, secrets.token_hex(16), session)
-                payload.pop("trace_id")
-                print(f"{label:<20} {orjson.dumps(payload).decode()}")
-        finally:
-            await engine.close()
-        return 0
-
-    return asyncio.run(run())
+    _configure_logging("warning")
+    try:
+        text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        print(f"{args.config}: cannot read the config file ({exc.strerror})", file=sys.stderr)
+        return 1
+    return asyncio.run(run_demo(text, args.port))
 
 
 DEFAULT_EXTPROC_ADDRESS = "127.0.0.1:50051"
@@ -275,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-level", default="warning")
     up.set_defaults(func=_cmd_up)
 
-    demo = sub.add_parser("demo", help="decide the seed demo requests with the embedded router and print them")
+    demo = sub.add_parser("demo", help="start the gateway with mock providers, send the seed demo requests, print, stop")
     demo.add_argument("--config", default=DEMO_CONFIG)
+    demo.add_argument("--port", type=int, default=None, help="listener port (default: a free one)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
