@@ -126,6 +126,9 @@ class RouterConfig(_Strict):
     timeout_ms: int = Field(default=1000, ge=1, le=120_000)
     #: who decides when the configured router fails: the embedded router, or nobody (request/default model)
     fallback: Literal["embedded", "default"] = "embedded"
+    #: consecutive failures that open the circuit breaker, and how long it stays open before a probe
+    breaker_failures: int = Field(default=3, ge=1, le=1000)
+    breaker_open_seconds: float = Field(default=10.0, gt=0, le=3600)
     embedded: EmbeddedRouterSettings = EmbeddedRouterSettings()
     triton: TritonTuning = TritonTuning()
     openai: OpenAIRouterTuning = OpenAIRouterTuning()

@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plano_extproc.affinity import AffinityCache
-from plano_extproc.config import ConfigError, PlanoConfig
+from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import Decision, RouterOutcome, active_preferences, decide_route, route_specs
 from plano_extproc.formats import ApiFormat, ParsedRequest, parse_request
 from plano_extproc.router.base import RouterBackend
-from plano_extproc.router.chain import RouterChain
+from plano_extproc.router.chain import CircuitBreaker, RouterChain
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +24,21 @@ class RoutedRequest:
 
 def build_router_chain(config: PlanoConfig) -> RouterChain:
     settings = config.routing.router
-    if settings.backend != "embedded":
-        raise ConfigError([f"routing.router.backend: '{settings.backend}' is not available in this build yet; use 'embedded'"])
-    primary = _embedded(config)
-    return RouterChain(primary, settings.timeout_ms / 1000.0)
+    timeout_s = settings.timeout_ms / 1000.0
+    if settings.backend == "embedded":
+        return RouterChain(_embedded(config), timeout_s)
+    primary: RouterBackend
+    if settings.backend == "triton":
+        from plano_extproc.router.triton import TritonRouter
+
+        primary = TritonRouter(settings)
+    else:
+        from plano_extproc.router.openai_compatible import OpenAICompatibleRouter
+
+        primary = OpenAICompatibleRouter(settings)
+    fallback = _embedded(config) if settings.fallback == "embedded" else None
+    breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
+    return RouterChain(primary, timeout_s, fallback=fallback, breaker=breaker)
 
 
 def _embedded(config: PlanoConfig) -> RouterBackend:

@@ -148,3 +148,35 @@ async def test_failing_router_without_fallback_uses_the_request_model(demo_confi
     routed = await DecisionEngine(demo_config, chain).route(chat("why?", "gpt-4o"))
     assert routed.decision.models == ("openai/gpt-4o",) and routed.decision.source is DecisionSource.FALLBACK
     assert routed.outcome.error_kind == "bad_reply" and chain.failures == {"bad_reply": 1}
+
+
+def test_breaker_opens_after_failures_and_probes_again():
+    from plano_extproc.router.chain import CircuitBreaker
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, open_seconds=5, clock=clock)
+    breaker.record_failure()
+    assert breaker.allow()
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    clock.now += 5
+    assert breaker.allow() and not breaker.allow()  # exactly one probe while half-open
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
+
+
+async def test_open_breaker_skips_the_failing_router(demo_config):
+    from plano_extproc.router.chain import CircuitBreaker
+
+    broken = ScriptedRouter("triton", error="unavailable")
+    chain = RouterChain(broken, 0.5, fallback=ScriptedRouter("embedded", answer="code_generation"), breaker=CircuitBreaker(2, 60))
+    engine = DecisionEngine(demo_config, chain)
+    for _ in range(5):
+        routed = await engine.route(chat("code"))
+        assert routed.decision.route == "code_generation" and routed.decision.source is DecisionSource.FALLBACK
+    assert broken.calls == 2
+    assert chain.failures == {"unavailable": 2, "breaker_open": 3}

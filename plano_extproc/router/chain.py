@@ -1,15 +1,16 @@
-"""The configured router with its per-call timeout and its failure policy.
+"""The configured router with its per-call timeout, a circuit breaker, and its failure policy.
 
-When the primary backend times out or fails, `routing.router.fallback` decides: `embedded` asks the
-embedded CPU router instead, `default` gives up on routing (the request's model or the default model).
-Either way the failure is reported in the outcome, never raised to the request.
+When the primary backend times out, fails, or its breaker is open, `routing.router.fallback` decides:
+`embedded` asks the embedded CPU router instead, `default` gives up on routing (the request's model or
+the default model). Either way the failure is reported in the outcome and counted, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from plano_extproc.conversation import Turn
 from plano_extproc.decision import RouterOutcome
@@ -18,28 +19,71 @@ from plano_extproc.router.base import RouterBackend, RouteSpec, RouterError
 log = logging.getLogger(__name__)
 
 
+class CircuitBreaker:
+    """Closed -> open after `failure_threshold` consecutive failures; after `open_seconds` one probe
+    call is let through (half-open): success closes the breaker, failure opens it again."""
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+    def __init__(self, failure_threshold: int = 3, open_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.failure_threshold = failure_threshold
+        self.open_seconds = open_seconds
+        self._clock = clock
+        self.state = self.CLOSED
+        self.failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        if self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN and self._clock() - self._opened_at >= self.open_seconds:
+            self.state = self.HALF_OPEN
+        if self.state == self.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        if self.state != self.CLOSED:
+            log.info("router breaker closed: the router answers again")
+        self.state, self.failures, self._probing = self.CLOSED, 0, False
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        self._probing = False
+        if self.state == self.HALF_OPEN or self.failures >= self.failure_threshold:
+            if self.state != self.OPEN:
+                log.warning("router breaker open for %.1fs after %d failure(s)", self.open_seconds, self.failures)
+            self.state = self.OPEN
+            self._opened_at = self._clock()
+
+
 class RouterChain:
-    def __init__(self, primary: RouterBackend, timeout_s: float, fallback: RouterBackend | None = None) -> None:
+    def __init__(
+        self,
+        primary: RouterBackend,
+        timeout_s: float,
+        fallback: RouterBackend | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.primary = primary
         self.timeout_s = timeout_s
         self.fallback = fallback if fallback is not primary else None
+        self.breaker = breaker
+        #: failures of the primary by kind (timeout, error, bad_reply, unavailable, breaker_open)
         self.failures: dict[str, int] = {}
 
     async def choose(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> RouterOutcome:
         if not routes or not conversation:
             return RouterOutcome(None)
-        try:
-            route = await asyncio.wait_for(self.primary.choose_route(routes, conversation), self.timeout_s)
-            return RouterOutcome(route, self.primary.name)
-        except asyncio.TimeoutError:
-            kind = "timeout"
-        except RouterError as exc:
-            kind = exc.kind
-        except Exception:  # a backend bug must not fail the request
-            log.exception("router backend %s raised", self.primary.name)
-            kind = "error"
+        if self.breaker is not None and not self.breaker.allow():
+            kind = "breaker_open"
+        else:
+            outcome, kind = await self._call_primary(routes, conversation)
+            if outcome is not None:
+                return outcome
         self.failures[kind] = self.failures.get(kind, 0) + 1
-        log.warning("router %s failed (%s); fallback=%s", self.primary.name, kind, self.fallback.name if self.fallback else "default")
         if self.fallback is None:
             return RouterOutcome(None, None, failed=True, error_kind=kind)
         try:
@@ -48,6 +92,26 @@ class RouterChain:
         except Exception:
             log.exception("fallback router %s failed too", self.fallback.name)
             return RouterOutcome(None, None, failed=True, error_kind=kind)
+
+    async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[RouterOutcome | None, str]:
+        """The primary's outcome, or None and the failure kind."""
+        try:
+            route = await asyncio.wait_for(self.primary.choose_route(routes, conversation), self.timeout_s)
+        except asyncio.TimeoutError:
+            kind = "timeout"
+        except RouterError as exc:
+            kind = exc.kind
+        except Exception:  # a backend bug must not fail the request
+            log.exception("router backend %s raised", self.primary.name)
+            kind = "error"
+        else:
+            if self.breaker is not None:
+                self.breaker.record_success()
+            return RouterOutcome(route, self.primary.name), ""
+        if self.breaker is not None:
+            self.breaker.record_failure()
+        log.warning("router %s failed (%s); fallback=%s", self.primary.name, kind, self.fallback.name if self.fallback else "default")
+        return None, kind
 
     async def close(self) -> None:
         await self.primary.close()
