@@ -123,7 +123,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         try:
-            server = ExtProcServer(config, args.listen)
+            server = ExtProcServer(config, args.listen, metrics_address=args.metrics or None)
         except ConfigError as exc:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
@@ -157,7 +157,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         gateway = LocalGateway(
-            text, mock_providers=args.mock_providers, listener_port=args.port, envoy_concurrency=args.envoy_concurrency
+            text,
+            mock_providers=args.mock_providers,
+            listener_port=args.port,
+            envoy_concurrency=args.envoy_concurrency,
+            metrics_port=args.metrics_port,
         )
         try:
             await gateway.start()
@@ -176,7 +180,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"plano gateway ready on {gateway.url}\n"
             f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
             f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
-            f"  envoy admin (127.0.0.1): http://127.0.0.1:{gateway.admin_port}/stats/prometheus"
+            f"  metrics:   http://127.0.0.1:{gateway.metrics_port}/metrics (ext_proc), "
+            f"http://127.0.0.1:{gateway.admin_port}/stats/prometheus (Envoy)"
             + (f"\n  mock providers: {mocks}" if mocks else "")
             + "\nCtrl-C stops everything.",
             flush=True,
@@ -235,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the ext_proc gRPC service alone (sidecar deployments)")
     serve.add_argument("--config", required=True)
     serve.add_argument("--listen", default=DEFAULT_EXTPROC_ADDRESS, help="host:port or unix:/path/to.sock")
+    serve.add_argument("--metrics", default="0.0.0.0:9090", help="host:port of the Prometheus /metrics endpoint ('' = off)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_cmd_serve)
 
@@ -251,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mock-providers", action="store_true", help="serve every provider from built-in local mocks (offline, no keys)")
     up.add_argument("--port", type=int, default=None, help="listener port (default: from the config, else 12000)")
     up.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads (default 1: leaves CPU to Python)")
+    up.add_argument("--metrics-port", type=int, default=9090, help="ext_proc Prometheus /metrics on 127.0.0.1 (default 9090)")
     up.add_argument("--log-level", default="warning")
     up.set_defaults(func=_cmd_up)
 

@@ -11,6 +11,7 @@ from plano_extproc.affinity import AffinityCache
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import Decision, RouterOutcome, active_preferences, decide_route, route_specs
 from plano_extproc.formats import ApiFormat, ParsedRequest, parse_request
+from plano_extproc.metrics import Metrics
 from plano_extproc.router.base import RouterBackend
 from plano_extproc.router.chain import CircuitBreaker, RouterChain
 
@@ -48,10 +49,15 @@ def _embedded(config: PlanoConfig) -> RouterBackend:
 
 
 class DecisionEngine:
-    def __init__(self, config: PlanoConfig, router: RouterChain) -> None:
+    def __init__(self, config: PlanoConfig, router: RouterChain, metrics: Metrics | None = None) -> None:
         self.config = config
         self.router = router
+        self.metrics = metrics
         self.affinity = AffinityCache(config.routing.session_ttl_seconds, config.routing.session_max_entries)
+        if metrics is not None:
+            metrics.watch_affinity(self.affinity)
+            router.on_call = metrics.record_router_call
+            router.on_breaker = metrics.record_breaker
 
     async def warm_up(self) -> None:
         """Load the router and embed the configured routes before the first request arrives."""
@@ -62,12 +68,16 @@ class DecisionEngine:
     async def route(self, request: ParsedRequest, session_id: str | None = None) -> RoutedRequest:
         entry = self.affinity.get(session_id) if session_id else None
         if entry is not None:
-            return RoutedRequest(request, decide_route(self.config, request, None, entry), None)
-        preferences = active_preferences(self.config, request)
-        outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
-        decision = decide_route(self.config, request, outcome)
-        if session_id:
-            self.affinity.put(session_id, decision.models, decision.route)
+            decision = decide_route(self.config, request, None, entry)
+            outcome = None
+        else:
+            preferences = active_preferences(self.config, request)
+            outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
+            decision = decide_route(self.config, request, outcome)
+            if session_id:
+                self.affinity.put(session_id, decision.models, decision.route)
+        if self.metrics is not None:
+            self.metrics.record_decision(decision, inline=request.preferences is not None)
         return RoutedRequest(request, decision, outcome)
 
     async def route_raw(self, api_format: ApiFormat, body: bytes, session_id: str | None = None) -> RoutedRequest:

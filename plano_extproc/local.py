@@ -79,6 +79,8 @@ class LocalGateway:
     admin_port: int | None = None
     envoy_concurrency: int = 1
     envoy_log_level: str = "warning"
+    #: Prometheus /metrics of the ext_proc on 127.0.0.1; None picks a free port
+    metrics_port: int | None = None
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -127,7 +129,8 @@ class LocalGateway:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
         )
         log.close()
-        self.server = ExtProcServer(self.config, address)
+        self.metrics_port = self.metrics_port or free_port()
+        self.server = ExtProcServer(self.config, address, metrics_address=f"127.0.0.1:{self.metrics_port}")
         await self.server.start()
         await self._wait_ready(timeout)
 

@@ -28,7 +28,9 @@ from plano_extproc.decision import decision_payload
 from plano_extproc.engine import DecisionEngine
 from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
+from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError, parse_request
+from plano_extproc.metrics import Metrics
 from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,19 @@ class ProxyPlan:
 class DownstreamContext:
     """Everything that is built once per config and shared by all downstream streams."""
 
-    def __init__(self, engine: DecisionEngine, targets: dict[tuple[ApiFormat, str], UpstreamTarget], prebuilt: set[tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        targets: dict[tuple[ApiFormat, str], UpstreamTarget],
+        prebuilt: set[tuple[str, ...]],
+        metrics: Metrics,
+        inflight: InFlightRequests,
+    ) -> None:
         self.engine = engine
         self.targets = targets
         self.prebuilt = prebuilt
+        self.metrics = metrics
+        self.inflight = inflight
         # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
         self.any_passthrough = any(t.passthrough_auth for t in targets.values())
 
@@ -97,7 +108,7 @@ class DownstreamContext:
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: headers, then the buffered body."""
 
-    __slots__ = ("ctx", "endpoint", "trace_id", "session_id", "client_credentials")
+    __slots__ = ("ctx", "endpoint", "trace_id", "session_id", "client_credentials", "request_id")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
@@ -105,6 +116,7 @@ class DownstreamExchange:
         self.trace_id = ""
         self.session_id: str | None = None
         self.client_credentials: dict[str, str] = {}
+        self.request_id = ""
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -116,6 +128,8 @@ class DownstreamExchange:
 
     def _error(self, status: int, message: str, param: str | None = None) -> ext.ProcessingResponse:
         api_format = self.endpoint[0] if self.endpoint else None
+        endpoint = "routing" if self.endpoint and self.endpoint[1] else "proxy"
+        self.ctx.metrics.record_request(endpoint, api_format.value if api_format else "unknown", status)
         return immediate(status, error_body(api_format, status, message, param), details="plano_extproc")
 
     def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
@@ -132,6 +146,7 @@ class DownstreamExchange:
         if headers.end_of_stream:
             return self._error(400, "the request body is empty; send a JSON object")
         self.trace_id = trace_id_from(h.get("traceparent"))
+        self.request_id = h.get("x-request-id", "")
         for name in AFFINITY_HEADERS:
             value = h.get(name)
             if value:
@@ -156,6 +171,7 @@ class DownstreamExchange:
         decision = routed.decision
         if decision_only:
             payload = decision_payload(decision, self.trace_id, self.session_id)
+            self.ctx.metrics.record_request("routing", api_format.value, 200)
             return immediate(200, orjson.dumps(payload))
         plan = self.ctx.plan(api_format, decision.models)
         if plan is None:
@@ -165,6 +181,8 @@ class DownstreamExchange:
                 f"no model chosen for this request ({names}) is served by this gateway for {_FORMAT_LABEL[api_format]}",
                 "model",
             )
+        if self.request_id:
+            self.ctx.inflight.open(self.request_id, plan.models, api_format.value, decision.route)
         forward = request.body
         forward["model"] = plan.first.model_id
         new_body = orjson.dumps(forward)

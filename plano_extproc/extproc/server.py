@@ -7,9 +7,11 @@ Which processor a stream gets is told by gRPC metadata the rendered Envoy config
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
+from prometheus_client import start_http_server
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +26,9 @@ from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import immediate
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
+from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError
+from plano_extproc.metrics import Metrics
 from plano_extproc.targets import build_targets
 
 log = logging.getLogger(__name__)
@@ -39,9 +43,10 @@ _API_FORMATS = {
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
-    def __init__(self, downstream: DownstreamContext, upstream: UpstreamContext) -> None:
+    def __init__(self, downstream: DownstreamContext, upstream: UpstreamContext, metrics: Metrics) -> None:
         self.downstream = downstream
         self.upstream = upstream
+        self.metrics = metrics
 
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         phase = "downstream"
@@ -50,15 +55,22 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
                 phase = value
                 break
         exchange = UpstreamExchange(self.upstream) if phase == "upstream" else DownstreamExchange(self.downstream)
-        async for message in request_iterator:
-            try:
-                response = await exchange.handle(message)
-            except Exception:
-                # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
-                log.exception("ext_proc %s processing failed", phase)
-                response = immediate(500, error_body(None, 500, "internal error in the routing step"))
-            if response is not None:
-                yield response
+        inflight = self.metrics.inflight.labels(phase)
+        inflight.inc()
+        try:
+            async for message in request_iterator:
+                started = time.perf_counter()
+                try:
+                    response = await exchange.handle(message)
+                except Exception:
+                    # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
+                    log.exception("ext_proc %s processing failed", phase)
+                    response = immediate(500, error_body(None, 500, "internal error in the routing step"))
+                self.metrics.phase_duration.labels(phase, message.WhichOneof("request") or "unknown").observe(time.perf_counter() - started)
+                if response is not None:
+                    yield response
+        finally:
+            inflight.dec()
 
 
 class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
@@ -89,10 +101,15 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
 class ExtProcServer:
     """Owns the engine and the grpc.aio server; `start` binds, `stop` drains."""
 
-    def __init__(self, config: PlanoConfig, address: str) -> None:
+    def __init__(self, config: PlanoConfig, address: str, metrics_address: str | None = None) -> None:
         self.config = config
         self.address = address
-        self.engine = DecisionEngine(config, build_router_chain(config))
+        #: host:port of the Prometheus /metrics endpoint; None = no HTTP endpoint
+        self.metrics_address = metrics_address
+        self._metrics_http = None
+        self.metrics = Metrics(config)
+        self.inflight = InFlightRequests()
+        self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
         targets = build_targets(config)
         prebuilt = set(ranked_model_lists(config))
         self.server = grpc.aio.server(
@@ -102,7 +119,11 @@ class ExtProcServer:
                 ("grpc.max_concurrent_streams", 10_000),
             ]
         )
-        ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(DownstreamContext(self.engine, targets, prebuilt), UpstreamContext(targets)), self.server)
+        ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(
+                DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight),
+                UpstreamContext(targets, self.inflight),
+                self.metrics,
+            ), self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -112,11 +133,18 @@ class ExtProcServer:
 
     async def start(self) -> None:
         await self.engine.warm_up()
+        if self.metrics_address:
+            host, _, port = self.metrics_address.rpartition(":")
+            self._metrics_http, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.server.stop(grace)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+            self._metrics_http = None
         await self.engine.close()
 
     async def wait(self) -> None:

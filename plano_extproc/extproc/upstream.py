@@ -17,6 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from plano_extproc.clusters import DECISION_METADATA_NAMESPACE
 from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, header_dict, header_mutation, immediate
+from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat
 from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
 
@@ -28,8 +29,9 @@ _SKIP_BODY = processing_mode_pb2.ProcessingMode(request_body_mode=processing_mod
 class UpstreamContext:
     """Built once per config: the targets, and every header name some target injects."""
 
-    def __init__(self, targets: dict[tuple[ApiFormat, str], UpstreamTarget]) -> None:
+    def __init__(self, targets: dict[tuple[ApiFormat, str], UpstreamTarget], inflight: InFlightRequests) -> None:
         self.targets = targets
+        self.inflight = inflight
         # Header mutations of attempt N persist into attempt N+1, so each attempt removes whatever any
         # provider's auth or configured headers could have left behind before setting its own.
         injected = {name for t in targets.values() for name, _ in t.headers}
@@ -68,6 +70,9 @@ class UpstreamExchange:
         if target is None:
             return immediate(500, error_body(api_format, 500, "no upstream for the chosen model"))
         self.target = target
+        request_id = h.get("x-request-id")
+        if request_id:
+            self.ctx.inflight.note_attempt(request_id, self.attempt, model)
         sets = [(":authority", target.host), (":path", target.path)]
         remove = [k for k in self.ctx.stale_headers if k in h]
         client = fields["client_credentials"].struct_value.fields if "client_credentials" in fields else None

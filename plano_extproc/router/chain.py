@@ -73,25 +73,40 @@ class RouterChain:
         self.breaker = breaker
         #: failures of the primary by kind (timeout, error, bad_reply, unavailable, breaker_open)
         self.failures: dict[str, int] = {}
+        #: observers (metrics): (backend, seconds, failure kind or None) per call; breaker state changes
+        self.on_call: Callable[[str, float, str | None], None] | None = None
+        self.on_breaker: Callable[[str, str], None] | None = None
 
     async def choose(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> RouterOutcome:
         if not routes or not conversation:
             return RouterOutcome(None)
+        started = time.perf_counter()
         if self.breaker is not None and not self.breaker.allow():
             kind = "breaker_open"
         else:
             outcome, kind = await self._call_primary(routes, conversation)
+            if self.breaker is not None and self.on_breaker is not None:
+                self.on_breaker(self.primary.name, self.breaker.state)
             if outcome is not None:
+                if self.on_call is not None:
+                    self.on_call(self.primary.name, time.perf_counter() - started, None)
                 return outcome
+        if self.on_call is not None:
+            self.on_call(self.primary.name, time.perf_counter() - started, kind)
         self.failures[kind] = self.failures.get(kind, 0) + 1
         if self.fallback is None:
             return RouterOutcome(None, None, failed=True, error_kind=kind)
+        started = time.perf_counter()
         try:
             route = await asyncio.wait_for(self.fallback.choose_route(routes, conversation), self.timeout_s)
-            return RouterOutcome(route, self.fallback.name, failed=True, error_kind=kind)
-        except Exception:
-            log.exception("fallback router %s failed too", self.fallback.name)
+        except Exception as exc:
+            log.warning("fallback router %s failed too (%s)", self.fallback.name, type(exc).__name__)
+            if self.on_call is not None:
+                self.on_call(self.fallback.name, time.perf_counter() - started, exc.kind if isinstance(exc, RouterError) else "error")
             return RouterOutcome(None, None, failed=True, error_kind=kind)
+        if self.on_call is not None:
+            self.on_call(self.fallback.name, time.perf_counter() - started, None)
+        return RouterOutcome(route, self.fallback.name, failed=True, error_kind=kind)
 
     async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[RouterOutcome | None, str]:
         """The primary's outcome, or None and the failure kind."""

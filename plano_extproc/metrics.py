@@ -1,0 +1,176 @@
+"""Prometheus metrics of the ext_proc service (its own registry, served on its own port).
+
+Every label has a bounded set of values: routes and models come from the config (anything else a request
+brings inline is counted as "inline" / "other"), formats, sources, kinds and outcomes are fixed sets.
+Never a prompt, a session id or a key. Names follow Prometheus conventions (base units, `_total`).
+
+OpenTelemetry GenAI semantic conventions, and the names here that carry the same meaning:
+  gen_ai.client.token.usage        -> plano_gen_ai_client_token_usage_tokens (histogram, per response;
+                                      labels model, type = input | output as gen_ai.token.type)
+                                      and plano_tokens_total (the running sum, for rate() in dashboards)
+  gen_ai.client.operation.duration -> plano_gen_ai_client_operation_duration_seconds (request start to
+                                      response end, proxied requests)
+  gen_ai.server.time_to_first_token -> plano_gen_ai_time_to_first_token_seconds (request start to first
+                                      response body byte, proxied requests)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+
+from plano_extproc import __version__
+from plano_extproc.affinity import AffinityCache
+from plano_extproc.config import PlanoConfig
+from plano_extproc.decision import Decision, DecisionSource
+
+ROUTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 8)
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return "client_error" if status < 500 else "server_error"
+
+
+class _AffinityCollector:
+    """Reads the affinity cache's counters at scrape time: nothing is paid on the request path."""
+
+    def __init__(self, cache: AffinityCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily
+
+        stats = self.cache.stats
+        lookups = CounterMetricFamily("plano_affinity_lookups", "X-Model-Affinity cache lookups", labels=["result"])
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        yield lookups
+        yield CounterMetricFamily("plano_affinity_evictions", "Entries dropped by the LRU bound", value=stats.evictions)
+        yield CounterMetricFamily("plano_affinity_expirations", "Entries dropped by their TTL", value=stats.expirations)
+        yield GaugeMetricFamily("plano_affinity_entries", "Sessions pinned now", value=len(self.cache))
+
+
+class Metrics:
+    def __init__(self, config: PlanoConfig, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._routes = frozenset(p.name for p in config.routing_preferences)
+        self._models = frozenset(config.by_model)
+        self._providers = {m: p.provider for m, p in config.by_model.items()}
+        self._lock = threading.Lock()
+        r = self.registry
+
+        Info("plano_build", "Build information", registry=r).info({"version": __version__})
+        self.requests = Counter(
+            "plano_requests", "Requests seen by the ext_proc", ["endpoint", "api_format", "outcome"], registry=r
+        )
+        self.decisions = Counter("plano_decisions", "Routing decisions", ["route", "model", "source"], registry=r)
+        self.router_duration = Histogram(
+            "plano_router_duration_seconds", "Router backend call duration", ["backend"], buckets=ROUTER_BUCKETS, registry=r
+        )
+        self.router_failures = Counter("plano_router_failures", "Router failures", ["backend", "kind"], registry=r)
+        self.breaker_state = Gauge(
+            "plano_router_breaker_state", "Router circuit breaker: 0 closed, 1 half-open, 2 open", ["backend"], registry=r
+        )
+        self.phase_duration = Histogram(
+            "plano_extproc_phase_duration_seconds",
+            "Time the ext_proc spends on one message",
+            ["processor", "phase"],
+            buckets=PHASE_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge("plano_extproc_inflight_streams", "Open ext_proc streams", ["processor"], registry=r)
+        self.upstream_responses = Counter(
+            "plano_upstream_responses", "Provider responses per attempt", ["model", "provider", "status_class"], registry=r
+        )
+        self.attempts = Histogram(
+            "plano_upstream_attempts", "Attempts a proxied request needed", buckets=ATTEMPT_BUCKETS, registry=r
+        )
+        self.fallovers = Counter(
+            "plano_upstream_fallovers", "Proxied requests answered by a later model than the first", ["model"], registry=r
+        )
+        self.tokens = Counter("plano_tokens", "Tokens reported in provider usage", ["model", "type"], registry=r)
+        self.token_usage = Histogram(
+            "plano_gen_ai_client_token_usage_tokens",
+            "Tokens per response (OTel gen_ai.client.token.usage)",
+            ["model", "type"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.operation_duration = Histogram(
+            "plano_gen_ai_client_operation_duration_seconds",
+            "Proxied request duration, request start to response end (OTel gen_ai.client.operation.duration)",
+            ["model"],
+            buckets=LLM_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "plano_gen_ai_time_to_first_token_seconds",
+            "Request start to first response body byte, proxied requests",
+            ["model"],
+            buckets=LLM_BUCKETS,
+            registry=r,
+        )
+
+    # label bounding -------------------------------------------------------------------------------
+
+    def model_label(self, model: str | None) -> str:
+        return model if model in self._models else "other"
+
+    def route_label(self, route: str | None, inline: bool) -> str:
+        if route is None:
+            return "none"
+        return "inline" if inline or route not in self._routes else route
+
+    # recording ------------------------------------------------------------------------------------
+
+    def watch_affinity(self, cache: AffinityCache) -> None:
+        self.registry.register(_AffinityCollector(cache))  # type: ignore[arg-type]
+
+    def record_request(self, endpoint: str, api_format: str, status: int) -> None:
+        self.requests.labels(endpoint, api_format, outcome_of(status)).inc()
+
+    def record_decision(self, decision: Decision, inline: bool) -> None:
+        self.decisions.labels(
+            self.route_label(decision.route, inline and decision.source is not DecisionSource.AFFINITY),
+            self.model_label(decision.model),
+            decision.source.value,
+        ).inc()
+
+    def record_router_call(self, backend: str, seconds: float, failure_kind: str | None) -> None:
+        if failure_kind != "breaker_open":
+            self.router_duration.labels(backend).observe(seconds)
+        if failure_kind:
+            self.router_failures.labels(backend, failure_kind).inc()
+
+    def record_breaker(self, backend: str, state: str) -> None:
+        self.breaker_state.labels(backend).set(BREAKER_STATES.get(state, 0))
+
+    def record_upstream_response(self, model: str, status: int) -> None:
+        self.upstream_responses.labels(self.model_label(model), self._providers.get(model, "other"), status_class(status)).inc()
+
+    def record_attempts(self, attempts: int, final_model: str, first_model: str) -> None:
+        self.attempts.observe(attempts)
+        if final_model != first_model:
+            self.fallovers.labels(self.model_label(final_model)).inc()
+
+    def record_tokens(self, model: str, input_tokens: int | None, output_tokens: int | None) -> None:
+        label = self.model_label(model)
+        for kind, count in (("input", input_tokens), ("output", output_tokens)):
+            if count is not None and count >= 0:
+                self.tokens.labels(label, kind).inc(count)
+                self.token_usage.labels(label, kind).observe(count)
