@@ -107,10 +107,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 DEFAULT_EXTPROC_ADDRESS = "127.0.0.1:50051"
 
 
-def _configure_logging(level: str) -> None:
-    import logging
+def _configure_logging(level: str, json_format: bool = True) -> None:
+    from plano_extproc.logs import configure_logging
 
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, json_format)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -118,12 +118,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from plano_extproc.extproc.server import ExtProcServer
 
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format == "json")
     config = _load_or_exit(args.config, resolve_secrets=True)
 
     async def run() -> int:
         try:
-            server = ExtProcServer(config, args.listen, metrics_address=args.metrics or None)
+            server = ExtProcServer(config, args.listen, metrics_address=args.metrics or None, log_prompts=args.log_prompts)
         except ConfigError as exc:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
@@ -148,7 +148,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     from plano_extproc.local import LocalGateway
 
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format == "json")
     try:
         text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
     except OSError as exc:
@@ -159,6 +159,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         gateway = LocalGateway(
             text,
             mock_providers=args.mock_providers,
+            local_triton=args.local_triton,
             listener_port=args.port,
             envoy_concurrency=args.envoy_concurrency,
             metrics_port=args.metrics_port,
@@ -241,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True)
     serve.add_argument("--listen", default=DEFAULT_EXTPROC_ADDRESS, help="host:port or unix:/path/to.sock")
     serve.add_argument("--metrics", default="0.0.0.0:9090", help="host:port of the Prometheus /metrics endpoint ('' = off)")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", help="debug | info (one line per decision) | warning | error")
+    serve.add_argument("--log-format", default="json", choices=["json", "text"])
+    serve.add_argument("--log-prompts", action="store_true", help="include the latest user message in decision logs")
     serve.set_defaults(func=_cmd_serve)
 
     render = sub.add_parser("render-envoy", help="print the Envoy bootstrap for a plano config")
@@ -258,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=None, help="listener port (default: from the config, else 12000)")
     up.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads (default 1: leaves CPU to Python)")
     up.add_argument("--metrics-port", type=int, default=9090, help="ext_proc Prometheus /metrics on 127.0.0.1 (default 9090)")
-    up.add_argument("--log-level", default="warning")
+    up.add_argument("--log-level", default="warning", help="info logs one line per decision")
+    up.add_argument("--log-format", default="json", choices=["json", "text"])
+    up.add_argument("--local-triton", action="store_true",
+                    help="start a CPU tritonserver serving triton_models/<routing.router.model> (backend: triton, model: arch_router_cpu) and route through it")
     up.set_defaults(func=_cmd_up)
 
     demo = sub.add_parser("demo", help="start the gateway with mock providers, send the seed demo requests, print, stop")

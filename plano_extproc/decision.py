@@ -39,6 +39,8 @@ class RouterOutcome:
     backend: str | None = None
     failed: bool = False
     error_kind: str | None = None
+    #: time spent asking routers (primary and fallback) for this request
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

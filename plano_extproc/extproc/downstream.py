@@ -30,6 +30,8 @@ from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError, parse_request
+from plano_extproc.conversation import latest_user_text
+from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
 from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
 
@@ -85,12 +87,14 @@ class DownstreamContext:
         prebuilt: set[tuple[str, ...]],
         metrics: Metrics,
         inflight: InFlightRequests,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.engine = engine
         self.targets = targets
         self.prebuilt = prebuilt
         self.metrics = metrics
         self.inflight = inflight
+        self.decision_log = decision_log or DecisionLog()
         # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
         self.any_passthrough = any(t.passthrough_auth for t in targets.values())
 
@@ -169,6 +173,14 @@ class DownstreamExchange:
         except RequestFormatError as exc:
             return self._error(exc.status, exc.message, exc.param)
         decision = routed.decision
+        self.ctx.decision_log.emit(
+            decision,
+            routed.outcome,
+            trace_id=self.trace_id,
+            endpoint="routing" if decision_only else "proxy",
+            api_format=api_format.value,
+            prompt=latest_user_text(request.conversation) if self.ctx.decision_log.log_prompts else None,
+        )
         if decision_only:
             payload = decision_payload(decision, self.trace_id, self.session_id)
             self.ctx.metrics.record_request("routing", api_format.value, 200)

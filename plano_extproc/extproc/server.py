@@ -28,6 +28,7 @@ from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchan
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError
+from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
 from plano_extproc.targets import build_targets
 
@@ -101,7 +102,7 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
 class ExtProcServer:
     """Owns the engine and the grpc.aio server; `start` binds, `stop` drains."""
 
-    def __init__(self, config: PlanoConfig, address: str, metrics_address: str | None = None) -> None:
+    def __init__(self, config: PlanoConfig, address: str, metrics_address: str | None = None, log_prompts: bool = False) -> None:
         self.config = config
         self.address = address
         #: host:port of the Prometheus /metrics endpoint; None = no HTTP endpoint
@@ -120,7 +121,7 @@ class ExtProcServer:
             ]
         )
         ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(
-                DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight),
+                DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight, DecisionLog(log_prompts)),
                 UpstreamContext(targets, self.inflight),
                 self.metrics,
             ), self.server)

@@ -88,25 +88,27 @@ class RouterChain:
             if self.breaker is not None and self.on_breaker is not None:
                 self.on_breaker(self.primary.name, self.breaker.state)
             if outcome is not None:
+                seconds = time.perf_counter() - started
                 if self.on_call is not None:
-                    self.on_call(self.primary.name, time.perf_counter() - started, None)
-                return outcome
+                    self.on_call(self.primary.name, seconds, None)
+                return RouterOutcome(outcome.route, outcome.backend, seconds=seconds)
         if self.on_call is not None:
             self.on_call(self.primary.name, time.perf_counter() - started, kind)
         self.failures[kind] = self.failures.get(kind, 0) + 1
         if self.fallback is None:
-            return RouterOutcome(None, None, failed=True, error_kind=kind)
-        started = time.perf_counter()
+            return RouterOutcome(None, None, failed=True, error_kind=kind, seconds=time.perf_counter() - started)
+        fallback_started = time.perf_counter()
         try:
             route = await asyncio.wait_for(self.fallback.choose_route(routes, conversation), self.timeout_s)
         except Exception as exc:
             log.warning("fallback router %s failed too (%s)", self.fallback.name, type(exc).__name__)
             if self.on_call is not None:
-                self.on_call(self.fallback.name, time.perf_counter() - started, exc.kind if isinstance(exc, RouterError) else "error")
-            return RouterOutcome(None, None, failed=True, error_kind=kind)
+                kind_of = exc.kind if isinstance(exc, RouterError) else "error"
+                self.on_call(self.fallback.name, time.perf_counter() - fallback_started, kind_of)
+            return RouterOutcome(None, None, failed=True, error_kind=kind, seconds=time.perf_counter() - started)
         if self.on_call is not None:
-            self.on_call(self.fallback.name, time.perf_counter() - started, None)
-        return RouterOutcome(route, self.fallback.name, failed=True, error_kind=kind)
+            self.on_call(self.fallback.name, time.perf_counter() - fallback_started, None)
+        return RouterOutcome(route, self.fallback.name, failed=True, error_kind=kind, seconds=time.perf_counter() - started)
 
     async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[RouterOutcome | None, str]:
         """The primary's outcome, or None and the failure kind."""

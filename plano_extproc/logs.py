@@ -1,0 +1,76 @@
+"""Structured logs: one JSON object per line, and one `decision` line per routed request.
+
+Decision lines carry route, models, source, router backend and latency, and the trace id — never the
+prompt text unless `log_prompts` is switched on explicitly, never a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from plano_extproc.decision import Decision, RouterOutcome
+
+DECISION_LOGGER = "plano_extproc.decisions"
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str = "info", json_format: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class DecisionLog:
+    def __init__(self, log_prompts: bool = False) -> None:
+        self.log_prompts = log_prompts
+        self.logger = logging.getLogger(DECISION_LOGGER)
+
+    def emit(
+        self,
+        decision: Decision,
+        outcome: RouterOutcome | None,
+        *,
+        trace_id: str,
+        endpoint: str,
+        api_format: str,
+        prompt: str | None = None,
+    ) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        fields: dict[str, Any] = {
+            "route": decision.route,
+            "model": decision.model,
+            "models": list(decision.models),
+            "source": decision.source.value,
+            "pinned": decision.pinned,
+            "router": outcome.backend if outcome else None,
+            "router_ms": round(outcome.seconds * 1000, 2) if outcome else None,
+            "router_error": outcome.error_kind if outcome else None,
+            "trace_id": trace_id,
+            "endpoint": endpoint,
+            "api_format": api_format,
+        }
+        if self.log_prompts and prompt is not None:
+            fields["prompt"] = prompt
+        self.logger.info("decision", extra=fields)
