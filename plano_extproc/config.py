@@ -140,6 +140,16 @@ class RoutingConfig(_Strict):
     router: RouterConfig = RouterConfig()
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry export. Spans go to an OTLP/HTTP collector (e.g. http://otel-collector:4318)."""
+
+    otlp_endpoint: str | None = None
+    #: Envoy's own spans go to the same collector over OTLP/gRPC when this is set (host:port, e.g. :4317)
+    envoy_otlp_grpc: str | None = None
+    service_name: str = "plano-extproc"
+    sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class _RawConfig(_Strict):
     version: str
     #: list form or the older object form; validated by _normalise_listeners to name paths precisely
@@ -148,6 +158,7 @@ class _RawConfig(_Strict):
     routing_preferences: tuple[RoutePreference, ...] = ()
     model_aliases: dict[str, ModelAlias] = Field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()
+    tracing: TracingConfig = TracingConfig()
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -162,6 +173,7 @@ class PlanoConfig:
     model_aliases: Mapping[str, str]
     routing: RoutingConfig
     default_model: str
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     #: full model name ("openai/gpt-4o") -> provider entry
@@ -430,6 +442,7 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         model_aliases=aliases,
         routing=raw.routing.model_copy(update={"router": router}),
         default_model=default_model,
+        tracing=raw.tracing,
         overrides=raw.overrides,
         warnings=tuple(warnings),
         by_model=by_model,

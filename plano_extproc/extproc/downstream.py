@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -24,7 +25,7 @@ from plano_extproc.clusters import (
     attempt_list,
     composite_cluster_name,
 )
-from plano_extproc.decision import decision_payload
+from plano_extproc.decision import Decision, RouterOutcome, decision_payload
 from plano_extproc.engine import DecisionEngine
 from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
@@ -33,6 +34,7 @@ from plano_extproc.formats import ApiFormat, RequestFormatError, parse_request
 from plano_extproc.conversation import latest_user_text
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
+from plano_extproc.tracing import Tracer, new_traceparent, parse_traceparent
 from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
 
 log = logging.getLogger(__name__)
@@ -57,15 +59,8 @@ _FORMAT_LABEL = {
 
 def trace_id_from(traceparent: str | None) -> str:
     """The W3C trace id of the incoming `traceparent`, or a new random one."""
-    if traceparent:
-        parts = traceparent.strip().split("-")
-        if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-            try:
-                int(parts[1], 16)
-                return parts[1].lower()
-            except ValueError:
-                pass
-    return secrets.token_hex(16)
+    parsed = parse_traceparent(traceparent)
+    return parsed[0] if parsed else secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +83,7 @@ class DownstreamContext:
         metrics: Metrics,
         inflight: InFlightRequests,
         decision_log: DecisionLog | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.engine = engine
         self.targets = targets
@@ -95,6 +91,7 @@ class DownstreamContext:
         self.metrics = metrics
         self.inflight = inflight
         self.decision_log = decision_log or DecisionLog()
+        self.tracer = tracer or Tracer(None)
         # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
         self.any_passthrough = any(t.passthrough_auth for t in targets.values())
 
@@ -112,12 +109,14 @@ class DownstreamContext:
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: headers, then the buffered body."""
 
-    __slots__ = ("ctx", "endpoint", "trace_id", "session_id", "client_credentials", "request_id")
+    __slots__ = ("ctx", "endpoint", "trace_id", "parent_span", "session_id", "client_credentials", "request_id", "started_ns")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
         self.endpoint: tuple[ApiFormat, bool] | None = None
         self.trace_id = ""
+        self.parent_span: str | None = None
+        self.started_ns = 0
         self.session_id: str | None = None
         self.client_credentials: dict[str, str] = {}
         self.request_id = ""
@@ -149,7 +148,10 @@ class DownstreamExchange:
             return self._error(405, f"{path} accepts POST only")
         if headers.end_of_stream:
             return self._error(400, "the request body is empty; send a JSON object")
-        self.trace_id = trace_id_from(h.get("traceparent"))
+        parsed = parse_traceparent(h.get("traceparent"))
+        self.trace_id, self.parent_span = parsed if parsed else (secrets.token_hex(16), None)
+        if self.ctx.tracer.enabled:
+            self.started_ns = time.time_ns()
         self.request_id = h.get("x-request-id", "")
         for name in AFFINITY_HEADERS:
             value = h.get(name)
@@ -181,6 +183,8 @@ class DownstreamExchange:
             api_format=api_format.value,
             prompt=latest_user_text(request.conversation) if self.ctx.decision_log.log_prompts else None,
         )
+        if self.ctx.tracer.enabled:
+            self._export_span(decision, routed.outcome, api_format, decision_only)
         if decision_only:
             payload = decision_payload(decision, self.trace_id, self.session_id)
             self.ctx.metrics.record_request("routing", api_format.value, 200)
@@ -207,6 +211,9 @@ class DownstreamExchange:
         ]
         if decision.route:
             sets.append((ROUTE_HEADER, decision.route))
+        if self.parent_span is None:
+            # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
+            sets.append(("traceparent", new_traceparent(self.trace_id)))
         response = continue_body(header_mutation(sets), new_body, clear_route_cache=True)
         # The upstream processor reads the decision from here on every attempt (see clusters.py).
         fields: dict[str, object] = {"models": ",".join(plan.models), "format": api_format.value, "route": decision.route or ""}
@@ -214,6 +221,20 @@ class DownstreamExchange:
             fields["client_credentials"] = self.client_credentials
         response.dynamic_metadata.CopyFrom(_metadata(fields))
         return response
+
+
+    def _export_span(self, decision: Decision, outcome: RouterOutcome | None, api_format: ApiFormat, decision_only: bool) -> None:
+        attributes = {
+            "plano.route": decision.route or "",
+            "plano.source": decision.source.value,
+            "plano.endpoint": "routing" if decision_only else "proxy",
+            "gen_ai.request.model": decision.model,
+            "plano.api_format": api_format.value,
+        }
+        router = None
+        if outcome is not None:  # routes applied and a router was asked
+            router = {"plano.router.backend": outcome.backend or "", "plano.router.error": outcome.error_kind or "", "seconds": outcome.seconds}
+        self.ctx.tracer.route_span(self.trace_id, self.parent_span, attributes, self.started_ns, router)
 
 
 def _metadata(fields: dict[str, object]) -> struct_pb2.Struct:

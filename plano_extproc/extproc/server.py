@@ -30,6 +30,7 @@ from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
+from plano_extproc.tracing import Tracer
 from plano_extproc.targets import build_targets
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class ExtProcServer:
         self.metrics_address = metrics_address
         self._metrics_http = None
         self.metrics = Metrics(config)
+        self.tracer = Tracer(config.tracing)
         self.inflight = InFlightRequests()
         self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
         targets = build_targets(config)
@@ -121,7 +123,7 @@ class ExtProcServer:
             ]
         )
         ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(
-                DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight, DecisionLog(log_prompts)),
+                DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer),
                 UpstreamContext(targets, self.inflight),
                 self.metrics,
             ), self.server)
@@ -147,6 +149,7 @@ class ExtProcServer:
             self._metrics_http.server_close()
             self._metrics_http = None
         await self.engine.close()
+        self.tracer.shutdown()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
