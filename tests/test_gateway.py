@@ -299,3 +299,9 @@ def test_router_timeout_falls_back_without_an_error():
         assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
     finally:
         running.close()
+
+
+def test_models_listing_names_declared_models_and_aliases(gw):
+    ids = [m.id for m in oai(gw).models.list()]
+    assert ids[:3] == ["openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-sonnet-4-20250514"]
+    assert {"fast-model", "smart-model"} <= set(ids)

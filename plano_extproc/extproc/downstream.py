@@ -31,6 +31,7 @@ from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError, parse_request
+from plano_extproc.config import PlanoConfig
 from plano_extproc.conversation import latest_user_text
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
@@ -94,6 +95,7 @@ class DownstreamContext:
         self.tracer = tracer or Tracer(None)
         # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
         self.any_passthrough = any(t.passthrough_auth for t in targets.values())
+        self.models_body = models_listing(engine.config)
 
     def plan(self, api_format: ApiFormat, models: tuple[str, ...]) -> ProxyPlan | None:
         servable = tuple(m for m in models if (api_format, m) in self.targets)
@@ -140,6 +142,8 @@ class DownstreamExchange:
         path = h.get(":path", "").split("?", 1)[0]
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
         self.endpoint = ENDPOINTS.get(path)
+        if path == "/v1/models" and h.get(":method") == "GET":
+            return immediate(200, self.ctx.models_body)
         if self.endpoint is None:
             if path.startswith("/v1/") or path.startswith("/routing/"):
                 return self._error(404, f"unknown endpoint {path}; use /v1/chat/completions, /v1/messages or /v1/responses (or /routing/v1/...)")
@@ -222,7 +226,6 @@ class DownstreamExchange:
         response.dynamic_metadata.CopyFrom(_metadata(fields))
         return response
 
-
     def _export_span(self, decision: Decision, outcome: RouterOutcome | None, api_format: ApiFormat, decision_only: bool) -> None:
         attributes = {
             "plano.route": decision.route or "",
@@ -235,6 +238,13 @@ class DownstreamExchange:
         if outcome is not None:  # routes applied and a router was asked
             router = {"plano.router.backend": outcome.backend or "", "plano.router.error": outcome.error_kind or "", "seconds": outcome.seconds}
         self.ctx.tracer.route_span(self.trace_id, self.parent_span, attributes, self.started_ns, router)
+
+
+def models_listing(config: PlanoConfig) -> bytes:
+    """`GET /v1/models` in OpenAI's shape: every declared model, then the aliases clients may use."""
+    data = [{"id": p.model, "object": "model", "created": 0, "owned_by": p.provider} for p in config.providers]
+    data += [{"id": alias, "object": "model", "created": 0, "owned_by": "alias:" + target} for alias, target in config.model_aliases.items()]
+    return orjson.dumps({"object": "list", "data": data})
 
 
 def _metadata(fields: dict[str, object]) -> struct_pb2.Struct:
