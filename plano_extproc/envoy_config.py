@@ -55,11 +55,55 @@ policy rendered here; every backend answering 429 unless said otherwise):
     upstream filter (both rendered here, namespace ``DECISION_METADATA_NAMESPACE``) the upstream processor
     finds it in ``ProcessingRequest.metadata_context.filter_metadata["plano"]`` on every attempt, and it
     never reaches a provider. The internal headers are then stripped after the upstream processor.
+
+Response observation (issue 5), probed the same way (/tmp probes: the rendered demo gateway + mocks, an
+extra ext_proc filter with ``observability_mode: true``, ``response_header_mode: SEND``,
+``response_body_mode: STREAMED``, ``request_header_mode: SKIP``; a streamed chat answer of 7 chunks
+50 ms apart, 5 runs per variant):
+
+(e) **Envoy does not wait for an observer.** As a second downstream HCM filter (after the routing
+    processor, before the router) and as a second filter on the composite cluster's upstream
+    ``http_filters`` (before ``upstream_codec``) it gets the response headers and every SSE chunk as its own
+    ``response_body`` message (``observability_mode: true`` set on each), in step with the client. An
+    observer that sleeps 0.5 s per message and never replies left the client's stream unchanged:
+    time to first chunk 6-9 ms and the 50 ms chunk spacing, total 0.31-0.33 s — the same as without any
+    observer (ttfc 5-37 ms, total 0.31-0.34 s; first request of a run slower in every variant). Replying
+    changes nothing either (replies are ignored).
+(f) **Identity without request headers:** ``response_attributes: ["request.id", "request.time",
+    "upstream.request_attempt_count"]`` arrive with the response-headers message (not with body messages):
+    ``request.id`` = the x-request-id the downstream processor keyed its InFlightRequests record with,
+    ``request.time`` = RFC 3339 start of the request, ``upstream.request_attempt_count`` = the final
+    attempt number (2 after a 429 fall-over). ``response.code`` is available downstream but not upstream;
+    ``:status`` is in the headers in both places.
+(g) **Per-attempt status works** with the upstream observer: on a 429 fall-over it got attempt 1's
+    ``:status: 429`` (``upstream.request_attempt_count`` 1, ``upstream.address`` = provider A) and then
+    attempt 2's 200 (count 2, provider B) — headers only for the 429 (Envoy retries before that body is
+    passed on). ``metadata_options.forwarding_namespaces: ["plano"]`` delivers the decision metadata to
+    both observers — but with **every** message, body chunks included, so it is rendered only on the
+    upstream observer (one headers message per attempt); the downstream observer reads the in-process
+    record instead. ``x-envoy-attempt-count`` is a request header: not in the response messages.
+(h) An observer's gRPC stream is half-closed by Envoy ``deferred_close_timeout`` (default 5 s) after the
+    HTTP stream ended (every stream ended cleanly 4.2-4.5 s after the last response). The observer
+    therefore records at ``end_of_stream`` (or the trailers), not at stream end, and the rendered
+    ``deferred_close_timeout`` is shortened to keep fewer idle streams open.
+(i) A filter's ``typed_per_filter_config`` is keyed by the filter's *name*: the observer gets its own
+    name (``OBSERVE_FILTER``) so it can be disabled on the decision and 404 routes independently of the
+    routing processor.
+(j) **Cost, and skipping successful attempts.** The observers do not delay Envoy, but each one is one
+    more gRPC stream per request for the (single-threaded, Python) processor, and on a busy host that CPU
+    is what costs latency (bench: see envoy/README.md "Observability"). The per-attempt observer wrapped
+    in ``match_delegate`` (``ExtensionWithMatcher``) with an ``HttpResponseHeaderMatchInput`` on
+    ``:status`` and a ``SkipFilter`` action for the prefix "2" works on the composite's upstream filter
+    chain: for a 2xx attempt no gRPC stream is opened at all (streamed 200: zero observer messages), the
+    429 attempt before a fall-over is still observed. The final 2xx answer is then counted by the
+    downstream observer (it knows the final attempt's model), so a successful request costs one
+    observer stream, a fall-over one more per failed attempt.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
 import yaml
@@ -137,6 +181,20 @@ _JSON_CONTENT_TYPE = {
     "header": {"key": "content-type", "value": "application/json"},
     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
 }
+
+#: ext_proc phases (``PHASE_METADATA``) of the response observers (plano_extproc.extproc.observer)
+OBSERVE_PHASE = "observe"
+UPSTREAM_OBSERVE_PHASE = "upstream-observe"
+OBSERVER_PHASES = (OBSERVE_PHASE, UPSTREAM_OBSERVE_PHASE)
+#: the downstream observer's filter name (per-route config is keyed by name, finding (i))
+OBSERVE_FILTER = "plano.observe"
+UPSTREAM_OBSERVE_FILTER = "plano.upstream_observe"
+OBSERVE_ATTRIBUTES = ["request.id", "request.time", "upstream.request_attempt_count"]
+UPSTREAM_OBSERVE_ATTRIBUTES = ["request.id", "upstream.request_attempt_count"]
+#: how long Envoy keeps an observer stream open after the HTTP stream ended (finding (h); default 5 s)
+OBSERVER_DEFERRED_CLOSE = "1s"
+#: ``off`` | ``headers`` | ``bodies``: overrides the renderer's observation defaults (benchmarks, ops)
+OBSERVE_ENV = "PLANO_OBSERVE"
 
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -227,6 +285,75 @@ def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> 
     return {"name": "envoy.filters.http.ext_proc", "typed_config": config}
 
 
+def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, Any]:
+    """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
+    config: dict[str, Any] = {
+        "@type": _EXT_PROC_TYPE,
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+            "initial_metadata": [{"key": PHASE_METADATA, "value": phase}],
+        },
+        "observability_mode": True,
+        # observation must never cost a request anything: a processor that is down is ignored
+        "failure_mode_allow": True,
+        "processing_mode": {
+            "request_header_mode": "SKIP",
+            "request_body_mode": "NONE",
+            "response_header_mode": "SEND",
+            "response_body_mode": "STREAMED" if bodies else "NONE",
+            "request_trailer_mode": "SKIP",
+            "response_trailer_mode": "SKIP",
+        },
+        "response_attributes": list(UPSTREAM_OBSERVE_ATTRIBUTES if upstream else OBSERVE_ATTRIBUTES),
+        "deferred_close_timeout": OBSERVER_DEFERRED_CLOSE,
+    }
+    if not upstream:
+        return {"name": OBSERVE_FILTER, "typed_config": config}
+    # one message per attempt, so the decision metadata is cheap here (finding (g))
+    config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
+    # only failed attempts open a stream; the downstream observer counts the final 2xx (finding (j))
+    return {
+        "name": UPSTREAM_OBSERVE_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {"name": UPSTREAM_OBSERVE_FILTER, "typed_config": config},
+            "xds_matcher": {
+                "matcher_tree": {
+                    "input": {
+                        "name": "response-status",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                            "header_name": ":status",
+                        },
+                    },
+                    "prefix_match_map": {
+                        "map": {
+                            "2": {
+                                "action": {
+                                    "name": "skip",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+                                    },
+                                }
+                            }
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+def observation_from_env(observe: bool | None, observe_bodies: bool | None) -> tuple[bool, bool]:
+    """Resolve the renderer's observation switches: explicit arguments win, then ``PLANO_OBSERVE``
+    (``off`` | ``headers`` | ``bodies``), then on with bodies."""
+    env = os.environ.get(OBSERVE_ENV, "").strip().lower()
+    env_observe, env_bodies = {"off": (False, False), "headers": (True, False), "bodies": (True, True)}.get(env, (True, True))
+    resolved = env_observe if observe is None else observe
+    bodies = env_bodies if observe_bodies is None else observe_bodies
+    return resolved, resolved and bodies
+
+
 def _downstream_message_timeout_ms(config: PlanoConfig) -> int:
     # The router model is called inside the body message, so the message timeout is the router's
     # timeout plus a margin; a message timeout is answered by Envoy with 504 (we fail closed).
@@ -260,7 +387,14 @@ def _proxy_action(num_retries: int, cluster: str | None = None) -> dict[str, Any
     return action
 
 
-def _route_config(config: PlanoConfig) -> dict[str, Any]:
+_EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def _disabled(*filters: str) -> dict[str, Any]:
+    return {name: {"@type": _EXT_PROC_PER_ROUTE, "disabled": True} for name in filters}
+
+
+def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
     # One route per composite, selected by the exact cluster header the ext_proc sets, so each ranked
     # list gets exactly len-1 retries (finding (a): one more attempt would answer 503 "no healthy
     # upstream" instead of the last provider's error). The processor may lower it per request with
@@ -278,6 +412,15 @@ def _route_config(config: PlanoConfig) -> dict[str, Any]:
                 "route": _proxy_action(len(composite_sub_clusters(models)) - 1, cluster=name),
             }
         )
+    decision_route: dict[str, Any] = {
+        # decision only: the ext_proc answers with an ImmediateResponse, nothing goes upstream
+        "name": "decision",
+        "match": {"prefix": "/routing/v1/"},
+        "route": {"cluster": DECISION_CLUSTER, "timeout": "0s"},
+    }
+    if observe:
+        # the routing processor records decision requests itself; nothing to observe here
+        decision_route["typed_per_filter_config"] = _disabled(OBSERVE_FILTER)
     return {
         "name": "plano_routes",
         "virtual_hosts": [
@@ -287,12 +430,7 @@ def _route_config(config: PlanoConfig) -> dict[str, Any]:
                 # the upstream processor learns the attempt number from x-envoy-attempt-count
                 "include_request_attempt_count": True,
                 "routes": [
-                    {
-                        # decision only: the ext_proc answers with an ImmediateResponse, nothing goes upstream
-                        "name": "decision",
-                        "match": {"prefix": "/routing/v1/"},
-                        "route": {"cluster": DECISION_CLUSTER, "timeout": "0s"},
-                    },
+                    decision_route,
                     *composite_routes,
                     {
                         # any other composite the ext_proc names: retry budget of the longest ranked list.
@@ -318,12 +456,9 @@ def _route_config(config: PlanoConfig) -> dict[str, Any]:
                         "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}},
                         "response_headers_to_add": [_JSON_CONTENT_TYPE],
                         # no processor round trip for paths we do not serve
-                        "typed_per_filter_config": {
-                            "envoy.filters.http.ext_proc": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                                "disabled": True,
-                            }
-                        },
+                        "typed_per_filter_config": _disabled(
+                            "envoy.filters.http.ext_proc", *((OBSERVE_FILTER,) if observe else ())
+                        ),
                     },
                 ],
             }
@@ -359,15 +494,17 @@ def _access_log() -> list[dict[str, Any]]:
     ]
 
 
-def _listener(config: PlanoConfig, port: int, access_log: bool) -> dict[str, Any]:
+def _listener(config: PlanoConfig, port: int, access_log: bool, observe: bool = False, observe_bodies: bool = False) -> dict[str, Any]:
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "plano",
         "codec_type": "AUTO",
         "stream_idle_timeout": STREAM_IDLE_TIMEOUT,
-        "route_config": _route_config(config),
+        "route_config": _route_config(config, observe),
         "http_filters": [
             _ext_proc_filter("downstream", message_timeout_ms=_downstream_message_timeout_ms(config), upstream=False),
+            # after the routing processor: on the response path it sees what the router hands back
+            *([_observer_filter(OBSERVE_PHASE, bodies=observe_bodies, upstream=False)] if observe else []),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -447,8 +584,11 @@ def _model_cluster(provider: ProviderConfig) -> dict[str, Any]:
     return cluster
 
 
-def _upstream_filters() -> list[dict[str, Any]]:
+def _upstream_filters(observe: bool = False) -> list[dict[str, Any]]:
     filters = [_ext_proc_filter("upstream", message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS, upstream=True)]
+    if observe:
+        # per-attempt response status of failed attempts (findings (g), (j)); headers only
+        filters.append(_observer_filter(UPSTREAM_OBSERVE_PHASE, bodies=False, upstream=True))
     if STRIP_INTERNAL_HEADERS_UPSTREAM:
         filters.append(
             {
@@ -470,7 +610,7 @@ def _upstream_filters() -> list[dict[str, Any]]:
     return filters
 
 
-def _composite_cluster(models: tuple[str, ...]) -> dict[str, Any]:
+def _composite_cluster(models: tuple[str, ...], observe: bool = False) -> dict[str, Any]:
     """Attempt N -> sub-cluster N. Only the composite's own upstream filters run (DESIGN §2)."""
     return {
         "name": composite_cluster_name(models),
@@ -489,7 +629,7 @@ def _composite_cluster(models: tuple[str, ...]) -> dict[str, Any]:
                 "@type": "type.googleapis.com/" + _HTTP_PROTOCOL_OPTIONS,
                 # required next to http_filters; the sub-cluster's protocol options drive the connection
                 "use_downstream_protocol_config": {},
-                "http_filters": _upstream_filters(),
+                "http_filters": _upstream_filters(observe),
             }
         },
     }
@@ -560,6 +700,8 @@ def render_bootstrap(
     admin_port: int = 9901,
     listener_port: int | None = None,
     access_log: bool = True,
+    observe: bool | None = None,
+    observe_bodies: bool | None = None,
 ) -> dict[str, Any]:
     """The Envoy bootstrap for ``config`` as plain dicts.
 
@@ -567,15 +709,21 @@ def render_bootstrap(
     listener port. The ext_proc filters fail closed (``failure_mode_allow: false``): if the processor is
     unreachable or too slow, the client gets a 5xx (500 when unreachable, checked) — never an unrouted, unauthenticated
     request sent upstream. No API key is read or written: keys stay in the ext_proc process.
+
+    ``observe`` renders the response observers (ext_proc in observability_mode: the downstream one for
+    status, timing and token usage, the per-attempt one on each composite for the providers' statuses);
+    ``observe_bodies`` lets the downstream observer see response bodies (token usage, time to first
+    token). Both default to on; ``None`` defers to ``PLANO_OBSERVE`` (``off`` | ``headers`` | ``bodies``).
     """
+    observe, observe_bodies = observation_from_env(observe, observe_bodies)
     port = config.listener_port if listener_port is None else listener_port
     clusters: list[dict[str, Any]] = [_extproc_cluster(extproc_address), _decision_cluster()]
     clusters += [_model_cluster(p) for p in config.providers]
-    clusters += [_composite_cluster(models) for models in ranked_model_lists(config)]
+    clusters += [_composite_cluster(models, observe) for models in ranked_model_lists(config)]
     return {
         "node": {"id": "plano", "cluster": "plano"},
         "admin": {"address": _socket_address("127.0.0.1", admin_port)},  # also serves /stats/prometheus
-        "static_resources": {"listeners": [_listener(config, port, access_log)], "clusters": clusters},
+        "static_resources": {"listeners": [_listener(config, port, access_log, observe, observe_bodies)], "clusters": clusters},
     }
 
 
@@ -586,6 +734,8 @@ def render_bootstrap_yaml(
     admin_port: int = 9901,
     listener_port: int | None = None,
     access_log: bool = True,
+    observe: bool | None = None,
+    observe_bodies: bool | None = None,
 ) -> str:
     bootstrap = render_bootstrap(
         config,
@@ -593,6 +743,8 @@ def render_bootstrap_yaml(
         admin_port=admin_port,
         listener_port=listener_port,
         access_log=access_log,
+        observe=observe,
+        observe_bodies=observe_bodies,
     )
     header = "# Generated by plano-extproc from the plano config; do not edit by hand.\n"
     return header + yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False, width=120)

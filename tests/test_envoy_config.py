@@ -159,7 +159,8 @@ def test_listener_address_port_and_buffer_limit(demo_bootstrap: dict[str, Any]) 
 
 def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     filters = _hcm(demo_bootstrap)["http_filters"]
-    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    # the response observer (tests/test_observability.py) sits between the routing processor and the router
+    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "plano.observe", "envoy.filters.http.router"]
     ext = filters[0]["typed_config"]
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     assert ext["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "downstream"}]

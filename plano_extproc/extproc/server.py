@@ -25,6 +25,7 @@ from plano_extproc.envoy_config import ranked_model_lists
 from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import immediate
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
+from plano_extproc.extproc.observer import OBSERVER_PHASES, ObserverContext
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat, RequestFormatError
@@ -45,10 +46,11 @@ _API_FORMATS = {
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
-    def __init__(self, downstream: DownstreamContext, upstream: UpstreamContext, metrics: Metrics) -> None:
+    def __init__(self, downstream: DownstreamContext, upstream: UpstreamContext, metrics: Metrics, observer: ObserverContext | None = None) -> None:
         self.downstream = downstream
         self.upstream = upstream
         self.metrics = metrics
+        self.observer = observer or ObserverContext(metrics, downstream.inflight)
 
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         phase = "downstream"
@@ -56,7 +58,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
             if key == PHASE_METADATA:
                 phase = value
                 break
-        exchange = UpstreamExchange(self.upstream) if phase == "upstream" else DownstreamExchange(self.downstream)
+        # response observers (observability_mode): Envoy ignores replies, so they never send one
+        observer = self.observer.exchange(phase) if phase in OBSERVER_PHASES else None
+        exchange = observer or (UpstreamExchange(self.upstream) if phase == "upstream" else DownstreamExchange(self.downstream))
         inflight = self.metrics.inflight.labels(phase)
         inflight.inc()
         try:
@@ -73,6 +77,8 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
                     yield response
         finally:
             inflight.dec()
+            if observer is not None:
+                observer.finish()  # a response cut short still records what was seen
 
 
 class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
