@@ -1,0 +1,149 @@
+{{/*
+Names. Deliberately independent of .Chart so the sidecar templates, included from another chart with
+(dict "Values" .Values.plano "Release" .Release), compute the same names as this chart's own objects.
+*/}}
+{{- define "plano-extproc.name" -}}
+{{- default "plano-extproc" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "plano-extproc.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "plano-extproc.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "plano-extproc.tritonFullname" -}}
+{{- printf "%s-triton" (include "plano-extproc.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "plano-extproc.configMapName" -}}
+{{- printf "%s-config" (include "plano-extproc.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "plano-extproc.keysSecretName" -}}
+{{- printf "%s-provider-keys" (include "plano-extproc.fullname" . | trunc 48 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "plano-extproc.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "plano-extproc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "plano-extproc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "plano-extproc.labels" -}}
+helm.sh/chart: {{ include "plano-extproc.chart" . }}
+{{ include "plano-extproc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: plano
+{{- end -}}
+
+{{- define "plano-extproc.gatewaySelectorLabels" -}}
+{{ include "plano-extproc.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "plano-extproc.tritonSelectorLabels" -}}
+{{ include "plano-extproc.selectorLabels" . }}
+app.kubernetes.io/component: triton
+{{- end -}}
+
+{{- define "plano-extproc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "plano-extproc.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "plano-extproc.image" -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else -}}
+{{- printf "%s:%s" .repository (toString .tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The plano config as YAML: .Values.config, plus a listener on envoy.port when none is given, plus
+routing.router pointed at the chart's Triton when triton.enabled. Never holds a key: access keys stay
+`$ENV_VAR` references, resolved by the ext_proc from the Secret-backed env vars.
+*/}}
+{{- define "plano-extproc.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- if not (hasKey $cfg "listeners") -}}
+{{- $address := ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar") -}}
+{{- $_ := set $cfg "listeners" (list (dict "name" "egress_traffic" "type" "model" "address" $address "port" (int .Values.envoy.port))) -}}
+{{- end -}}
+{{- if .Values.triton.enabled -}}
+{{- $routing := dict -}}
+{{- if hasKey $cfg "routing" -}}{{- $routing = index $cfg "routing" -}}{{- end -}}
+{{- $router := dict -}}
+{{- if hasKey $routing "router" -}}{{- $router = index $routing "router" -}}{{- end -}}
+{{- $_ := set $router "backend" "triton" -}}
+{{- $_ := set $router "url" (printf "%s.%s.svc:8001" (include "plano-extproc.tritonFullname" .) .Release.Namespace) -}}
+{{- $_ := set $router "model" .Values.triton.routerModel -}}
+{{- $_ := set $routing "router" $router -}}
+{{- $_ := set $cfg "routing" $routing -}}
+{{- end -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The Envoy bootstrap path written by the init container and read by Envoy. */}}
+{{- define "plano-extproc.bootstrapPath" -}}/etc/envoy/envoy.yaml{{- end -}}
+
+{{- define "plano-extproc.socketAddress" -}}
+{{- printf "unix:%s/extproc.sock" (trimSuffix "/" .Values.extproc.socketDir) -}}
+{{- end -}}
+
+{{/*
+Added to the rendered bootstrap with `envoy --config-yaml` (Envoy merges it in; repeated fields append):
+a listener on 0.0.0.0:envoy.probePort that forwards only GET /ready and /stats/prometheus to the admin
+interface, which the bootstrap binds to 127.0.0.1 (so /quitquitquit, /logging, ... stay pod-local).
+*/}}
+{{- define "plano-extproc.probeListener" -}}
+{{- $get := list (dict "name" ":method" "string_match" (dict "exact" "GET")) -}}
+{{- $routes := list
+  (dict "match" (dict "path" "/ready" "headers" $get) "route" (dict "cluster" "plano_admin" "timeout" "5s"))
+  (dict "match" (dict "path" "/stats/prometheus" "headers" $get) "route" (dict "cluster" "plano_admin" "timeout" "10s"))
+  (dict "match" (dict "prefix" "/") "direct_response" (dict "status" 404))
+-}}
+{{- $hcm := dict
+  "@type" "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+  "stat_prefix" "plano_probes"
+  "route_config" (dict "name" "plano_probes" "virtual_hosts" (list (dict "name" "probes" "domains" (list "*") "routes" $routes)))
+  "http_filters" (list (dict "name" "envoy.filters.http.router" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")))
+-}}
+{{- $listener := dict
+  "name" "plano_probes"
+  "address" (dict "socket_address" (dict "address" "0.0.0.0" "port_value" (int .Values.envoy.probePort)))
+  "filter_chains" (list (dict "filters" (list (dict "name" "envoy.filters.network.http_connection_manager" "typed_config" $hcm))))
+-}}
+{{- $endpoint := dict "endpoint" (dict "address" (dict "socket_address" (dict "address" "127.0.0.1" "port_value" (int .Values.envoy.adminPort)))) -}}
+{{- $cluster := dict
+  "name" "plano_admin"
+  "type" "STATIC"
+  "connect_timeout" "1s"
+  "load_assignment" (dict "cluster_name" "plano_admin" "endpoints" (list (dict "lb_endpoints" (list $endpoint))))
+-}}
+{{- toJson (dict "static_resources" (dict "listeners" (list $listener) "clusters" (list $cluster))) -}}
+{{- end -}}
+
+{{/* gRPC health check (grpc.health.v1) of the ext_proc at $PLANO_HEALTH_TARGET; same as the image's HEALTHCHECK. */}}
+{{- define "plano-extproc.healthCheck" -}}
+exec:
+  command:
+    - python
+    - -c
+    - "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; c=grpc.insecure_channel(os.environ['PLANO_HEALTH_TARGET']); sys.exit(0 if g.HealthStub(c).Check(h.HealthCheckRequest(service=''), timeout=4).status == h.HealthCheckResponse.SERVING else 1)"
+{{- end -}}
