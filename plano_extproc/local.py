@@ -82,10 +82,13 @@ class LocalGateway:
     #: Prometheus /metrics of the ext_proc on 127.0.0.1; None picks a free port
     metrics_port: int | None = None
     quiet: bool = False
+    #: start a CPU tritonserver (triton_local) serving routing.router.model and point routing.router.url at it
+    local_triton: bool = False
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="plano-up-"))
         self.mocks: dict[str, Any] = {}
+        self.triton: Any = None
         self.envoy: subprocess.Popen[bytes] | None = None
         self.server = None
         self.config: PlanoConfig | None = None
@@ -111,6 +114,10 @@ class LocalGateway:
         from plano_extproc.extproc.server import ExtProcServer
 
         self.config = self._load()
+        if self.local_triton:  # before Envoy and the gRPC server: Triton is forked too
+            from plano_extproc.triton_local import start_for_config
+
+            self.triton, self.config = await start_for_config(self.config)
         self.listener_port = self.listener_port or self.config.listener_port
         self.admin_port = self.admin_port or free_port()
         socket_path = self.workdir / "extproc.sock"
@@ -168,6 +175,9 @@ class LocalGateway:
             self.server = None
         for mock in self.mocks.values():
             mock.stop()
+        if self.triton is not None:
+            await asyncio.to_thread(self.triton.close)
+            self.triton = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def __aenter__(self) -> LocalGateway:
