@@ -129,6 +129,9 @@ class RouterConfig(_Strict):
     #: consecutive failures that open the circuit breaker, and how long it stays open before a probe
     breaker_failures: int = Field(default=3, ge=1, le=1000)
     breaker_open_seconds: float = Field(default=10.0, gt=0, le=3600)
+    #: identical (routes, conversation) pairs within this many seconds reuse the router's answer; 0 = off
+    decision_cache_seconds: float = Field(default=60.0, ge=0, le=86400)
+    decision_cache_entries: int = Field(default=10_000, ge=1)
     embedded: EmbeddedRouterSettings = EmbeddedRouterSettings()
     triton: TritonTuning = TritonTuning()
     openai: OpenAIRouterTuning = OpenAIRouterTuning()

@@ -41,6 +41,8 @@ class RouterOutcome:
     error_kind: str | None = None
     #: time spent asking routers (primary and fallback) for this request
     seconds: float = 0.0
+    #: answered from the decision cache without calling the router
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from plano_extproc.formats import ApiFormat, ParsedRequest, parse_request
 from plano_extproc.metrics import Metrics
 from plano_extproc.router.base import RouterBackend
 from plano_extproc.router.chain import CircuitBreaker, RouterChain
+from plano_extproc.ttl_cache import TtlLruCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,13 @@ class RoutedRequest:
 def build_router_chain(config: PlanoConfig) -> RouterChain:
     settings = config.routing.router
     timeout_s = settings.timeout_ms / 1000.0
+    cache = (
+        TtlLruCache(settings.decision_cache_seconds, settings.decision_cache_entries)
+        if settings.decision_cache_seconds > 0
+        else None
+    )
     if settings.backend == "embedded":
-        return RouterChain(_embedded(config), timeout_s)
+        return RouterChain(_embedded(config), timeout_s, cache=cache)
     primary: RouterBackend
     if settings.backend == "triton":
         from plano_extproc.router.triton import TritonRouter
@@ -39,7 +45,7 @@ def build_router_chain(config: PlanoConfig) -> RouterChain:
         primary = OpenAICompatibleRouter(settings)
     fallback = _embedded(config) if settings.fallback == "embedded" else None
     breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
-    return RouterChain(primary, timeout_s, fallback=fallback, breaker=breaker)
+    return RouterChain(primary, timeout_s, fallback=fallback, breaker=breaker, cache=cache)
 
 
 def _embedded(config: PlanoConfig) -> RouterBackend:
@@ -56,6 +62,8 @@ class DecisionEngine:
         self.affinity = AffinityCache(config.routing.session_ttl_seconds, config.routing.session_max_entries)
         if metrics is not None:
             metrics.watch_affinity(self.affinity)
+            if router.cache is not None:
+                metrics.watch_decision_cache(router.cache)
             router.on_call = metrics.record_router_call
             router.on_breaker = metrics.record_breaker
 

@@ -20,12 +20,13 @@ import threading
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from plano_extproc import __version__
 from plano_extproc.affinity import AffinityCache
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import Decision, DecisionSource
+from plano_extproc.ttl_cache import TtlLruCache
 
 ROUTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -46,23 +47,21 @@ def outcome_of(status: int) -> str:
     return "client_error" if status < 500 else "server_error"
 
 
-class _AffinityCollector:
-    """Reads the affinity cache's counters at scrape time: nothing is paid on the request path."""
+class _CacheCollector:
+    """Reads a cache's counters at scrape time: nothing is paid on the request path."""
 
-    def __init__(self, cache: AffinityCache) -> None:
-        self.cache = cache
+    def __init__(self, cache: TtlLruCache, prefix: str, what: str) -> None:
+        self.cache, self.prefix, self.what = cache, prefix, what
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        from prometheus_client.core import CounterMetricFamily
-
         stats = self.cache.stats
-        lookups = CounterMetricFamily("plano_affinity_lookups", "X-Model-Affinity cache lookups", labels=["result"])
+        lookups = CounterMetricFamily(f"{self.prefix}_lookups", f"{self.what} lookups", labels=["result"])
         lookups.add_metric(["hit"], stats.hits)
         lookups.add_metric(["miss"], stats.misses)
         yield lookups
-        yield CounterMetricFamily("plano_affinity_evictions", "Entries dropped by the LRU bound", value=stats.evictions)
-        yield CounterMetricFamily("plano_affinity_expirations", "Entries dropped by their TTL", value=stats.expirations)
-        yield GaugeMetricFamily("plano_affinity_entries", "Sessions pinned now", value=len(self.cache))
+        yield CounterMetricFamily(f"{self.prefix}_evictions", "Entries dropped by the LRU bound", value=stats.evictions)
+        yield CounterMetricFamily(f"{self.prefix}_expirations", "Entries dropped by their TTL", value=stats.expirations)
+        yield GaugeMetricFamily(f"{self.prefix}_entries", f"{self.what} entries now", value=len(self.cache))
 
 
 class Metrics:
@@ -139,7 +138,10 @@ class Metrics:
     # recording ------------------------------------------------------------------------------------
 
     def watch_affinity(self, cache: AffinityCache) -> None:
-        self.registry.register(_AffinityCollector(cache))  # type: ignore[arg-type]
+        self.registry.register(_CacheCollector(cache, "plano_affinity", "X-Model-Affinity (pinned sessions)"))  # type: ignore[arg-type]
+
+    def watch_decision_cache(self, cache: TtlLruCache) -> None:
+        self.registry.register(_CacheCollector(cache, "plano_router_cache", "Router decision cache"))  # type: ignore[arg-type]
 
     def record_request(self, endpoint: str, api_format: str, status: int) -> None:
         self.requests.labels(endpoint, api_format, outcome_of(status)).inc()

@@ -180,3 +180,33 @@ async def test_open_breaker_skips_the_failing_router(demo_config):
         assert routed.decision.route == "code_generation" and routed.decision.source is DecisionSource.FALLBACK
     assert broken.calls == 2
     assert chain.failures == {"unavailable": 2, "breaker_open": 3}
+
+
+async def test_decision_cache_skips_the_router_for_an_identical_request(demo_config):
+    from plano_extproc.ttl_cache import TtlLruCache
+
+    router = ScriptedRouter("triton", answer="code_generation")
+    chain = RouterChain(router, 1.0, cache=TtlLruCache(60, 100))
+    engine = DecisionEngine(demo_config, chain)
+    first = await engine.route(chat("write code"))
+    again = await engine.route(chat("write code"))
+    other = await engine.route(chat("write more code"))
+    assert first.decision.route == again.decision.route == other.decision.route == "code_generation"
+    assert again.outcome.cached and not first.outcome.cached
+    assert router.calls == 2
+    router.answer = None  # "no route" answers are cached too
+    await engine.route(chat("hello"))
+    await engine.route(chat("hello"))
+    assert router.calls == 3
+
+
+async def test_failures_are_not_cached(demo_config):
+    from plano_extproc.ttl_cache import TtlLruCache
+
+    router = ScriptedRouter("triton", error="error")
+    chain = RouterChain(router, 1.0, cache=TtlLruCache(60, 100))
+    engine = DecisionEngine(demo_config, chain)
+    await engine.route(chat("x"))
+    router.error, router.answer = None, "complex_reasoning"
+    routed = await engine.route(chat("x"))
+    assert routed.decision.route == "complex_reasoning" and router.calls == 2

@@ -181,7 +181,8 @@ def test_gateway_with_the_openai_backend(fake):
 
     data = yaml.safe_load(DEMO_CONFIG.read_text())
     data["routing"]["router"] = {"backend": "openai", "url": fake.url, "model": "katanemo/Arch-Router-1.5B",
-                                 "timeout_ms": 1000, "breaker_failures": 1, "breaker_open_seconds": 30}
+                                 "timeout_ms": 1000, "breaker_failures": 1, "breaker_open_seconds": 30,
+                                 "decision_cache_seconds": 0}
     gw = RunningGateway(yaml.safe_dump(data))
     try:
         status, _, d = post(gw, "/routing/v1/chat/completions", {"messages": [{"role": "user", "content": CODE[0].content}]})

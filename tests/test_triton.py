@@ -273,6 +273,8 @@ def _gateway_config(url: str) -> str:
         "timeout_ms": 2000,
         "breaker_failures": 2,
         "breaker_open_seconds": 1,
+        # every request must reach Triton (or fail over): the decision cache would answer repeats itself
+        "decision_cache_seconds": 0,
     }
     return yaml.safe_dump(data)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from plano_extproc.conversation import Turn
 from plano_extproc.decision import RouterOutcome
 from plano_extproc.router.base import RouterBackend, RouteSpec, RouterError
+from plano_extproc.ttl_cache import TtlLruCache
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,14 @@ class RouterChain:
         timeout_s: float,
         fallback: RouterBackend | None = None,
         breaker: CircuitBreaker | None = None,
+        cache: TtlLruCache[tuple[tuple[RouteSpec, ...], tuple[Turn, ...]], str | None] | None = None,
     ) -> None:
         self.primary = primary
         self.timeout_s = timeout_s
         self.fallback = fallback if fallback is not primary else None
         self.breaker = breaker
+        #: recent primary answers by (routes, filtered conversation): identical requests skip the call
+        self.cache = cache
         #: failures of the primary by kind (timeout, error, bad_reply, unavailable, breaker_open)
         self.failures: dict[str, int] = {}
         #: observers (metrics): (backend, seconds, failure kind or None) per call; breaker state changes
@@ -80,6 +84,11 @@ class RouterChain:
     async def choose(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> RouterOutcome:
         if not routes or not conversation:
             return RouterOutcome(None)
+        key = (tuple(routes), tuple(conversation)) if self.cache is not None else None
+        if key is not None:
+            cached = self.cache.get(key)  # type: ignore[union-attr]
+            if cached is not None:
+                return RouterOutcome(cached or None, self.primary.name, cached=True)
         started = time.perf_counter()
         if self.breaker is not None and not self.breaker.allow():
             kind = "breaker_open"
@@ -88,6 +97,8 @@ class RouterChain:
             if self.breaker is not None and self.on_breaker is not None:
                 self.on_breaker(self.primary.name, self.breaker.state)
             if outcome is not None:
+                if key is not None:
+                    self.cache.put(key, outcome.route or "")  # type: ignore[union-attr]
                 seconds = time.perf_counter() - started
                 if self.on_call is not None:
                     self.on_call(self.primary.name, seconds, None)
