@@ -285,6 +285,31 @@ def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> 
     return {"name": "envoy.filters.http.ext_proc", "typed_config": config}
 
 
+_SKIP_ACTION = {
+    "action": {
+        "name": "skip",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"},
+    }
+}
+
+
+def _skip_when(http_filter: dict[str, Any], input_type: str, header: str, tree_map: dict[str, Any]) -> dict[str, Any]:
+    """`http_filter` wrapped in match_delegate: skipped when `header` matches `tree_map`'s entries."""
+    return {
+        "name": http_filter["name"],
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": http_filter,
+            "xds_matcher": {
+                "matcher_tree": {
+                    "input": {"name": header, "typed_config": {"@type": input_type, "header_name": header}},
+                    **tree_map,
+                }
+            },
+        },
+    }
+
+
 def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, Any]:
     """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
     config: dict[str, Any] = {
@@ -312,36 +337,12 @@ def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, A
     # one message per attempt, so the decision metadata is cheap here (finding (g))
     config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
     # only failed attempts open a stream; the downstream observer counts the final 2xx (finding (j))
-    return {
-        "name": UPSTREAM_OBSERVE_FILTER,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": {"name": UPSTREAM_OBSERVE_FILTER, "typed_config": config},
-            "xds_matcher": {
-                "matcher_tree": {
-                    "input": {
-                        "name": "response-status",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-                            "header_name": ":status",
-                        },
-                    },
-                    "prefix_match_map": {
-                        "map": {
-                            "2": {
-                                "action": {
-                                    "name": "skip",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
-                                    },
-                                }
-                            }
-                        }
-                    },
-                }
-            },
-        },
-    }
+    return _skip_when(
+        {"name": UPSTREAM_OBSERVE_FILTER, "typed_config": config},
+        "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+        ":status",
+        {"prefix_match_map": {"map": {"2": _SKIP_ACTION}}},
+    )
 
 
 def observation_from_env(observe: bool | None, observe_bodies: bool | None) -> tuple[bool, bool]:
@@ -394,6 +395,15 @@ def _disabled(*filters: str) -> dict[str, Any]:
     return {name: {"@type": _EXT_PROC_PER_ROUTE, "disabled": True} for name in filters}
 
 
+#: Only a request our downstream processor decided (it wrote the decision metadata) may reach a composite:
+#: a cluster header alone, however it got there, routes nowhere.
+_DECIDED = {
+    "filter": DECISION_METADATA_NAMESPACE,
+    "path": [{"key": "models"}],
+    "value": {"present_match": True},
+}
+
+
 def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
     # One route per composite, selected by the exact cluster header the ext_proc sets, so each ranked
     # list gets exactly len-1 retries (finding (a): one more attempt would answer 503 "no healthy
@@ -406,8 +416,10 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
             {
                 "name": f"proxy:{name}",
                 "match": {
-                    "prefix": "/v1/",
+                    # any path: attempt 1's provider path is already set by the downstream processor
+                    "prefix": "/",
                     "headers": [{"name": CLUSTER_HEADER, "string_match": {"exact": name}}],
+                    "dynamic_metadata": [_DECIDED],
                 },
                 "route": _proxy_action(len(composite_sub_clusters(models)) - 1, cluster=name),
             }
@@ -438,8 +450,9 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
                         # upstream processor (no credentials, internal headers forwarded).
                         "name": "proxy",
                         "match": {
-                            "prefix": "/v1/",
+                            "prefix": "/",
                             "headers": [{"name": CLUSTER_HEADER, "string_match": {"prefix": COMPOSITE_PREFIX}}],
+                            "dynamic_metadata": [_DECIDED],
                         },
                         "route": _proxy_action(max_retries(config)),
                     },
@@ -542,7 +555,7 @@ def _model_cluster(provider: ProviderConfig) -> dict[str, Any]:
                             "endpoint": {
                                 "address": _socket_address(host, endpoint.port),
                                 # used by the route's auto_host_rewrite as this attempt's Host
-                                "hostname": provider.http_host or host,
+                                "hostname": endpoint.host_header(provider.http_host),
                             }
                         }
                     ]
@@ -585,7 +598,16 @@ def _model_cluster(provider: ProviderConfig) -> dict[str, Any]:
 
 
 def _upstream_filters(observe: bool = False) -> list[dict[str, Any]]:
-    filters = [_ext_proc_filter("upstream", message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS, upstream=True)]
+    # Attempt 1 is prepared by the downstream processor (model id, auth, path); the per-attempt processor
+    # only runs on retries, which saves a gRPC stream on almost every request.
+    filters = [
+        _skip_when(
+            _ext_proc_filter("upstream", message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS, upstream=True),
+            "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "x-envoy-attempt-count",
+            {"exact_match_map": {"map": {"1": _SKIP_ACTION}}},
+        )
+    ]
     if observe:
         # per-attempt response status of failed attempts (findings (g), (j)); headers only
         filters.append(_observer_filter(UPSTREAM_OBSERVE_PHASE, bodies=False, upstream=True))

@@ -48,6 +48,12 @@ class Endpoint:
     def tls(self) -> bool:
         return self.scheme == "https"
 
+    def host_header(self, override: str | None = None) -> str:
+        """The Host a provider expects: `override` (http_host), else host, with the port when not the default."""
+        if override:
+            return override
+        return self.host if self.port == (443 if self.tls else 80) else f"{self.host}:{self.port}"
+
 
 def endpoint_for(provider: str, base_url: str | None) -> Endpoint:
     """The network endpoint of a provider: its base_url when given, else its public API host over TLS."""

@@ -7,7 +7,7 @@ yet): the proxy path skips those models.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -78,8 +78,7 @@ def build_targets(config: PlanoConfig) -> Mapping[tuple[ApiFormat, str], Upstrea
     targets: dict[tuple[ApiFormat, str], UpstreamTarget] = {}
     for provider in config.providers:
         endpoint = endpoint_for(provider.interface, provider.base_url)
-        default_port = 443 if endpoint.tls else 80
-        host = provider.http_host or (endpoint.host if endpoint.port == default_port else f"{endpoint.host}:{endpoint.port}")
+        host = endpoint.host_header(provider.http_host)
         headers = tuple(_auth_headers(provider) + [(k.lower(), v) for k, v in provider.headers.items()])
         for api_format in ApiFormat:
             path = _path(provider, api_format)
@@ -88,3 +87,27 @@ def build_targets(config: PlanoConfig) -> Mapping[tuple[ApiFormat, str], Upstrea
                     provider.model, provider.model_id, host, path, headers, provider.passthrough_auth
                 )
     return targets
+
+
+def stale_header_names(targets: Iterable[UpstreamTarget]) -> tuple[str, ...]:
+    """Every header some provider's auth or configuration could have set, plus client credentials.
+
+    Header mutations of attempt N persist into attempt N+1, so each attempt removes these before setting
+    its own."""
+    injected = {name for t in targets for name, _ in t.headers}
+    return tuple(sorted(injected | set(CREDENTIAL_HEADERS)))
+
+
+def attempt_headers(
+    target: UpstreamTarget,
+    present: Collection[str],
+    stale: Iterable[str],
+    client_credentials: Mapping[str, str] | None,
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(headers to set, headers to remove) so a request carries exactly `target`'s credentials."""
+    if target.passthrough_auth and client_credentials:
+        sets = list(client_credentials.items())  # the client's own credentials
+    else:
+        sets = list(target.headers)
+    set_names = {k for k, _ in sets}
+    return sets, [k for k in stale if k in present and k not in set_names]

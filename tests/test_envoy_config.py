@@ -194,9 +194,13 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
     routes = vhost["routes"]
     assert routes[0]["match"] == {"prefix": "/routing/v1/"}
     assert routes[0]["route"]["cluster"] == DECISION_CLUSTER
-    proxy = [r for r in routes if "route" in r and r["match"]["prefix"] == "/v1/"]
-    assert proxy, "no /v1/ proxy route"
+    proxy = [r for r in routes if "route" in r and CLUSTER_HEADER in str(r["match"].get("headers"))]
+    assert proxy, "no proxy route"
     for route in proxy:
+        # only requests our processor decided (it wrote the decision metadata) reach a composite
+        assert route["match"]["dynamic_metadata"] == [
+            {"filter": DECISION_METADATA_NAMESPACE, "path": [{"key": "models"}], "value": {"present_match": True}}
+        ]
         action = route["route"]
         assert action["timeout"] == "0s"
         policy = action["retry_policy"]
@@ -246,7 +250,12 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         filters = composite["typed_extension_protocol_options"][HPO]["http_filters"]
         assert filters[0]["name"] == "envoy.filters.http.ext_proc"
         assert filters[-1]["name"] == "envoy.filters.http.upstream_codec"
-        up = filters[0]["typed_config"]
+        # the per-attempt processor is skipped on attempt 1 (the downstream processor prepared it)
+        delegate = filters[0]["typed_config"]
+        tree = delegate["xds_matcher"]["matcher_tree"]
+        assert tree["input"]["typed_config"]["header_name"] == "x-envoy-attempt-count"
+        assert list(tree["exact_match_map"]["map"]) == ["1"]
+        up = delegate["extension_config"]["typed_config"]
         assert up["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
         assert up["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "upstream"}]
         assert up["request_attributes"] == ["upstream.address", "xds.cluster_name"]

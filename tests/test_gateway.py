@@ -306,3 +306,16 @@ def test_models_listing_names_declared_models_and_aliases(gw):
     ids = [m.id for m in oai(gw).models.list()]
     assert ids[:3] == ["openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-sonnet-4-20250514"]
     assert {"fast-model", "smart-model"} <= set(ids)
+
+
+def test_a_forged_cluster_header_routes_nowhere(gw):
+    forged = {"x-plano-cluster": "ranked.openai_gpt-4o+openai_gpt-4o", "authorization": "Bearer client-secret"}
+    for method, path in (("POST", "/v2/anything"), ("GET", "/v1/chat/completions"), ("POST", "/v1/chat/completions")):
+        req = urllib.request.Request(gw.url + path, method=method, headers=forged, data=None)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        assert status in (400, 404, 405), (method, path, status)
+    assert gw.openai_mock.requests_snapshot() == [] and gw.anthropic_mock.requests_snapshot() == []

@@ -65,8 +65,10 @@ def test_observers_are_rendered_in_observability_mode(monkeypatch) -> None:
     assert observe["response_attributes"] == OBSERVE_ATTRIBUTES
     assert "metadata_options" not in observe  # would be sent with every body chunk (finding (g))
     for chain in upstream:
-        assert [_phase(f) for f in chain if "grpc_service" in f["typed_config"]] == ["upstream"]
-        wrapped = next(f["typed_config"] for f in chain if "extension_config" in f["typed_config"])
+        # both upstream processors sit behind a matcher (attempt count / response status)
+        inner = [f["typed_config"]["extension_config"] for f in chain if "extension_config" in f["typed_config"]]
+        assert [_phase(f) for f in inner] == ["upstream", UPSTREAM_OBSERVE_PHASE]
+        wrapped = chain[1]["typed_config"]
         attempt = wrapped["extension_config"]["typed_config"]
         assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == UPSTREAM_OBSERVE_PHASE
         assert attempt["processing_mode"]["response_body_mode"] == "NONE"

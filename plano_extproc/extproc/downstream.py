@@ -36,7 +36,7 @@ from plano_extproc.conversation import latest_user_text
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
 from plano_extproc.tracing import Tracer, new_traceparent, parse_traceparent
-from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
+from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget, attempt_headers, stale_header_names
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class DownstreamContext:
         self.tracer = tracer or Tracer(None)
         # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
         self.any_passthrough = any(t.passthrough_auth for t in targets.values())
+        self.stale_headers = stale_header_names(targets.values())
         self.models_body = models_listing(engine.config)
 
     def plan(self, api_format: ApiFormat, models: tuple[str, ...]) -> ProxyPlan | None:
@@ -111,11 +112,15 @@ class DownstreamContext:
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: headers, then the buffered body."""
 
-    __slots__ = ("ctx", "endpoint", "trace_id", "parent_span", "session_id", "client_credentials", "request_id", "started_ns")
+    __slots__ = (
+        "ctx", "endpoint", "path", "header_names", "trace_id", "parent_span", "session_id", "client_credentials", "request_id", "started_ns",
+    )
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
         self.endpoint: tuple[ApiFormat, bool] | None = None
+        self.path = ""
+        self.header_names: frozenset[str] = frozenset()
         self.trace_id = ""
         self.parent_span: str | None = None
         self.started_ns = 0
@@ -139,7 +144,9 @@ class DownstreamExchange:
 
     def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        path = h.get(":path", "").split("?", 1)[0]
+        self.path = h.get(":path", "")
+        self.header_names = frozenset(h)
+        path = self.path.split("?", 1)[0]
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
         self.endpoint = ENDPOINTS.get(path)
         if path == "/v1/models" and h.get(":method") == "GET":
@@ -147,7 +154,7 @@ class DownstreamExchange:
         if self.endpoint is None:
             if path.startswith("/v1/") or path.startswith("/routing/"):
                 return self._error(404, f"unknown endpoint {path}; use /v1/chat/completions, /v1/messages or /v1/responses (or /routing/v1/...)")
-            return continue_headers(header_mutation(remove=internal) if internal else None)
+            return continue_headers(header_mutation(remove=internal), clear_route_cache=True) if internal else continue_headers()
         if h.get(":method") != "POST":
             return self._error(405, f"{path} accepts POST only")
         if headers.end_of_stream:
@@ -218,7 +225,14 @@ class DownstreamExchange:
         if self.parent_span is None:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
-        response = continue_body(header_mutation(sets), new_body, clear_route_cache=True)
+        # Attempt 1 is prepared here, so the per-attempt processor only runs on retries (the rendered
+        # config skips it when x-envoy-attempt-count is 1). Host comes from the route's auto_host_rewrite.
+        first = plan.first
+        auth, remove = attempt_headers(first, self.header_names, self.ctx.stale_headers, self.client_credentials or None)
+        sets.extend(auth)
+        if first.path != self.path:
+            sets.append((":path", first.path))
+        response = continue_body(header_mutation(sets, remove), new_body, clear_route_cache=True)
         # The upstream processor reads the decision from here on every attempt (see clusters.py).
         fields: dict[str, object] = {"models": ",".join(plan.models), "format": api_format.value, "route": decision.route or ""}
         if self.client_credentials:

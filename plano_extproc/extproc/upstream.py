@@ -19,7 +19,7 @@ from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat
-from plano_extproc.targets import CREDENTIAL_HEADERS, UpstreamTarget
+from plano_extproc.targets import UpstreamTarget, attempt_headers, stale_header_names
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,7 @@ class UpstreamContext:
     def __init__(self, targets: dict[tuple[ApiFormat, str], UpstreamTarget], inflight: InFlightRequests) -> None:
         self.targets = targets
         self.inflight = inflight
-        # Header mutations of attempt N persist into attempt N+1, so each attempt removes whatever any
-        # provider's auth or configured headers could have left behind before setting its own.
-        injected = {name for t in targets.values() for name, _ in t.headers}
-        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS)))
+        self.stale_headers = stale_header_names(targets.values())
 
 
 class UpstreamExchange:
@@ -73,15 +70,10 @@ class UpstreamExchange:
         request_id = h.get("x-request-id")
         if request_id:
             self.ctx.inflight.note_attempt(request_id, self.attempt, model)
-        sets = [(":authority", target.host), (":path", target.path)]
-        remove = [k for k in self.ctx.stale_headers if k in h]
         client = fields["client_credentials"].struct_value.fields if "client_credentials" in fields else None
-        if target.passthrough_auth and client:
-            sets.extend((k, v.string_value) for k, v in client.items())  # the client's own credentials
-        else:
-            sets.extend(target.headers)
-        set_names = {k for k, _ in sets}
-        mutation = header_mutation(sets, [k for k in remove if k not in set_names])
+        credentials = {k: v.string_value for k, v in client.items()} if client else None
+        sets, remove = attempt_headers(target, h, self.ctx.stale_headers, credentials)
+        mutation = header_mutation([(":authority", target.host), (":path", target.path), *sets], remove)
         response = ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=ext.CommonResponse(header_mutation=mutation)))
         if self.attempt == 1:
             response.mode_override.CopyFrom(_SKIP_BODY)
