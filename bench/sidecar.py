@@ -335,18 +335,26 @@ def gateway_config(source: Path, nginx_port: int, dest: Path) -> None:
     dest.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def start_gateways(servers: Servers, names: list[str], env: dict[str, str] | None) -> None:
+BASELINE_SUFFIX = "-base"
+
+
+def start_gateways(servers: Servers, names: list[str], env: dict[str, str] | None, baseline: str | None = None) -> None:
+    """`up` per gateway name; a name ending in -base runs the code of the `baseline` source tree instead."""
     cli = plano_cli()
     helptext = subprocess.run([cli, "up", "--help"], capture_output=True, text=True, timeout=60, check=False).stdout
     started = []
     for name in names:
         config = servers.workdir / f"{name}.yaml"
-        gateway_config(BENCH_DIR / "configs" / f"proxy-{name}.yaml", servers.ports["nginx"], config)
+        gateway_config(BENCH_DIR / "configs" / f"proxy-{name.removesuffix(BASELINE_SUFFIX)}.yaml", servers.ports["nginx"], config)
         port = free_port()
         cmd = [cli, "up", "--config", str(config), "--port", str(port)]
         if "--metrics-port" in helptext:  # two gateways run side by side: never the fixed default port
             cmd += ["--metrics-port", str(free_port())]
-        proc = servers.spawn(name, cmd, env=env)
+        gw_env = env
+        if name.endswith(BASELINE_SUFFIX) and baseline:
+            gw_env = dict(env or os.environ)
+            gw_env["PYTHONPATH"] = baseline + os.pathsep + gw_env.get("PYTHONPATH", "")
+        proc = servers.spawn(name, cmd, env=gw_env)
         started.append((name, port, proc))
     for name, port, proc in started:  # both start in parallel
         wait_log_line(servers, name, proc, "plano gateway ready on", 120)
@@ -573,6 +581,9 @@ def main() -> int:
     ap.add_argument("--tool", choices=["wrk", "hey"], default="wrk",
                     help="load generator (default wrk; hey sends one fixed body, so routed targets hit the router's cache)")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also measure the proxy targets on the plano_extproc source tree in DIR (e.g. a `git worktree` "
+                         "of an older commit), side by side in the same run")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.c1_seconds, args.c32_seconds, args.warmup = 1, 2, 2, 30
@@ -588,6 +599,14 @@ def main() -> int:
         if unknown:
             ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
         targets = [t for t in TARGETS if t.key in wanted or t.key == "envoy"]
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
+        base = [
+            Target(t.key + BASELINE_SUFFIX, f"{t.label} @ baseline", t.server + BASELINE_SUFFIX, t.path,
+                   t.expect_header, t.expect_body, t.needs_router)
+            for t in targets if t.key.startswith("proxy-")
+        ]
+        targets = targets + base
     if importlib.util.find_spec("plano_extproc.router.embedded") is None:
         skipped = [t.key for t in targets if t.needs_router]
         targets = [t for t in targets if not t.needs_router]
@@ -620,8 +639,8 @@ def main() -> int:
         print("starting nginx, Envoy alone and the gateways ...", flush=True)
         start_nginx(servers)
         start_envoy_alone(servers)
-        gateways = sorted({t.server for t in targets} & {"noroutes", "routes"})
-        start_gateways(servers, gateways, env)
+        gateways = sorted({t.server for t in targets} - {"nginx", "envoy"})
+        start_gateways(servers, gateways, env, args.baseline)
         print(f"  ready in {time.monotonic() - started:.1f} s: ports {servers.ports}", flush=True)
 
         for t in targets:

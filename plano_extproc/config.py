@@ -148,7 +148,7 @@ class TracingConfig(_Strict):
 
     otlp_endpoint: str | None = None
     #: Envoy's own spans go to the same collector over OTLP/gRPC when this is set (host:port, e.g. :4317)
-    envoy_otlp_grpc: str | None = None
+    envoy_otlp_grpc: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+:\d{1,5}$")
     service_name: str = "plano-extproc"
     sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 

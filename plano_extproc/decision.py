@@ -15,6 +15,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from plano_extproc.affinity import AffinityEntry
 from plano_extproc.config import PlanoConfig, RoutePreference
 from plano_extproc.formats.base import InlinePreference, ParsedRequest
@@ -123,3 +125,10 @@ def decision_payload(decision: Decision, trace_id: str, session_id: str | None =
         payload["session_id"] = session_id
         payload["pinned"] = decision.pinned
     return payload
+
+
+def models_listing(config: PlanoConfig) -> bytes:
+    """`GET /v1/models` in OpenAI's shape: every declared model, then the aliases clients may use."""
+    data = [{"id": p.model, "object": "model", "created": 0, "owned_by": p.provider} for p in config.providers]
+    data += [{"id": alias, "object": "model", "created": 0, "owned_by": "alias:" + target} for alias, target in config.model_aliases.items()]
+    return orjson.dumps({"object": "list", "data": data})

@@ -98,6 +98,11 @@ extra ext_proc filter with ``observability_mode: true``, ``response_header_mode:
     429 attempt before a fall-over is still observed. The final 2xx answer is then counted by the
     downstream observer (it knows the final attempt's model), so a successful request costs one
     observer stream, a fall-over one more per failed attempt.
+(k) A downstream ext_proc with ``request_header_mode: SKIP`` (headers read as CEL request attributes,
+    e.g. ``request.headers['traceparent']``, which do arrive with the body message) does not hold the
+    headers back: the router filter picks the route and starts the upstream request before the body
+    decision exists (a decision request got 503 "no healthy upstream" from the black-hole cluster). So the
+    downstream processor keeps the headers round trip.
 """
 
 from __future__ import annotations
@@ -120,6 +125,7 @@ from plano_extproc.clusters import (
     prebuilt_model_lists,
 )
 from plano_extproc.config import PlanoConfig, ProviderConfig
+from plano_extproc.decision import models_listing
 from plano_extproc.providers import endpoint_for
 
 #: Per-connection (listener) and per-cluster buffer limit. Envoy's default is 1 MiB; in BUFFERED mode a
@@ -261,6 +267,8 @@ def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> 
         # of being sent, unrouted and without credentials, to whatever the route would pick.
         "failure_mode_allow": False,
         "processing_mode": {
+            # SEND also downstream, though the processor only needs a few headers: with SKIP the router
+            # filter picks the route from the headers before the body decision exists (finding (k)).
             "request_header_mode": "SEND",
             "request_body_mode": "BUFFERED",
             "response_header_mode": "SKIP",
@@ -457,7 +465,17 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
                         "route": _proxy_action(max_retries(config)),
                     },
                     {
-                        # the processor let a /v1/ request through without choosing a composite
+                        # no processor round trip: the list only changes with the config
+                        "name": "models",
+                        "match": {"path": "/v1/models", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+                        "direct_response": {"status": 200, "body": {"inline_string": models_listing(config).decode()}},
+                        "response_headers_to_add": [_JSON_CONTENT_TYPE],
+                        "typed_per_filter_config": _disabled(
+                            "envoy.filters.http.ext_proc", *((OBSERVE_FILTER,) if observe else ())
+                        ),
+                    },
+                    {
+                        # the processor let a /v1/ request through without choosing a composite (e.g. no body)
                         "name": "no_decision",
                         "match": {"prefix": "/v1/"},
                         "direct_response": {"status": 404, "body": {"inline_string": NO_DECISION_BODY}},
@@ -526,6 +544,20 @@ def _listener(config: PlanoConfig, port: int, access_log: bool, observe: bool = 
     }
     if access_log:
         hcm["access_log"] = _access_log()
+    if config.tracing.envoy_otlp_grpc:
+        # Envoy's own spans (one per request, joined to the client's traceparent or the one the processor
+        # sets upstream) go to the same collector as the ext_proc's, over OTLP/gRPC.
+        hcm["tracing"] = {
+            "random_sampling": {"value": config.tracing.sampling_ratio * 100},
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "1s"},
+                    "service_name": "plano-envoy",
+                },
+            },
+        }
     return {
         "name": "plano_listener",
         "address": _socket_address(config.listener_address, port),
@@ -701,6 +733,29 @@ def _extproc_cluster(extproc_address: str) -> dict[str, Any]:
     return cluster
 
 
+OTEL_CLUSTER = "plano_otel_collector"
+
+
+def _otel_cluster(address: str) -> dict[str, Any]:
+    """The OTLP/gRPC collector for Envoy's own spans (``tracing.envoy_otlp_grpc``: host:port)."""
+    host, _, port = address.rpartition(":")
+    return {
+        "name": OTEL_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": OTEL_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, int(port))}}]}],
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_PROTOCOL_OPTIONS: {
+                "@type": "type.googleapis.com/" + _HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
 def _decision_cluster() -> dict[str, Any]:
     # Never reached: /routing/v1/ requests are answered by the ext_proc. No endpoints: if it ever were
     # reached, Envoy answers 503 "no healthy upstream" rather than sending the request anywhere.
@@ -741,6 +796,8 @@ def render_bootstrap(
     port = config.listener_port if listener_port is None else listener_port
     clusters: list[dict[str, Any]] = [_extproc_cluster(extproc_address), _decision_cluster()]
     clusters += [_model_cluster(p) for p in config.providers]
+    if config.tracing.envoy_otlp_grpc:
+        clusters.append(_otel_cluster(config.tracing.envoy_otlp_grpc))
     clusters += [_composite_cluster(models, observe) for models in ranked_model_lists(config)]
     return {
         "node": {"id": "plano", "cluster": "plano"},

@@ -355,3 +355,13 @@ def test_no_api_key_in_bootstrap(tmp_path: Path) -> None:
             assert secret not in text
         assert "SECRET" not in text
         assert yaml.safe_load(text)  # valid YAML
+
+
+def test_envoy_tracing_to_the_collector_validates(tmp_path) -> None:
+    text = DEMO_CONFIG.read_text() + "\ntracing:\n  otlp_endpoint: http://127.0.0.1:4318\n  envoy_otlp_grpc: 127.0.0.1:4317\n"
+    config = parse_config(text, {}, resolve_secrets=False)
+    bootstrap = render_bootstrap(config, extproc_address="127.0.0.1:1")
+    tracing = _hcm(bootstrap)["tracing"]
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert "plano_otel_collector" in _clusters(bootstrap)
+    _validate(render_bootstrap_yaml(config, extproc_address="127.0.0.1:1"), tmp_path)

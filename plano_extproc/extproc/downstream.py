@@ -1,8 +1,9 @@
 """The router-level processor: parse the body once, decide, then answer or point Envoy at a cluster.
 
 Decision endpoints (`/routing/v1/...`) end here with an ImmediateResponse. Proxy endpoints (`/v1/...`) get
-the internal cluster header (with the route cache cleared in the same reply, DESIGN §2), the ranked model
-list for the per-attempt processor, and the body with our routing fields removed and `models[0]`'s id.
+the internal cluster header (with the route cache cleared in the same reply, DESIGN §2), the decision as
+dynamic metadata for the per-attempt processor, attempt 1's credentials and path, and the body with our
+routing fields removed and `models[0]`'s id.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ ENDPOINTS: dict[str, tuple[ApiFormat, bool]] = {
     "/routing/v1/messages": (ApiFormat.ANTHROPIC_MESSAGES, True),
     "/routing/v1/responses": (ApiFormat.OPENAI_RESPONSES, True),
 }
-AFFINITY_HEADERS = ("x-model-affinity", "x-session-id")
+AFFINITY_HEADERS = ("x-model-affinity", "x-session-id")  # the second is the older demo's name
 MAX_SESSION_ID = 256
 _FORMAT_LABEL = {
     ApiFormat.OPENAI_CHAT: "the OpenAI Chat Completions API",
@@ -62,6 +63,31 @@ def trace_id_from(traceparent: str | None) -> str:
     """The W3C trace id of the incoming `traceparent`, or a new random one."""
     parsed = parse_traceparent(traceparent)
     return parsed[0] if parsed else secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the processor needs from the request line and headers."""
+
+    path: str
+    method: str
+    request_id: str
+    traceparent: str | None
+    session_id: str | None
+    credentials: dict[str, str]
+    present: frozenset[str]
+
+    @classmethod
+    def from_headers(cls, h: dict[str, str]) -> RequestInfo:
+        return cls(
+            h.get(":path", ""),
+            h.get(":method", ""),
+            h.get("x-request-id", ""),
+            h.get("traceparent"),
+            next((h[n] for n in AFFINITY_HEADERS if h.get(n)), None),
+            {k: h[k] for k in CREDENTIAL_HEADERS if k in h},
+            frozenset(h),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +122,6 @@ class DownstreamContext:
         # Client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them.
         self.any_passthrough = any(t.passthrough_auth for t in targets.values())
         self.stale_headers = stale_header_names(targets.values())
-        self.models_body = models_listing(engine.config)
 
     def plan(self, api_format: ApiFormat, models: tuple[str, ...]) -> ProxyPlan | None:
         servable = tuple(m for m in models if (api_format, m) in self.targets)
@@ -110,23 +135,17 @@ class DownstreamContext:
 
 
 class DownstreamExchange:
-    """One HTTP request's downstream ext_proc stream: headers, then the buffered body."""
+    """One HTTP request's downstream ext_proc stream: the buffered body (and, if sent, the headers first)."""
 
-    __slots__ = (
-        "ctx", "endpoint", "path", "header_names", "trace_id", "parent_span", "session_id", "client_credentials", "request_id", "started_ns",
-    )
+    __slots__ = ("ctx", "info", "endpoint", "trace_id", "parent_span", "started_ns")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
+        self.info: RequestInfo | None = None
         self.endpoint: tuple[ApiFormat, bool] | None = None
-        self.path = ""
-        self.header_names: frozenset[str] = frozenset()
         self.trace_id = ""
         self.parent_span: str | None = None
         self.started_ns = 0
-        self.session_id: str | None = None
-        self.client_credentials: dict[str, str] = {}
-        self.request_id = ""
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -142,47 +161,44 @@ class DownstreamExchange:
         self.ctx.metrics.record_request(endpoint, api_format.value if api_format else "unknown", status)
         return immediate(status, error_body(api_format, status, message, param), details="plano_extproc")
 
-    def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
-        h = header_dict(headers)
-        self.path = h.get(":path", "")
-        self.header_names = frozenset(h)
-        path = self.path.split("?", 1)[0]
-        internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
+    def _admit(self, info: RequestInfo, end_of_stream: bool) -> ext.ProcessingResponse | None:
+        """An error response for requests we do not serve, else None (and the request's trace context)."""
+        path = info.path.split("?", 1)[0]
         self.endpoint = ENDPOINTS.get(path)
-        if path == "/v1/models" and h.get(":method") == "GET":
-            return immediate(200, self.ctx.models_body)
         if self.endpoint is None:
-            if path.startswith("/v1/") or path.startswith("/routing/"):
-                return self._error(404, f"unknown endpoint {path}; use /v1/chat/completions, /v1/messages or /v1/responses (or /routing/v1/...)")
-            return continue_headers(header_mutation(remove=internal), clear_route_cache=True) if internal else continue_headers()
-        if h.get(":method") != "POST":
+            return self._error(404, f"unknown endpoint {path}; use /v1/chat/completions, /v1/messages or /v1/responses (or /routing/v1/...)")
+        if info.method != "POST":
             return self._error(405, f"{path} accepts POST only")
-        if headers.end_of_stream:
+        if end_of_stream:
             return self._error(400, "the request body is empty; send a JSON object")
-        parsed = parse_traceparent(h.get("traceparent"))
+        if info.session_id is not None and len(info.session_id) > MAX_SESSION_ID:
+            return self._error(400, f"{AFFINITY_HEADERS[0]} is longer than {MAX_SESSION_ID} characters")
+        parsed = parse_traceparent(info.traceparent)
         self.trace_id, self.parent_span = parsed if parsed else (secrets.token_hex(16), None)
         if self.ctx.tracer.enabled:
             self.started_ns = time.time_ns()
-        self.request_id = h.get("x-request-id", "")
-        for name in AFFINITY_HEADERS:
-            value = h.get(name)
-            if value:
-                if len(value) > MAX_SESSION_ID:
-                    return self._error(400, f"{name} is longer than {MAX_SESSION_ID} characters")
-                self.session_id = value
-                break
-        if self.ctx.any_passthrough:
-            self.client_credentials = {k: h[k] for k in CREDENTIAL_HEADERS if k in h}
+        return None
+
+    def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
+        h = header_dict(headers)
+        self.info = RequestInfo.from_headers(h)
+        internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
+        path = self.info.path.split("?", 1)[0]
+        if path.startswith(("/v1/", "/routing/")) or headers.end_of_stream:
+            rejected = self._admit(self.info, headers.end_of_stream)
+            if rejected is not None:
+                return rejected
         # A client must never choose the cluster: drop every internal header it sent.
-        return continue_headers(header_mutation(remove=internal) if internal else None)
+        return continue_headers(header_mutation(remove=internal), clear_route_cache=True) if internal else continue_headers()
 
     async def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
-        if self.endpoint is None:
+        info = self.info
+        if self.endpoint is None or info is None:
             return continue_body()
         api_format, decision_only = self.endpoint
         try:
             request = parse_request(api_format, body.body)
-            routed = await self.ctx.engine.route(request, self.session_id)
+            routed = await self.ctx.engine.route(request, info.session_id)
         except RequestFormatError as exc:
             return self._error(exc.status, exc.message, exc.param)
         decision = routed.decision
@@ -197,7 +213,7 @@ class DownstreamExchange:
         if self.ctx.tracer.enabled:
             self._export_span(decision, routed.outcome, api_format, decision_only)
         if decision_only:
-            payload = decision_payload(decision, self.trace_id, self.session_id)
+            payload = decision_payload(decision, self.trace_id, info.session_id)
             self.ctx.metrics.record_request("routing", api_format.value, 200)
             return immediate(200, orjson.dumps(payload))
         plan = self.ctx.plan(api_format, decision.models)
@@ -208,8 +224,8 @@ class DownstreamExchange:
                 f"no model chosen for this request ({names}) is served by this gateway for {_FORMAT_LABEL[api_format]}",
                 "model",
             )
-        if self.request_id:
-            self.ctx.inflight.open(self.request_id, plan.models, api_format.value, decision.route)
+        if info.request_id:
+            self.ctx.inflight.open(info.request_id, plan.models, api_format.value, decision.route)
         forward = request.body
         forward["model"] = plan.first.model_id
         new_body = orjson.dumps(forward)
@@ -222,21 +238,22 @@ class DownstreamExchange:
         ]
         if decision.route:
             sets.append((ROUTE_HEADER, decision.route))
+        credentials = info.credentials if self.ctx.any_passthrough else None
         if self.parent_span is None:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
         # Attempt 1 is prepared here, so the per-attempt processor only runs on retries (the rendered
         # config skips it when x-envoy-attempt-count is 1). Host comes from the route's auto_host_rewrite.
         first = plan.first
-        auth, remove = attempt_headers(first, self.header_names, self.ctx.stale_headers, self.client_credentials or None)
+        auth, remove = attempt_headers(first, info.present, self.ctx.stale_headers, credentials or None)
         sets.extend(auth)
-        if first.path != self.path:
+        if first.path != info.path:
             sets.append((":path", first.path))
         response = continue_body(header_mutation(sets, remove), new_body, clear_route_cache=True)
         # The upstream processor reads the decision from here on every attempt (see clusters.py).
         fields: dict[str, object] = {"models": ",".join(plan.models), "format": api_format.value, "route": decision.route or ""}
-        if self.client_credentials:
-            fields["client_credentials"] = self.client_credentials
+        if credentials:
+            fields["client_credentials"] = credentials
         response.dynamic_metadata.CopyFrom(_metadata(fields))
         return response
 
@@ -252,13 +269,6 @@ class DownstreamExchange:
         if outcome is not None:  # routes applied and a router was asked
             router = {"plano.router.backend": outcome.backend or "", "plano.router.error": outcome.error_kind or "", "seconds": outcome.seconds}
         self.ctx.tracer.route_span(self.trace_id, self.parent_span, attributes, self.started_ns, router)
-
-
-def models_listing(config: PlanoConfig) -> bytes:
-    """`GET /v1/models` in OpenAI's shape: every declared model, then the aliases clients may use."""
-    data = [{"id": p.model, "object": "model", "created": 0, "owned_by": p.provider} for p in config.providers]
-    data += [{"id": alias, "object": "model", "created": 0, "owned_by": "alias:" + target} for alias, target in config.model_aliases.items()]
-    return orjson.dumps({"object": "list", "data": data})
 
 
 def _metadata(fields: dict[str, object]) -> struct_pb2.Struct:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from prometheus_client import start_http_server
@@ -50,7 +51,15 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
         self.downstream = downstream
         self.upstream = upstream
         self.metrics = metrics
+        self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.observer = observer or ObserverContext(metrics, downstream.inflight)
+
+    def _instruments(self, phase: str) -> tuple[Any, dict[str, Any]]:
+        """The in-flight gauge and per-message histograms of a phase, resolved once (labels() is not free)."""
+        found = self._children.get(phase)
+        if found is None:
+            found = self._children[phase] = (self.metrics.inflight.labels(phase), {})
+        return found
 
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         phase = "downstream"
@@ -61,7 +70,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
         # response observers (observability_mode): Envoy ignores replies, so they never send one
         observer = self.observer.exchange(phase) if phase in OBSERVER_PHASES else None
         exchange = observer or (UpstreamExchange(self.upstream) if phase == "upstream" else DownstreamExchange(self.downstream))
-        inflight = self.metrics.inflight.labels(phase)
+        inflight, durations = self._instruments(phase)
         inflight.inc()
         try:
             async for message in request_iterator:
@@ -72,7 +81,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
                     # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
                     log.exception("ext_proc %s processing failed", phase)
                     response = immediate(500, error_body(None, 500, "internal error in the routing step"))
-                self.metrics.phase_duration.labels(phase, message.WhichOneof("request") or "unknown").observe(time.perf_counter() - started)
+                kind = message.WhichOneof("request") or "unknown"
+                histogram = durations.get(kind) or durations.setdefault(kind, self.metrics.phase_duration.labels(phase, kind))
+                histogram.observe(time.perf_counter() - started)
                 if response is not None:
                     yield response
         finally:
