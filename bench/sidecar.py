@@ -338,8 +338,14 @@ def gateway_config(source: Path, nginx_port: int, dest: Path) -> None:
 BASELINE_SUFFIX = "-base"
 
 
-def start_gateways(servers: Servers, names: list[str], env: dict[str, str] | None, baseline: str | None = None) -> None:
-    """`up` per gateway name; a name ending in -base runs the code of the `baseline` source tree instead."""
+def start_gateways(
+    servers: Servers,
+    names: list[str],
+    env: dict[str, str] | None,
+    baseline: str | None = None,
+    baseline_env: dict[str, str] | None = None,
+) -> None:
+    """`up` per gateway name; a name ending in -base runs the `baseline` source tree and/or `baseline_env`."""
     cli = plano_cli()
     helptext = subprocess.run([cli, "up", "--help"], capture_output=True, text=True, timeout=60, check=False).stdout
     started = []
@@ -351,9 +357,11 @@ def start_gateways(servers: Servers, names: list[str], env: dict[str, str] | Non
         if "--metrics-port" in helptext:  # two gateways run side by side: never the fixed default port
             cmd += ["--metrics-port", str(free_port())]
         gw_env = env
-        if name.endswith(BASELINE_SUFFIX) and baseline:
+        if name.endswith(BASELINE_SUFFIX):
             gw_env = dict(env or os.environ)
-            gw_env["PYTHONPATH"] = baseline + os.pathsep + gw_env.get("PYTHONPATH", "")
+            if baseline:
+                gw_env["PYTHONPATH"] = baseline + os.pathsep + gw_env.get("PYTHONPATH", "")
+            gw_env.update(baseline_env or {})
         proc = servers.spawn(name, cmd, env=gw_env)
         started.append((name, port, proc))
     for name, port, proc in started:  # both start in parallel
@@ -584,6 +592,9 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="DIR",
                     help="also measure the proxy targets on the plano_extproc source tree in DIR (e.g. a `git worktree` "
                          "of an older commit), side by side in the same run")
+    ap.add_argument("--baseline-env", metavar="KEY=VALUE", action="append", default=[],
+                    help="also measure the proxy targets with this environment for the gateway (e.g. PLANO_OBSERVE=off); "
+                         "combines with --baseline")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.c1_seconds, args.c32_seconds, args.warmup = 1, 2, 2, 30
@@ -599,10 +610,13 @@ def main() -> int:
         if unknown:
             ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
         targets = [t for t in TARGETS if t.key in wanted or t.key == "envoy"]
-    if args.baseline:
-        args.baseline = str(Path(args.baseline).resolve())
+    baseline_env = dict(kv.split("=", 1) for kv in args.baseline_env)
+    if args.baseline or baseline_env:
+        if args.baseline:
+            args.baseline = str(Path(args.baseline).resolve())
+        tag = " ".join([*(["baseline tree"] if args.baseline else []), *args.baseline_env])
         base = [
-            Target(t.key + BASELINE_SUFFIX, f"{t.label} @ baseline", t.server + BASELINE_SUFFIX, t.path,
+            Target(t.key + BASELINE_SUFFIX, f"{t.label} @ {tag}", t.server + BASELINE_SUFFIX, t.path,
                    t.expect_header, t.expect_body, t.needs_router)
             for t in targets if t.key.startswith("proxy-")
         ]
@@ -640,7 +654,7 @@ def main() -> int:
         start_nginx(servers)
         start_envoy_alone(servers)
         gateways = sorted({t.server for t in targets} - {"nginx", "envoy"})
-        start_gateways(servers, gateways, env, args.baseline)
+        start_gateways(servers, gateways, env, args.baseline, baseline_env)
         print(f"  ready in {time.monotonic() - started:.1f} s: ports {servers.ports}", flush=True)
 
         for t in targets:

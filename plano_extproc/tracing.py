@@ -52,7 +52,10 @@ class Tracer:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
             from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError("tracing.otlp_endpoint needs: pip install 'plano-extproc[tracing]'") from exc
+            raise RuntimeError(
+                "tracing.otlp_endpoint needs: pip install 'plano-extproc[tracing]' (if it is installed: xds-protos "
+                f"overwrote opentelemetry-proto's files; pip install --force-reinstall --no-deps opentelemetry-proto) ({exc})"
+            ) from exc
         endpoint = settings.otlp_endpoint.rstrip("/")
         if not endpoint.endswith("/v1/traces"):
             endpoint += "/v1/traces"
