@@ -256,13 +256,15 @@ def composite_sub_clusters(attempts: tuple[str, ...]) -> list[str]:
     return [model_cluster_name(m) for m in attempts]
 
 
+def _extproc_service(phase: str) -> dict[str, Any]:
+    """Our gRPC service; the phase metadata tells the service which processor a stream belongs to."""
+    return {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "initial_metadata": [{"key": PHASE_METADATA, "value": phase}]}
+
+
 def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "@type": _EXT_PROC_TYPE,
-        "grpc_service": {
-            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
-            "initial_metadata": [{"key": PHASE_METADATA, "value": phase}],
-        },
+        "grpc_service": _extproc_service(phase),
         # Fail closed: when the processor is down or too slow, the client gets a clear 5xx error instead
         # of being sent, unrouted and without credentials, to whatever the route would pick.
         "failure_mode_allow": False,
@@ -284,12 +286,11 @@ def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> 
         config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
         # lets the processor skip the body round trip (mode_override) when an attempt needs no body rewrite
         config["allow_mode_override"] = True
-    else:
-        config["metadata_options"] = {"receiving_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
-    if upstream:
         # upstream.address tells the attempts apart (xds.cluster_name is the composite's name on every
         # attempt, see (c) at the top of this module).
         config["request_attributes"] = ["upstream.address", "xds.cluster_name"]
+    else:
+        config["metadata_options"] = {"receiving_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
     return {"name": "envoy.filters.http.ext_proc", "typed_config": config}
 
 
@@ -322,10 +323,7 @@ def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, A
     """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
     config: dict[str, Any] = {
         "@type": _EXT_PROC_TYPE,
-        "grpc_service": {
-            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
-            "initial_metadata": [{"key": PHASE_METADATA, "value": phase}],
-        },
+        "grpc_service": _extproc_service(phase),
         "observability_mode": True,
         # observation must never cost a request anything: a processor that is down is ignored
         "failure_mode_allow": True,

@@ -21,3 +21,22 @@ def demo_config():
     from plano_extproc.config import load_config
 
     return load_config(DEMO_CONFIG, DEMO_ENV)
+
+
+@pytest.fixture(scope="module")
+def gw():
+    """The demo gateway (real Envoy + ext_proc + embedded router + mock providers), one per test module."""
+    from tests.harness import RunningGateway
+
+    running = RunningGateway(DEMO_CONFIG.read_text())
+    yield running
+    running.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_mocks(request):
+    if "gw" in request.fixturenames:
+        gw = request.getfixturevalue("gw")
+        gw.openai_mock.reset()
+        gw.anthropic_mock.reset()
+        gw.openai_mock.chunk_delay = gw.anthropic_mock.chunk_delay = 0.0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,85 +17,11 @@ import openai
 import pytest
 
 from plano_extproc.api import routing_pb2, routing_pb2_grpc
-from plano_extproc.local import MOCK_KEY, LocalGateway, free_port
+from plano_extproc.local import MOCK_KEY
 from tests.conftest import DEMO_CONFIG
+from tests.harness import CLAUDE, CODE, FRANCE, REASONING, RunningGateway, claude, oai, post, user
 
 pytestmark = pytest.mark.integration
-
-CLAUDE = "claude-sonnet-4-20250514"
-CODE = "Write a Python function that implements binary search"
-REASONING = "Solve this step by step: a train leaves at 3pm at 60 mph and another at 4pm at 80 mph; when does the second catch up, and why?"
-FRANCE = "What is the capital of France?"
-
-
-class RunningGateway:
-    """Runs a LocalGateway on a background event loop so synchronous SDK clients can call it."""
-
-    def __init__(self, config_text: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.gateway = LocalGateway(config_text, env={}, mock_providers=True, listener_port=free_port())
-        asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(120)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return self.gateway.url
-
-    @property
-    def openai_mock(self):
-        return self.gateway.mocks["openai"]
-
-    @property
-    def anthropic_mock(self):
-        return self.gateway.mocks["anthropic"]
-
-
-@pytest.fixture(scope="module")
-def gw():
-    running = RunningGateway(DEMO_CONFIG.read_text())
-    yield running
-    running.close()
-
-
-@pytest.fixture(autouse=True)
-def _reset_mocks(gw):
-    gw.openai_mock.reset()
-    gw.anthropic_mock.reset()
-    gw.openai_mock.chunk_delay = gw.anthropic_mock.chunk_delay = 0.0
-
-
-def post(gw, path: str, body: object, headers: dict | None = None, raw: bytes | None = None) -> tuple[int, dict, dict]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(gw.url + path, data=data, method="POST", headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        payload = err.read()
-        try:
-            parsed = json.loads(payload) if payload else None
-        except ValueError:
-            parsed = {"raw": payload.decode(errors="replace")}
-        return err.code, dict(err.headers), parsed
-
-
-def oai(gw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-own-key", max_retries=0, timeout=30)
-
-
-def claude(gw) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key="client-own-key", max_retries=0, timeout=30)
-
-
-def user(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]
-
 
 # ------------------------------------------------------------------------------------------- decisions
 

@@ -24,7 +24,7 @@ from plano_extproc.envoy_config import (
     render_bootstrap,
 )
 from tests.conftest import DEMO_CONFIG
-from tests.test_gateway import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
+from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
 
 GPT4O = "openai/gpt-4o"
 GPT4O_MINI = "openai/gpt-4o-mini"
@@ -124,20 +124,6 @@ def moved(before: Samples, name: str, by: float = 1, **labels: str) -> Callable[
 # ------------------------------------------------------------------------------------------- traffic
 
 
-@pytest.fixture(scope="module")
-def gw():
-    running = RunningGateway(DEMO_CONFIG.read_text())
-    yield running
-    running.close()
-
-
-@pytest.fixture(autouse=True)
-def _reset_mocks(request):
-    if "gw" in request.fixturenames:
-        gw = request.getfixturevalue("gw")
-        gw.openai_mock.reset()
-        gw.anthropic_mock.reset()
-        gw.openai_mock.chunk_delay = gw.anthropic_mock.chunk_delay = 0.0
 
 
 @pytest.mark.integration

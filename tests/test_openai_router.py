@@ -177,7 +177,7 @@ async def test_down_and_slow_servers(fake):
 
 @pytest.mark.integration
 def test_gateway_with_the_openai_backend(fake):
-    from tests.test_gateway import RunningGateway, post
+    from tests.harness import RunningGateway, post
 
     data = yaml.safe_load(DEMO_CONFIG.read_text())
     data["routing"]["router"] = {"backend": "openai", "url": fake.url, "model": "katanemo/Arch-Router-1.5B",

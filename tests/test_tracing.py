@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from plano_extproc.tracing import parse_traceparent
 from tests.conftest import DEMO_CONFIG
-from tests.test_gateway import CODE, RunningGateway, oai, post, user
+from tests.harness import CODE, RunningGateway, oai, post, user
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"

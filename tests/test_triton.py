@@ -319,7 +319,7 @@ def _expected_with_embedded() -> list[tuple[str | None, list[str]]]:
 
 @pytest.fixture(scope="module")
 def triton_gateway(triton):
-    from tests.test_gateway import RunningGateway
+    from tests.harness import RunningGateway
 
     gateway = RunningGateway(_gateway_config(triton.grpc_url))
     yield gateway
