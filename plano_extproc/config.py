@@ -153,6 +153,20 @@ class TracingConfig(_Strict):
     sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class ObservabilityConfig(_Strict):
+    """What the response path reports. `bodies`: status, timing and token usage (an async observer reads
+    every response); `headers`: status and timing only; `off`: no response observation (fastest; request
+    side metrics stay). Measured cost: bench/README.md."""
+
+    responses: Literal["bodies", "headers", "off"] = "bodies"
+
+    @field_validator("responses", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false (and `on` as true)
+        return {False: "off", True: "bodies"}.get(value, value) if isinstance(value, bool) else value
+
+
 class _RawConfig(_Strict):
     version: str
     #: list form or the older object form; validated by _normalise_listeners to name paths precisely
@@ -162,6 +176,7 @@ class _RawConfig(_Strict):
     model_aliases: dict[str, ModelAlias] = Field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()
     tracing: TracingConfig = TracingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -177,6 +192,7 @@ class PlanoConfig:
     routing: RoutingConfig
     default_model: str
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     #: full model name ("openai/gpt-4o") -> provider entry
@@ -446,6 +462,7 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         routing=raw.routing.model_copy(update={"router": router}),
         default_model=default_model,
         tracing=raw.tracing,
+        observability=raw.observability,
         overrides=raw.overrides,
         warnings=tuple(warnings),
         by_model=by_model,

@@ -351,11 +351,12 @@ def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, A
     )
 
 
-def observation_from_env(observe: bool | None, observe_bodies: bool | None) -> tuple[bool, bool]:
-    """Resolve the renderer's observation switches: explicit arguments win, then ``PLANO_OBSERVE``
-    (``off`` | ``headers`` | ``bodies``), then on with bodies."""
+def observation_from_env(config: PlanoConfig, observe: bool | None, observe_bodies: bool | None) -> tuple[bool, bool]:
+    """Resolve the observation switches: explicit arguments win, then ``PLANO_OBSERVE`` (``off`` |
+    ``headers`` | ``bodies``, for benchmarks), then the config's ``observability.responses``."""
     env = os.environ.get(OBSERVE_ENV, "").strip().lower()
-    env_observe, env_bodies = {"off": (False, False), "headers": (True, False), "bodies": (True, True)}.get(env, (True, True))
+    default = {"off": (False, False), "headers": (True, False), "bodies": (True, True)}
+    env_observe, env_bodies = default.get(env) or default[config.observability.responses]
     resolved = env_observe if observe is None else observe
     bodies = env_bodies if observe_bodies is None else observe_bodies
     return resolved, resolved and bodies
@@ -790,7 +791,7 @@ def render_bootstrap(
     ``observe_bodies`` lets the downstream observer see response bodies (token usage, time to first
     token). Both default to on; ``None`` defers to ``PLANO_OBSERVE`` (``off`` | ``headers`` | ``bodies``).
     """
-    observe, observe_bodies = observation_from_env(observe, observe_bodies)
+    observe, observe_bodies = observation_from_env(config, observe, observe_bodies)
     port = config.listener_port if listener_port is None else listener_port
     clusters: list[dict[str, Any]] = [_extproc_cluster(extproc_address), _decision_cluster()]
     clusters += [_model_cluster(p) for p in config.providers]

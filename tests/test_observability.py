@@ -15,7 +15,7 @@ import anthropic
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from plano_extproc.config import load_config
+from plano_extproc.config import load_config, parse_config
 from plano_extproc.envoy_config import (
     OBSERVE_ATTRIBUTES,
     OBSERVE_FILTER,
@@ -290,3 +290,14 @@ def test_router_timeout_is_a_failure_of_kind_timeout():
         assert value(now, "plano_tokens_total", model=GPT4O, type="output") - value(before, "plano_tokens_total", model=GPT4O, type="output") == reply.usage.completion_tokens
     finally:
         running.close()
+
+
+def test_response_observation_is_switchable_in_the_config(monkeypatch) -> None:
+    monkeypatch.delenv("PLANO_OBSERVE", raising=False)
+    for mode, names, body_mode in (("off", [], None), ("headers", [OBSERVE_FILTER], "NONE"), ("bodies", [OBSERVE_FILTER], "STREAMED")):
+        config = parse_config(DEMO_CONFIG.read_text() + f"\nobservability:\n  responses: {mode}\n", {}, resolve_secrets=False)
+        downstream, _ = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
+        observers = [f for f in downstream if f["name"] == OBSERVE_FILTER]
+        assert [f["name"] for f in observers] == names
+        if body_mode:
+            assert observers[0]["typed_config"]["processing_mode"]["response_body_mode"] == body_mode
