@@ -86,9 +86,10 @@ async def run_demo(config_text: str, port: int | None = None) -> int:
         gateway.mocks["anthropic"].fail_next(status=429)
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": CODE}]}
         status, reply = await asyncio.to_thread(_post, gateway.url + "/v1/chat/completions", body, {})
-        tried = [f"{name}:{r['body'].get('model')}" for name, mock in gateway.mocks.items() for r in mock.requests_snapshot()]
+        # the route's first model is Claude: its provider got the 429, the next model's provider answered
+        tried = [f"{name}:{r['body'].get('model')}" for name in ("anthropic", "openai") for r in gateway.mocks[name].requests_snapshot()]
         if status == 200:
-            print(f"  answered: {reply['choices'][0]['message']['content']!r}  (provider calls: {', '.join(tried)})")
+            print(f"  answered: {reply['choices'][0]['message']['content']!r}  (attempts: {' -> '.join(tried)})")
         else:
             failures += 1
             print(f"  HTTP {status}: {reply}")
