@@ -244,3 +244,22 @@ def test_a_forged_cluster_header_routes_nowhere(gw):
             status = err.code
         assert status in (400, 404, 405), (method, path, status)
     assert gw.openai_mock.requests_snapshot() == [] and gw.anthropic_mock.requests_snapshot() == []
+
+
+def test_passthrough_auth_forwards_the_clients_own_key_to_that_provider_only():
+    import yaml
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    for provider in data["model_providers"]:
+        if provider["model"] == "openai/gpt-4o-mini":
+            provider["passthrough_auth"] = True
+    running = RunningGateway(yaml.safe_dump(data))
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="client-own-key", max_retries=0)
+        client.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
+        client.chat.completions.create(model="gpt-4o", messages=user(FRANCE))
+        passthrough, own = running.openai_mock.requests_snapshot()
+        assert passthrough["body"]["model"] == "gpt-4o-mini" and passthrough["headers"]["authorization"] == "Bearer client-own-key"
+        assert own["body"]["model"] == "gpt-4o" and own["headers"]["authorization"] == f"Bearer {MOCK_KEY}"
+    finally:
+        running.close()
