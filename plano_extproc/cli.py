@@ -211,7 +211,9 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
     from plano_extproc.envoy_config import render_bootstrap_yaml
 
     config = _load_or_exit(args.config, resolve_secrets=False)  # keys never go into the bootstrap
-    text = render_bootstrap_yaml(config, extproc_address=args.extproc, admin_port=args.admin_port, listener_port=args.port)
+    text = render_bootstrap_yaml(
+        config, extproc_address=args.extproc, admin_port=args.admin_port, listener_port=args.port, probe_port=args.probe_port
+    )
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--extproc", default=DEFAULT_EXTPROC_ADDRESS, help="where `serve` listens: host:port or unix:/path")
     render.add_argument("--admin-port", type=int, default=9901)
     render.add_argument("--port", type=int, default=None, help="listener port (default: from the config)")
+    render.add_argument("--probe-port", type=int, default=None, help="also listen here (0.0.0.0) with only /ready and /stats/prometheus")
     render.add_argument("-o", "--output", default="-")
     render.set_defaults(func=_cmd_render_envoy)
 

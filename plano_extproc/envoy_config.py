@@ -769,6 +769,44 @@ def _decision_cluster() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- public
 
 
+PROBE_LISTENER = "plano_probes"
+ADMIN_CLUSTER = "plano_admin"
+
+
+def _probe_listener(probe_port: int, admin_port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A listener reachable from outside the pod that exposes only the admin's `/ready` and
+    `/stats/prometheus` (the admin itself stays on 127.0.0.1: it can also drain or quit Envoy)."""
+    get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    routes = [
+        {"match": {"path": "/ready", "headers": get}, "route": {"cluster": ADMIN_CLUSTER, "timeout": "5s"}},
+        {"match": {"path": "/stats/prometheus", "headers": get}, "route": {"cluster": ADMIN_CLUSTER, "timeout": "10s"}},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+    ]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": PROBE_LISTENER,
+        "route_config": {"name": PROBE_LISTENER, "virtual_hosts": [{"name": "probes", "domains": ["*"], "routes": routes}]},
+        "http_filters": [
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+        ],
+    }
+    listener = {
+        "name": PROBE_LISTENER,
+        "address": _socket_address("0.0.0.0", probe_port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+    cluster = {
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address("127.0.0.1", admin_port)}}]}],
+        },
+    }
+    return listener, cluster
+
+
 def render_bootstrap(
     config: PlanoConfig,
     *,
@@ -778,10 +816,13 @@ def render_bootstrap(
     access_log: bool = True,
     observe: bool | None = None,
     observe_bodies: bool | None = None,
+    probe_port: int | None = None,
 ) -> dict[str, Any]:
     """The Envoy bootstrap for ``config`` as plain dicts.
 
-    ``extproc_address`` is ``host:port`` or ``unix:/path/to.sock``. ``listener_port`` overrides the config's
+    ``probe_port`` adds a listener (0.0.0.0) with only the admin's ``/ready`` and ``/stats/prometheus``, for
+    kubelet probes and Prometheus. ``extproc_address`` is ``host:port`` or ``unix:/path/to.sock``.
+    ``listener_port`` overrides the config's
     listener port. The ext_proc filters fail closed (``failure_mode_allow: false``): if the processor is
     unreachable or too slow, the client gets a 5xx (500 when unreachable, checked) — never an unrouted, unauthenticated
     request sent upstream. No API key is read or written: keys stay in the ext_proc process.
@@ -798,10 +839,15 @@ def render_bootstrap(
     if config.tracing.envoy_otlp_grpc:
         clusters.append(_otel_cluster(config.tracing.envoy_otlp_grpc))
     clusters += [_composite_cluster(models, observe) for models in ranked_model_lists(config)]
+    listeners = [_listener(config, port, access_log, observe, observe_bodies)]
+    if probe_port is not None:
+        probe_listener, admin_cluster = _probe_listener(probe_port, admin_port)
+        listeners.append(probe_listener)
+        clusters.append(admin_cluster)
     return {
         "node": {"id": "plano", "cluster": "plano"},
         "admin": {"address": _socket_address("127.0.0.1", admin_port)},  # also serves /stats/prometheus
-        "static_resources": {"listeners": [_listener(config, port, access_log, observe, observe_bodies)], "clusters": clusters},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 
 

@@ -402,6 +402,11 @@ def test_init_container_bootstrap_passes_envoy_validate(rendered, tmp_path, scen
     assert bootstrap["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
     extproc = next(c for c in bootstrap["static_resources"]["clusters"] if "pipe" in json.dumps(c))
     assert "/var/run/plano/extproc.sock" in json.dumps(extproc)
+    # the kubelet and Prometheus reach only /ready and /stats/prometheus, on the probe port
+    probes = next(l for l in bootstrap["static_resources"]["listeners"] if l["name"] == "plano_probes")
+    assert probes["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9902}
+    routes = probes["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["match"].get("path") for r in routes if "route" in r] == ["/ready", "/stats/prometheus"]
 
 
 def test_config_in_the_configmap_passes_check_config(rendered, tmp_path):

@@ -106,38 +106,6 @@ routing.router pointed at the chart's Triton when triton.enabled. Never holds a 
 {{- printf "unix:%s/extproc.sock" (trimSuffix "/" .Values.extproc.socketDir) -}}
 {{- end -}}
 
-{{/*
-Added to the rendered bootstrap with `envoy --config-yaml` (Envoy merges it in; repeated fields append):
-a listener on 0.0.0.0:envoy.probePort that forwards only GET /ready and /stats/prometheus to the admin
-interface, which the bootstrap binds to 127.0.0.1 (so /quitquitquit, /logging, ... stay pod-local).
-*/}}
-{{- define "plano-extproc.probeListener" -}}
-{{- $get := list (dict "name" ":method" "string_match" (dict "exact" "GET")) -}}
-{{- $routes := list
-  (dict "match" (dict "path" "/ready" "headers" $get) "route" (dict "cluster" "plano_admin" "timeout" "5s"))
-  (dict "match" (dict "path" "/stats/prometheus" "headers" $get) "route" (dict "cluster" "plano_admin" "timeout" "10s"))
-  (dict "match" (dict "prefix" "/") "direct_response" (dict "status" 404))
--}}
-{{- $hcm := dict
-  "@type" "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-  "stat_prefix" "plano_probes"
-  "route_config" (dict "name" "plano_probes" "virtual_hosts" (list (dict "name" "probes" "domains" (list "*") "routes" $routes)))
-  "http_filters" (list (dict "name" "envoy.filters.http.router" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")))
--}}
-{{- $listener := dict
-  "name" "plano_probes"
-  "address" (dict "socket_address" (dict "address" "0.0.0.0" "port_value" (int .Values.envoy.probePort)))
-  "filter_chains" (list (dict "filters" (list (dict "name" "envoy.filters.network.http_connection_manager" "typed_config" $hcm))))
--}}
-{{- $endpoint := dict "endpoint" (dict "address" (dict "socket_address" (dict "address" "127.0.0.1" "port_value" (int .Values.envoy.adminPort)))) -}}
-{{- $cluster := dict
-  "name" "plano_admin"
-  "type" "STATIC"
-  "connect_timeout" "1s"
-  "load_assignment" (dict "cluster_name" "plano_admin" "endpoints" (list (dict "lb_endpoints" (list $endpoint))))
--}}
-{{- toJson (dict "static_resources" (dict "listeners" (list $listener) "clusters" (list $cluster))) -}}
-{{- end -}}
 
 {{/* gRPC health check (grpc.health.v1) of the ext_proc at $PLANO_HEALTH_TARGET; same as the image's HEALTHCHECK. */}}
 {{- define "plano-extproc.healthCheck" -}}

@@ -30,6 +30,8 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     - {{ .Values.envoy.adminPort | int | quote }}
     - --port
     - {{ .Values.envoy.port | int | quote }}
+    - --probe-port
+    - {{ .Values.envoy.probePort | int | quote }}
     - -o
     - {{ include "plano-extproc.bootstrapPath" . }}
   resources:
@@ -50,8 +52,6 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
   args:
     - --config-path
     - {{ include "plano-extproc.bootstrapPath" . }}
-    - --config-yaml
-    - {{ include "plano-extproc.probeListener" . | quote }}
     - --concurrency
     - {{ .Values.envoy.concurrency | int | quote }}
     - --log-level
