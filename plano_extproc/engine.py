@@ -69,9 +69,10 @@ class DecisionEngine:
 
     async def warm_up(self) -> None:
         """Load the router and embed the configured routes before the first request arrives."""
-        await self.router.primary.warm_up(route_specs(self.config.routing_preferences))
+        routes = route_specs(self.config.routing_preferences)
+        await self.router.primary.warm_up(routes)
         if self.router.fallback is not None:
-            await self.router.fallback.warm_up(route_specs(self.config.routing_preferences))
+            await self.router.fallback.warm_up(routes)
 
     async def route(self, request: ParsedRequest, session_id: str | None = None) -> RoutedRequest:
         entry = self.affinity.get(session_id) if session_id else None

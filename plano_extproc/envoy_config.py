@@ -284,8 +284,6 @@ def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> 
     }
     if upstream:
         config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
-        # lets the processor skip the body round trip (mode_override) when an attempt needs no body rewrite
-        config["allow_mode_override"] = True
         # upstream.address tells the attempts apart (xds.cluster_name is the composite's name on every
         # attempt, see (c) at the top of this module).
         config["request_attributes"] = ["upstream.address", "xds.cluster_name"]

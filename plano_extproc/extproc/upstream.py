@@ -1,8 +1,8 @@
 """The per-attempt processor on the composite clusters: one stream per upstream attempt.
 
 Envoy's retry moves attempt N to the composite's sub-cluster N; this processor makes the request fit
-that attempt's provider: Host, path, auth, the provider's model id in the body. Attempt 1's body already
-carries models[0]'s id (the downstream processor wrote it), so its body is not sent here at all.
+that attempt's provider: Host, path, auth, the provider's model id in the body. Attempt 1 is prepared by
+the downstream processor and the rendered config skips this filter for it (match_delegate).
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ import logging
 
 import orjson
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from plano_extproc.clusters import DECISION_METADATA_NAMESPACE
 from plano_extproc.extproc.errors import error_body
-from plano_extproc.extproc.messages import continue_body, header_dict, header_mutation, immediate
+from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.formats import ApiFormat
 from plano_extproc.targets import UpstreamTarget, attempt_headers, stale_header_names
 
 log = logging.getLogger(__name__)
-
-_SKIP_BODY = processing_mode_pb2.ProcessingMode(request_body_mode=processing_mode_pb2.ProcessingMode.NONE)
-
 
 class UpstreamContext:
     """Built once per config: the targets, and every header name some target injects."""
@@ -36,12 +32,11 @@ class UpstreamContext:
 
 
 class UpstreamExchange:
-    __slots__ = ("ctx", "target", "attempt")
+    __slots__ = ("ctx", "target")
 
     def __init__(self, ctx: UpstreamContext) -> None:
         self.ctx = ctx
         self.target: UpstreamTarget | None = None
-        self.attempt = 1
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -58,26 +53,23 @@ class UpstreamExchange:
             fields = decision.fields  # type: ignore[union-attr]
             api_format = ApiFormat(fields["format"].string_value)
             models = fields["models"].string_value.split(",")
-            self.attempt = max(1, int(h.get("x-envoy-attempt-count", "1")))
+            attempt = max(1, int(h.get("x-envoy-attempt-count", "1")))
         except (AttributeError, ValueError, KeyError):
             # Only our downstream processor writes the decision; without it the request skipped routing.
             return immediate(403, error_body(None, 403, "request did not pass the gateway's routing step"))
-        model = models[min(self.attempt, len(models)) - 1]
+        model = models[min(attempt, len(models)) - 1]
         target = self.ctx.targets.get((api_format, model))
         if target is None:
             return immediate(500, error_body(api_format, 500, "no upstream for the chosen model"))
         self.target = target
         request_id = h.get("x-request-id")
         if request_id:
-            self.ctx.inflight.note_attempt(request_id, self.attempt, model)
+            self.ctx.inflight.note_attempt(request_id, attempt, model)
         client = fields["client_credentials"].struct_value.fields if "client_credentials" in fields else None
         credentials = {k: v.string_value for k, v in client.items()} if client else None
         sets, remove = attempt_headers(target, h, self.ctx.stale_headers, credentials)
         mutation = header_mutation([(":authority", target.host), (":path", target.path), *sets], remove)
-        response = ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=ext.CommonResponse(header_mutation=mutation)))
-        if self.attempt == 1:
-            response.mode_override.CopyFrom(_SKIP_BODY)
-        return response
+        return continue_headers(mutation)
 
     def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
         if self.target is None:

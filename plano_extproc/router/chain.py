@@ -93,16 +93,17 @@ class RouterChain:
         if self.breaker is not None and not self.breaker.allow():
             kind = "breaker_open"
         else:
-            outcome, kind = await self._call_primary(routes, conversation)
+            route, failure = await self._call_primary(routes, conversation)
             if self.breaker is not None and self.on_breaker is not None:
                 self.on_breaker(self.primary.name, self.breaker.state)
-            if outcome is not None:
+            if failure is None:
                 if key is not None:
-                    self.cache.put(key, outcome.route or "")  # type: ignore[union-attr]
+                    self.cache.put(key, route or "")  # type: ignore[union-attr]
                 seconds = time.perf_counter() - started
                 if self.on_call is not None:
                     self.on_call(self.primary.name, seconds, None)
-                return RouterOutcome(outcome.route, outcome.backend, seconds=seconds)
+                return RouterOutcome(route, self.primary.name, seconds=seconds)
+            kind = failure
         if self.on_call is not None:
             self.on_call(self.primary.name, time.perf_counter() - started, kind)
         self.failures[kind] = self.failures.get(kind, 0) + 1
@@ -121,8 +122,8 @@ class RouterChain:
             self.on_call(self.fallback.name, time.perf_counter() - fallback_started, None)
         return RouterOutcome(route, self.fallback.name, failed=True, error_kind=kind, seconds=time.perf_counter() - started)
 
-    async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[RouterOutcome | None, str]:
-        """The primary's outcome, or None and the failure kind."""
+    async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[str | None, str | None]:
+        """(the primary's route, None), or (None, the failure kind)."""
         try:
             route = await asyncio.wait_for(self.primary.choose_route(routes, conversation), self.timeout_s)
         except asyncio.TimeoutError:
@@ -135,7 +136,7 @@ class RouterChain:
         else:
             if self.breaker is not None:
                 self.breaker.record_success()
-            return RouterOutcome(route, self.primary.name), ""
+            return route, None
         if self.breaker is not None:
             self.breaker.record_failure()
         log.warning("router %s failed (%s); fallback=%s", self.primary.name, kind, self.fallback.name if self.fallback else "default")
