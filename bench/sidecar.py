@@ -59,7 +59,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 
-from plano_extproc.local import envoy_binary, free_port  # noqa: E402
+from plano_devtools.local import envoy_binary, free_port  # noqa: E402
 
 USER_WORDS = "Write a Python function that implements binary search".split()
 #: the whitespace between two words encodes one base-8 digit of the request's number (see user_text)

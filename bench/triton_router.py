@@ -105,7 +105,7 @@ def main() -> int:
     server = None
     url = args.url
     if url is None:
-        from plano_extproc.triton_local import LocalTriton
+        from plano_devtools.triton_local import LocalTriton
 
         server = LocalTriton(models=(args.model,))
         t0 = time.perf_counter()

@@ -93,7 +93,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from plano_extproc.demo_run import run_demo
+    from plano_devtools.demo import run_demo
 
     _configure_logging("warning")
     try:
@@ -146,7 +146,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     import signal
 
-    from plano_extproc.local import LocalGateway
+    from plano_devtools.local import LocalGateway
 
     _configure_logging(args.log_level, args.log_format == "json")
     try:

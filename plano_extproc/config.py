@@ -10,12 +10,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from plano_extproc.providers import KNOWN_PROVIDERS, PROVIDERS_REQUIRING_BASE_URL
+from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 from plano_extproc.router.settings import EmbeddedRouterSettings
 
 CURRENT_VERSION = (0, 4, 0)
@@ -41,10 +42,15 @@ class LegacyRoutePreference(_Strict):
     description: str = Field(min_length=1)
 
 
+#: an example request of a route (the embedded router learns from them; Arch-Router ignores them)
+RouteExample = Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)]
+
+
 class RoutePreference(_Strict):
     name: str = Field(min_length=1)
     description: str = Field(min_length=1)
     models: tuple[str, ...] = Field(min_length=1)
+    examples: tuple[RouteExample, ...] = Field(default=(), max_length=MAX_ROUTE_EXAMPLES)
 
 
 class ProviderConfig(_Strict):

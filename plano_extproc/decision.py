@@ -69,7 +69,7 @@ def active_preferences(config: PlanoConfig, request: ParsedRequest) -> Sequence[
 
 
 def route_specs(preferences: Sequence[Preference]) -> tuple[RouteSpec, ...]:
-    return tuple(RouteSpec(p.name, p.description) for p in preferences)
+    return tuple(RouteSpec(p.name, p.description, p.examples) for p in preferences)
 
 
 def fallback_models(config: PlanoConfig, requested: str | None) -> tuple[tuple[str, ...], DecisionSource]:

@@ -52,7 +52,7 @@ policy rendered here; every backend answering 429 unless said otherwise):
     kept from the providers. What works: the downstream processor returns the decision as **dynamic
     metadata** (``ProcessingResponse.dynamic_metadata`` = ``{"plano": {...}}``); with
     ``metadata_options.receiving_namespaces`` on the downstream filter and ``forwarding_namespaces`` on the
-    upstream filter (both rendered here, namespace ``DECISION_METADATA_NAMESPACE``) the upstream processor
+    upstream filter (both rendered here, namespace ``METADATA_NAMESPACE``) the upstream processor
     finds it in ``ProcessingRequest.metadata_context.filter_metadata["plano"]`` on every attempt, and it
     never reaches a provider. The internal headers are then stripped after the upstream processor.
 
@@ -113,16 +113,29 @@ from typing import Any
 
 import yaml
 
-from plano_extproc.clusters import (
+from plano_extproc.contract import (
     CLUSTER_HEADER,
+    COMPOSITE_PREFIX,
+    DECIDED_KEY,
     DECISION_CLUSTER,
-    DECISION_METADATA_NAMESPACE,
     EXTPROC_CLUSTER,
-    INTERNAL_HEADERS,
+    FINGERPRINT_METADATA,
+    METADATA_NAMESPACE,
+    OBSERVE_ATTRIBUTES,
+    OBSERVE_FILTER,
     PHASE_METADATA,
+    ROUTING_FILTER,
+    STRIPPED_BEFORE_PROVIDER,
+    UPSTREAM_FILTER,
+    UPSTREAM_OBSERVE_ATTRIBUTES,
+    UPSTREAM_OBSERVE_FILTER,
+    Phase,
     composite_cluster_name,
+    config_fingerprint,
+    max_retry_budget,
     model_cluster_name,
-    prebuilt_model_lists,
+    prebuilt_attempt_lists,
+    retry_budget,
 )
 from plano_extproc.config import PlanoConfig, ProviderConfig
 from plano_extproc.decision import models_listing
@@ -175,28 +188,11 @@ NO_DECISION_BODY = (
     '{"error":{"message":"This path is not served by plano (no routing decision was made for it)",'
     '"type":"invalid_request_error","param":null,"code":"not_found"}}'
 )
-#: strip the internal headers after the upstream processor so no provider ever sees them. Because of
-#: finding (d) they are then gone on attempts 2+: the upstream processor must take the decision from the
-#: dynamic metadata above (or xds.cluster_name + x-envoy-attempt-count), not from x-plano-* headers.
-STRIP_INTERNAL_HEADERS_UPSTREAM = True
-#: removed after the upstream processor, before the provider
-STRIPPED_UPSTREAM_HEADERS = (*INTERNAL_HEADERS, "x-envoy-attempt-count")
-#: composite_cluster_name() always starts with this (checked in tests/test_envoy_config.py)
-COMPOSITE_PREFIX = "ranked."
 _JSON_CONTENT_TYPE = {
     "header": {"key": "content-type", "value": "application/json"},
     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
 }
 
-#: ext_proc phases (``PHASE_METADATA``) of the response observers (plano_extproc.extproc.observer)
-OBSERVE_PHASE = "observe"
-UPSTREAM_OBSERVE_PHASE = "upstream-observe"
-OBSERVER_PHASES = (OBSERVE_PHASE, UPSTREAM_OBSERVE_PHASE)
-#: the downstream observer's filter name (per-route config is keyed by name, finding (i))
-OBSERVE_FILTER = "plano.observe"
-UPSTREAM_OBSERVE_FILTER = "plano.upstream_observe"
-OBSERVE_ATTRIBUTES = ["request.id", "request.time", "upstream.request_attempt_count"]
-UPSTREAM_OBSERVE_ATTRIBUTES = ["request.id", "upstream.request_attempt_count"]
 #: how long Envoy keeps an observer stream open after the HTTP stream ended (finding (h); default 5 s)
 OBSERVER_DEFERRED_CLOSE = "1s"
 #: ``off`` | ``headers`` | ``bodies``: overrides the renderer's observation defaults (benchmarks, ops)
@@ -240,31 +236,21 @@ def parse_extproc_address(address: str) -> tuple[str, str, int]:
     return "tcp", host.strip("[]"), int(port)
 
 
-def ranked_model_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
-    """The attempt lists that get a composite cluster (``clusters.prebuilt_model_lists``): each routing
-    preference's ``models`` and each declared model alone (listed twice, ``clusters.attempt_list``)."""
-    return prebuilt_model_lists((p.models for p in config.routing_preferences), (p.model for p in config.providers))
 
 
-def max_retries(config: PlanoConfig) -> int:
-    """The generic proxy route's retry budget: enough to walk the longest attempt list (at least one)."""
-    return max([len(attempts) - 1 for attempts in ranked_model_lists(config)] + [1])
+def _extproc_service(phase: Phase, fingerprint: str) -> dict[str, Any]:
+    """Our gRPC service; the metadata tells the service which processor a stream belongs to, and which
+    config this bootstrap was rendered from."""
+    return {
+        "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+        "initial_metadata": [{"key": PHASE_METADATA, "value": phase.value}, {"key": FINGERPRINT_METADATA, "value": fingerprint}],
+    }
 
 
-def composite_sub_clusters(attempts: tuple[str, ...]) -> list[str]:
-    """The sub-clusters of an attempt list's composite, in attempt order."""
-    return [model_cluster_name(m) for m in attempts]
-
-
-def _extproc_service(phase: str) -> dict[str, Any]:
-    """Our gRPC service; the phase metadata tells the service which processor a stream belongs to."""
-    return {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "initial_metadata": [{"key": PHASE_METADATA, "value": phase}]}
-
-
-def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> dict[str, Any]:
+def _ext_proc_filter(phase: Phase, fingerprint: str, *, message_timeout_ms: int, upstream: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "@type": _EXT_PROC_TYPE,
-        "grpc_service": _extproc_service(phase),
+        "grpc_service": _extproc_service(phase, fingerprint),
         # Fail closed: when the processor is down or too slow, the client gets a clear 5xx error instead
         # of being sent, unrouted and without credentials, to whatever the route would pick.
         "failure_mode_allow": False,
@@ -283,13 +269,10 @@ def _ext_proc_filter(phase: str, *, message_timeout_ms: int, upstream: bool) -> 
         "mutation_rules": dict(MUTATION_RULES),
     }
     if upstream:
-        config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
-        # upstream.address tells the attempts apart (xds.cluster_name is the composite's name on every
-        # attempt, see (c) at the top of this module).
-        config["request_attributes"] = ["upstream.address", "xds.cluster_name"]
+        config["metadata_options"] = {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}}
     else:
-        config["metadata_options"] = {"receiving_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
-    return {"name": "envoy.filters.http.ext_proc", "typed_config": config}
+        config["metadata_options"] = {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
+    return {"name": UPSTREAM_FILTER if upstream else ROUTING_FILTER, "typed_config": config}
 
 
 _SKIP_ACTION = {
@@ -317,11 +300,11 @@ def _skip_when(http_filter: dict[str, Any], input_type: str, header: str, tree_m
     }
 
 
-def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, Any]:
+def _observer_filter(phase: Phase, fingerprint: str, *, bodies: bool, upstream: bool) -> dict[str, Any]:
     """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
     config: dict[str, Any] = {
         "@type": _EXT_PROC_TYPE,
-        "grpc_service": _extproc_service(phase),
+        "grpc_service": _extproc_service(phase, fingerprint),
         "observability_mode": True,
         # observation must never cost a request anything: a processor that is down is ignored
         "failure_mode_allow": True,
@@ -339,7 +322,7 @@ def _observer_filter(phase: str, *, bodies: bool, upstream: bool) -> dict[str, A
     if not upstream:
         return {"name": OBSERVE_FILTER, "typed_config": config}
     # one message per attempt, so the decision metadata is cheap here (finding (g))
-    config["metadata_options"] = {"forwarding_namespaces": {"untyped": [DECISION_METADATA_NAMESPACE]}}
+    config["metadata_options"] = {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}}
     # only failed attempts open a stream; the downstream observer counts the final 2xx (finding (j))
     return _skip_when(
         {"name": UPSTREAM_OBSERVE_FILTER, "typed_config": config},
@@ -403,8 +386,8 @@ def _disabled(*filters: str) -> dict[str, Any]:
 #: Only a request our downstream processor decided (it wrote the decision metadata) may reach a composite:
 #: a cluster header alone, however it got there, routes nowhere.
 _DECIDED = {
-    "filter": DECISION_METADATA_NAMESPACE,
-    "path": [{"key": "models"}],
+    "filter": METADATA_NAMESPACE,
+    "path": [{"key": DECIDED_KEY}],
     "value": {"present_match": True},
 }
 
@@ -415,7 +398,7 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
     # upstream" instead of the last provider's error). The processor may lower it per request with
     # x-envoy-max-retries (finding (b)).
     composite_routes = []
-    for models in ranked_model_lists(config):
+    for models in prebuilt_attempt_lists(config):
         name = composite_cluster_name(models)
         composite_routes.append(
             {
@@ -426,7 +409,7 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
                     "headers": [{"name": CLUSTER_HEADER, "string_match": {"exact": name}}],
                     "dynamic_metadata": [_DECIDED],
                 },
-                "route": _proxy_action(len(composite_sub_clusters(models)) - 1, cluster=name),
+                "route": _proxy_action(retry_budget(models), cluster=name),
             }
         )
     decision_route: dict[str, Any] = {
@@ -459,7 +442,7 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
                             "headers": [{"name": CLUSTER_HEADER, "string_match": {"prefix": COMPOSITE_PREFIX}}],
                             "dynamic_metadata": [_DECIDED],
                         },
-                        "route": _proxy_action(max_retries(config)),
+                        "route": _proxy_action(max_retry_budget(config)),
                     },
                     {
                         # no processor round trip: the list only changes with the config
@@ -468,7 +451,7 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
                         "direct_response": {"status": 200, "body": {"inline_string": models_listing(config).decode()}},
                         "response_headers_to_add": [_JSON_CONTENT_TYPE],
                         "typed_per_filter_config": _disabled(
-                            "envoy.filters.http.ext_proc", *((OBSERVE_FILTER,) if observe else ())
+                            ROUTING_FILTER, *((OBSERVE_FILTER,) if observe else ())
                         ),
                     },
                     {
@@ -485,7 +468,7 @@ def _route_config(config: PlanoConfig, observe: bool = False) -> dict[str, Any]:
                         "response_headers_to_add": [_JSON_CONTENT_TYPE],
                         # no processor round trip for paths we do not serve
                         "typed_per_filter_config": _disabled(
-                            "envoy.filters.http.ext_proc", *((OBSERVE_FILTER,) if observe else ())
+                            ROUTING_FILTER, *((OBSERVE_FILTER,) if observe else ())
                         ),
                     },
                 ],
@@ -523,6 +506,7 @@ def _access_log() -> list[dict[str, Any]]:
 
 
 def _listener(config: PlanoConfig, port: int, access_log: bool, observe: bool = False, observe_bodies: bool = False) -> dict[str, Any]:
+    fingerprint = config_fingerprint(config)
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "plano",
@@ -530,9 +514,9 @@ def _listener(config: PlanoConfig, port: int, access_log: bool, observe: bool = 
         "stream_idle_timeout": STREAM_IDLE_TIMEOUT,
         "route_config": _route_config(config, observe),
         "http_filters": [
-            _ext_proc_filter("downstream", message_timeout_ms=_downstream_message_timeout_ms(config), upstream=False),
+            _ext_proc_filter(Phase.DOWNSTREAM, fingerprint, message_timeout_ms=_downstream_message_timeout_ms(config), upstream=False),
             # after the routing processor: on the response path it sees what the router hands back
-            *([_observer_filter(OBSERVE_PHASE, bodies=observe_bodies, upstream=False)] if observe else []),
+            *([_observer_filter(Phase.OBSERVE, fingerprint, bodies=observe_bodies, upstream=False)] if observe else []),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -626,12 +610,12 @@ def _model_cluster(provider: ProviderConfig) -> dict[str, Any]:
     return cluster
 
 
-def _upstream_filters(observe: bool = False) -> list[dict[str, Any]]:
+def _upstream_filters(fingerprint: str, observe: bool = False) -> list[dict[str, Any]]:
     # Attempt 1 is prepared by the downstream processor (model id, auth, path); the per-attempt processor
     # only runs on retries, which saves a gRPC stream on almost every request.
     filters = [
         _skip_when(
-            _ext_proc_filter("upstream", message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS, upstream=True),
+            _ext_proc_filter(Phase.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS, upstream=True),
             "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
             "x-envoy-attempt-count",
             {"exact_match_map": {"map": {"1": _SKIP_ACTION}}},
@@ -639,8 +623,8 @@ def _upstream_filters(observe: bool = False) -> list[dict[str, Any]]:
     ]
     if observe:
         # per-attempt response status of failed attempts (findings (g), (j)); headers only
-        filters.append(_observer_filter(UPSTREAM_OBSERVE_PHASE, bodies=False, upstream=True))
-    if STRIP_INTERNAL_HEADERS_UPSTREAM:
+        filters.append(_observer_filter(Phase.UPSTREAM_OBSERVE, fingerprint, bodies=False, upstream=True))
+    if True:
         filters.append(
             {
                 # internal headers never reach a provider (they go after the processor, which may read them
@@ -648,7 +632,7 @@ def _upstream_filters(observe: bool = False) -> list[dict[str, Any]]:
                 "name": "envoy.filters.http.header_mutation",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                    "mutations": {"request_mutations": [{"remove": h} for h in STRIPPED_UPSTREAM_HEADERS]},
+                    "mutations": {"request_mutations": [{"remove": h} for h in STRIPPED_BEFORE_PROVIDER]},
                 },
             }
         )
@@ -661,7 +645,7 @@ def _upstream_filters(observe: bool = False) -> list[dict[str, Any]]:
     return filters
 
 
-def _composite_cluster(models: tuple[str, ...], observe: bool = False) -> dict[str, Any]:
+def _composite_cluster(models: tuple[str, ...], fingerprint: str, observe: bool = False) -> dict[str, Any]:
     """Attempt N -> sub-cluster N. Only the composite's own upstream filters run (DESIGN §2)."""
     return {
         "name": composite_cluster_name(models),
@@ -672,7 +656,7 @@ def _composite_cluster(models: tuple[str, ...], observe: bool = False) -> dict[s
             "name": "envoy.clusters.composite",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig",
-                "clusters": [{"name": name} for name in composite_sub_clusters(models)],
+                "clusters": [{"name": model_cluster_name(m)} for m in models],
             },
         },
         "typed_extension_protocol_options": {
@@ -680,7 +664,7 @@ def _composite_cluster(models: tuple[str, ...], observe: bool = False) -> dict[s
                 "@type": "type.googleapis.com/" + _HTTP_PROTOCOL_OPTIONS,
                 # required next to http_filters; the sub-cluster's protocol options drive the connection
                 "use_downstream_protocol_config": {},
-                "http_filters": _upstream_filters(observe),
+                "http_filters": _upstream_filters(fingerprint, observe),
             }
         },
     }
@@ -836,7 +820,7 @@ def render_bootstrap(
     clusters += [_model_cluster(p) for p in config.providers]
     if config.tracing.envoy_otlp_grpc:
         clusters.append(_otel_cluster(config.tracing.envoy_otlp_grpc))
-    clusters += [_composite_cluster(models, observe) for models in ranked_model_lists(config)]
+    clusters += [_composite_cluster(models, config_fingerprint(config), observe) for models in prebuilt_attempt_lists(config)]
     listeners = [_listener(config, port, access_log, observe, observe_bodies)]
     if probe_port is not None:
         probe_listener, admin_cluster = _probe_listener(probe_port, admin_port)

@@ -92,6 +92,11 @@ class Metrics:
             buckets=PHASE_BUCKETS,
             registry=r,
         )
+        self.config_mismatches = Counter(
+            "plano_config_mismatch",
+            "ext_proc streams refused because Envoy's bootstrap was rendered from another config",
+            registry=r,
+        )
         self.inflight = Gauge("plano_extproc_inflight_streams", "Open ext_proc streams", ["processor"], registry=r)
         self.upstream_responses = Counter(
             "plano_upstream_responses", "Provider responses per attempt", ["model", "provider", "status_class"], registry=r

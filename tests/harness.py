@@ -11,7 +11,7 @@ import urllib.request
 import anthropic
 import openai
 
-from plano_extproc.local import LocalGateway, free_port
+from plano_devtools.local import LocalGateway, free_port
 
 CLAUDE = "claude-sonnet-4-20250514"
 CODE = "Write a Python function that implements binary search"

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from plano_extproc.local import free_port
+from plano_devtools.local import free_port
 from tests.conftest import DEMO_CONFIG
 
 CLI = [sys.executable, "-m", "plano_extproc.cli"]

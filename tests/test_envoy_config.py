@@ -11,23 +11,25 @@ from typing import Any
 import pytest
 import yaml
 
-from plano_extproc.clusters import (
+from plano_extproc.contract import (
     CLUSTER_HEADER,
+    COMPOSITE_PREFIX,
     DECISION_CLUSTER,
     EXTPROC_CLUSTER,
-    INTERNAL_HEADERS,
+    FINGERPRINT_METADATA,
     PHASE_METADATA,
-    DECISION_METADATA_NAMESPACE,
+    ROUTE_HEADER,
+    METADATA_NAMESPACE as DECISION_METADATA_NAMESPACE,
     attempt_list,
     composite_cluster_name,
+    config_fingerprint,
     model_cluster_name,
+    prebuilt_attempt_lists as ranked_model_lists,
 )
 from plano_extproc.config import load_config, parse_config
 from plano_extproc.envoy_config import (
     BUFFER_LIMIT_BYTES,
-    COMPOSITE_PREFIX,
     parse_extproc_address,
-    ranked_model_lists,
     render_bootstrap,
     render_bootstrap_yaml,
 )
@@ -160,10 +162,11 @@ def test_listener_address_port_and_buffer_limit(demo_bootstrap: dict[str, Any]) 
 def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     filters = _hcm(demo_bootstrap)["http_filters"]
     # the response observer (tests/test_observability.py) sits between the routing processor and the router
-    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "plano.observe", "envoy.filters.http.router"]
+    assert [f["name"] for f in filters] == ["plano.routing", "plano.observe", "envoy.filters.http.router"]
     ext = filters[0]["typed_config"]
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
-    assert ext["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "downstream"}]
+    fingerprint = {"key": FINGERPRINT_METADATA, "value": config_fingerprint(_demo())}
+    assert ext["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "downstream"}, fingerprint]
     assert ext["failure_mode_allow"] is False
     assert ext["processing_mode"] == {
         "request_header_mode": "SEND",
@@ -248,7 +251,7 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         assert composite["cluster_type"]["name"] == "envoy.clusters.composite"
         assert composite["cluster_type"]["typed_config"]["clusters"] == [{"name": model_cluster_name(m)} for m in models]
         filters = composite["typed_extension_protocol_options"][HPO]["http_filters"]
-        assert filters[0]["name"] == "envoy.filters.http.ext_proc"
+        assert filters[0]["name"] == "plano.upstream"
         assert filters[-1]["name"] == "envoy.filters.http.upstream_codec"
         # the per-attempt processor is skipped on attempt 1 (the downstream processor prepared it)
         delegate = filters[0]["typed_config"]
@@ -257,8 +260,8 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         assert list(tree["exact_match_map"]["map"]) == ["1"]
         up = delegate["extension_config"]["typed_config"]
         assert up["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
-        assert up["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "upstream"}]
-        assert up["request_attributes"] == ["upstream.address", "xds.cluster_name"]
+        assert up["grpc_service"]["initial_metadata"][0] == {"key": PHASE_METADATA, "value": "upstream"}
+        assert "request_attributes" not in up  # the attempt number comes from x-envoy-attempt-count
         assert up["processing_mode"]["request_header_mode"] == "SEND"
         assert up["processing_mode"]["request_body_mode"] == "BUFFERED"
         assert up["failure_mode_allow"] is False
@@ -266,7 +269,7 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         assert up["metadata_options"]["forwarding_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
         strip = [f for f in filters if f["name"] == "envoy.filters.http.header_mutation"]
         removed = {m["remove"] for m in strip[0]["typed_config"]["mutations"]["request_mutations"]}
-        assert set(INTERNAL_HEADERS) <= removed
+        assert set((CLUSTER_HEADER, ROUTE_HEADER)) <= removed
 
 
 def test_single_model_composite_retries_same_provider_once(demo_bootstrap: dict[str, Any]) -> None:

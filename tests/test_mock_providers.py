@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from plano_extproc.mock_providers import MockProvider
+from plano_devtools.mock_providers import MockProvider
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_main_runs_a_provider() -> None:
     port = sock.getsockname()[1]
     sock.close()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plano_extproc.mock_providers", "--port", str(port), "--name", "mock-cli"],
+        [sys.executable, "-m", "plano_devtools.mock_providers", "--port", str(port), "--name", "mock-cli"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

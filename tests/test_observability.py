@@ -16,13 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from plano_extproc.config import load_config, parse_config
-from plano_extproc.envoy_config import (
-    OBSERVE_ATTRIBUTES,
-    OBSERVE_FILTER,
-    OBSERVE_PHASE,
-    UPSTREAM_OBSERVE_PHASE,
-    render_bootstrap,
-)
+from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Phase
+from plano_extproc.envoy_config import render_bootstrap
 from tests.conftest import DEMO_CONFIG
 from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
 
@@ -55,22 +50,22 @@ def test_observers_are_rendered_in_observability_mode(monkeypatch) -> None:
     monkeypatch.delenv("PLANO_OBSERVE", raising=False)
     config = load_config(DEMO_CONFIG, env={}, resolve_secrets=False)
     downstream, upstream = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
-    assert [_phase(f) for f in downstream[:2]] == ["downstream", OBSERVE_PHASE]
+    assert [_phase(f) for f in downstream[:2]] == ["downstream", Phase.OBSERVE.value]
     observe = downstream[1]["typed_config"]
     assert downstream[1]["name"] == OBSERVE_FILTER
     assert observe["observability_mode"] is True and observe["failure_mode_allow"] is True
     assert observe["processing_mode"]["request_header_mode"] == "SKIP"
     assert observe["processing_mode"]["response_header_mode"] == "SEND"
     assert observe["processing_mode"]["response_body_mode"] == "STREAMED"
-    assert observe["response_attributes"] == OBSERVE_ATTRIBUTES
+    assert observe["response_attributes"] == list(OBSERVE_ATTRIBUTES)
     assert "metadata_options" not in observe  # would be sent with every body chunk (finding (g))
     for chain in upstream:
         # both upstream processors sit behind a matcher (attempt count / response status)
         inner = [f["typed_config"]["extension_config"] for f in chain if "extension_config" in f["typed_config"]]
-        assert [_phase(f) for f in inner] == ["upstream", UPSTREAM_OBSERVE_PHASE]
+        assert [_phase(f) for f in inner] == ["upstream", Phase.UPSTREAM_OBSERVE.value]
         wrapped = chain[1]["typed_config"]
         attempt = wrapped["extension_config"]["typed_config"]
-        assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == UPSTREAM_OBSERVE_PHASE
+        assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == Phase.UPSTREAM_OBSERVE.value
         assert attempt["processing_mode"]["response_body_mode"] == "NONE"
         # 2xx attempts skip the filter: no stream for a successful attempt (finding (j))
         assert list(wrapped["xds_matcher"]["matcher_tree"]["prefix_match_map"]["map"]) == ["2"]
@@ -79,7 +74,7 @@ def test_observers_are_rendered_in_observability_mode(monkeypatch) -> None:
     headers_only, _ = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1", observe_bodies=False))
     assert headers_only[1]["typed_config"]["processing_mode"]["response_body_mode"] == "NONE"
     off_down, off_up = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1", observe=False))
-    assert [f["name"] for f in off_down] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    assert [f["name"] for f in off_down] == ["plano.routing", "envoy.filters.http.router"]
     assert all(len(chain) == 3 for chain in off_up)
     monkeypatch.setenv("PLANO_OBSERVE", "off")
     assert len(_filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))[0]) == 2
@@ -257,7 +252,7 @@ def test_no_label_value_is_unbounded(gw):
         "router", "affinity", "alias", "direct", "default", "fallback",
         "1xx", "2xx", "3xx", "4xx", "5xx",
         "input", "output", "timeout", "error", "bad_reply", "breaker_open", "hit", "miss",
-        "downstream", "upstream", OBSERVE_PHASE, UPSTREAM_OBSERVE_PHASE,
+        "downstream", "upstream", Phase.OBSERVE.value, Phase.UPSTREAM_OBSERVE.value,
         "request_headers", "request_body", "response_headers", "response_body", "response_trailers", "request_trailers",
     }
     bad = []

@@ -156,7 +156,7 @@ async def test_failures_map_to_router_error_kinds(fake, status, reply, kind):
 
 
 async def test_down_and_slow_servers(fake):
-    from plano_extproc.local import free_port
+    from plano_devtools.local import free_port
 
     down = OpenAICompatibleRouter(settings(f"http://127.0.0.1:{free_port()}"))
     fake.delay = 1.0

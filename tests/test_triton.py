@@ -188,7 +188,7 @@ def test_the_cpu_model_recovers_routes_and_conversation_from_the_prompt():
 
 # ------------------------------------------------------------------------------ real Triton on the CPU
 
-triton_local = pytest.importorskip("plano_extproc.triton_local")
+triton_local = pytest.importorskip("plano_devtools.triton_local")
 
 
 def served_since(server, before: float, expected: int, wait_s: float = 3.0) -> float:
@@ -290,7 +290,7 @@ def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]
 
 
 def _seed_requests() -> list[tuple[str, dict]]:
-    from plano_extproc.demo_run import DECISIONS
+    from plano_devtools.demo import DECISIONS
 
     return [(path, body) for _label, path, body, headers in DECISIONS if not headers]  # affinity ones pin
 
@@ -372,7 +372,7 @@ def test_gateway_on_triton_decides_like_embedded_and_survives_triton_dying(trito
 
 @pytest.mark.integration
 async def test_local_gateway_starts_its_own_triton():
-    from plano_extproc.local import LocalGateway, free_port
+    from plano_devtools.local import LocalGateway, free_port
 
     gateway = LocalGateway(_gateway_config("unused:1"), env={}, mock_providers=True, listener_port=free_port(), local_triton=True)
     async with gateway:

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from google.protobuf import struct_pb2
-
-from plano_extproc.clusters import (
+from plano_extproc.contract import (
     CLUSTER_HEADER,
-    DECISION_METADATA_NAMESPACE,
     INTERNAL_PREFIX,
+    MAX_RETRIES_HEADER,
     ROUTE_HEADER,
+    DecisionMetadata,
     attempt_list,
     composite_cluster_name,
+    retry_budget,
 )
 from plano_extproc.decision import Decision, RouterOutcome, decision_payload
 from plano_extproc.engine import DecisionEngine
@@ -234,7 +234,7 @@ class DownstreamExchange:
             ("content-length", str(len(new_body))),
             # Attempts beyond the composite's sub-clusters end in Envoy's own 503; this also overwrites
             # any x-envoy-max-retries the client sent.
-            ("x-envoy-max-retries", str(len(plan.models) - 1)),
+            (MAX_RETRIES_HEADER, str(retry_budget(plan.models))),
         ]
         if decision.route:
             sets.append((ROUTE_HEADER, decision.route))
@@ -250,11 +250,9 @@ class DownstreamExchange:
         if first.path != info.path:
             sets.append((":path", first.path))
         response = continue_body(header_mutation(sets, remove), new_body, clear_route_cache=True)
-        # The upstream processor reads the decision from here on every attempt (see clusters.py).
-        fields: dict[str, object] = {"models": ",".join(plan.models), "format": api_format.value, "route": decision.route or ""}
-        if credentials:
-            fields["client_credentials"] = credentials
-        response.dynamic_metadata.CopyFrom(_metadata(fields))
+        # The upstream processor reads the decision from here on every attempt (contract.DecisionMetadata).
+        metadata = DecisionMetadata(plan.models, api_format.value, decision.route, credentials or None)
+        response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response
 
     def _export_span(self, decision: Decision, outcome: RouterOutcome | None, api_format: ApiFormat, decision_only: bool) -> None:
@@ -270,8 +268,3 @@ class DownstreamExchange:
             router = {"plano.router.backend": outcome.backend or "", "plano.router.error": outcome.error_kind or "", "seconds": outcome.seconds}
         self.ctx.tracer.route_span(self.trace_id, self.parent_span, attributes, self.started_ns, router)
 
-
-def _metadata(fields: dict[str, object]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update({DECISION_METADATA_NAMESPACE: fields})
-    return struct

@@ -24,15 +24,22 @@ from datetime import datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from plano_extproc.clusters import DECISION_METADATA_NAMESPACE
-from plano_extproc.envoy_config import OBSERVE_PHASE, OBSERVER_PHASES, UPSTREAM_OBSERVE_PHASE
+from plano_extproc.contract import (
+    ATTEMPT_COUNT_ATTRIBUTE,
+    REQUEST_ID_ATTRIBUTE,
+    REQUEST_TIME_ATTRIBUTE,
+    DecisionMetadata,
+    Phase,
+    model_for_attempt,
+)
 from plano_extproc.extproc.tracking import InFlightRequests, RequestRecord
 from plano_extproc.metrics import Metrics
 from plano_extproc.usage import UsageReader, usage_reader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OBSERVE_PHASE", "OBSERVER_PHASES", "UPSTREAM_OBSERVE_PHASE", "ObserverContext"]
+#: the phases whose streams are observers (Envoy ignores their replies)
+OBSERVER_PHASES = frozenset({Phase.OBSERVE, Phase.UPSTREAM_OBSERVE})
 
 _MAX_CLOCK_SKEW = 86_400.0
 
@@ -44,8 +51,8 @@ class ObserverContext:
         self.metrics = metrics
         self.inflight = inflight
 
-    def exchange(self, phase: str) -> ResponseObserver | AttemptObserver:
-        return AttemptObserver(self) if phase == UPSTREAM_OBSERVE_PHASE else ResponseObserver(self)
+    def exchange(self, phase: Phase) -> ResponseObserver | AttemptObserver:
+        return AttemptObserver(self) if phase is Phase.UPSTREAM_OBSERVE else ResponseObserver(self)
 
 
 def _attributes(request: ext.ProcessingRequest) -> dict[str, object]:
@@ -114,7 +121,7 @@ class ResponseObserver:
 
     def _headers(self, request: ext.ProcessingRequest) -> None:
         attrs = _attributes(request)
-        self.request_id = str(attrs.get("request.id") or "")
+        self.request_id = str(attrs.get(REQUEST_ID_ATTRIBUTE) or "")
         self.record = self.ctx.inflight.get(self.request_id) if self.request_id else None
         if self.record is None:  # not a request our downstream processor forwarded (or long evicted)
             self.done = True
@@ -123,12 +130,12 @@ class ResponseObserver:
         h = _headers(headers, (":status", "content-type", "content-encoding"))
         self.status = _int(h.get(":status"), 0)
         record = self.record
-        self.attempt = max(1, _int(attrs.get("upstream.request_attempt_count"), record.attempts or 1))
+        self.attempt = max(1, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), record.attempts or 1))
         if record.attempts == self.attempt and record.model:
             self.model = record.model
         elif record.models:
-            self.model = record.models[min(self.attempt, len(record.models)) - 1]
-        self.started_wall = _parse_time(attrs.get("request.time"))
+            self.model = model_for_attempt(record.models, self.attempt)
+        self.started_wall = _parse_time(attrs.get(REQUEST_TIME_ATTRIBUTE))
         if 200 <= self.status < 300:
             self.reader = usage_reader(h.get("content-type", ""), h.get("content-encoding", ""))
         if headers.end_of_stream:
@@ -187,16 +194,14 @@ class AttemptObserver:
         try:
             status = _int(_headers(request.response_headers, (":status",)).get(":status"), 0)
             attrs = _attributes(request)
-            attempt = max(1, _int(attrs.get("upstream.request_attempt_count"), 1))
-            models: list[str] = []
-            decision = request.metadata_context.filter_metadata.get(DECISION_METADATA_NAMESPACE)
-            if decision is not None and "models" in decision.fields:
-                models = decision.fields["models"].string_value.split(",")
+            attempt = max(1, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), 1))
+            decision = DecisionMetadata.from_metadata(request.metadata_context)
+            models = decision.attempts if decision is not None else ()
             if not models:
-                record = self.ctx.inflight.get(str(attrs.get("request.id") or ""))
-                models = list(record.models) if record is not None else []
+                record = self.ctx.inflight.get(str(attrs.get(REQUEST_ID_ATTRIBUTE) or ""))
+                models = record.models if record is not None else ()
             if status and models:
-                self.ctx.metrics.record_upstream_response(models[min(attempt, len(models)) - 1], status)
+                self.ctx.metrics.record_upstream_response(model_for_attempt(models, attempt), status)
         except Exception:  # observation never fails a request
             log.debug("attempt observer failed", exc_info=True)
         return None

@@ -18,11 +18,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from plano_extproc.api import routing_pb2, routing_pb2_grpc
-from plano_extproc.clusters import PHASE_METADATA
+from plano_extproc.contract import FINGERPRINT_METADATA, PHASE_METADATA, Phase, config_fingerprint, prebuilt_attempt_lists
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import decision_payload
 from plano_extproc.engine import DecisionEngine, build_router_chain
-from plano_extproc.envoy_config import ranked_model_lists
 from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import immediate
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
@@ -47,12 +46,32 @@ _API_FORMATS = {
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
-    def __init__(self, downstream: DownstreamContext, upstream: UpstreamContext, metrics: Metrics, observer: ObserverContext | None = None) -> None:
+    def __init__(
+        self,
+        downstream: DownstreamContext,
+        upstream: UpstreamContext,
+        metrics: Metrics,
+        fingerprint: str,
+        observer: ObserverContext | None = None,
+    ) -> None:
         self.downstream = downstream
         self.upstream = upstream
         self.metrics = metrics
         self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.fingerprint = fingerprint
+        self._mismatches_seen: set[str] = set()
         self.observer = observer or ObserverContext(metrics, downstream.inflight)
+
+    def _mismatch(self, theirs: str) -> None:
+        self.metrics.config_mismatches.inc()
+        if theirs not in self._mismatches_seen:
+            self._mismatches_seen.add(theirs)
+            log.error(
+                "Envoy's bootstrap was rendered from another config (fingerprint %s; this ext_proc serves %s): "
+                "requests are refused until Envoy runs `plano-extproc render-envoy` output of this config",
+                theirs,
+                self.fingerprint,
+            )
 
     def _instruments(self, phase: str) -> tuple[Any, dict[str, Any]]:
         """The in-flight gauge and per-message histograms of a phase, resolved once (labels() is not free)."""
@@ -61,16 +80,34 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
             found = self._children[phase] = (self.metrics.inflight.labels(phase), {})
         return found
 
-    async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
-        phase = "downstream"
+    def _stream_phase(self, context: grpc.aio.ServicerContext) -> tuple[Phase, str | None]:
+        """The stream's phase (default downstream) and the fingerprint of the config its bootstrap was
+        rendered from (None when the bootstrap was not rendered by us)."""
+        phase, fingerprint = Phase.DOWNSTREAM, None
         for key, value in context.invocation_metadata() or ():
             if key == PHASE_METADATA:
-                phase = value
-                break
+                phase = Phase(value)
+            elif key == FINGERPRINT_METADATA:
+                fingerprint = value
+        return phase, fingerprint
+
+    async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
+        try:
+            phase, fingerprint = self._stream_phase(context)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown {PHASE_METADATA}")
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            self._mismatch(fingerprint)
+            if phase in OBSERVER_PHASES:
+                return
+            async for _ in request_iterator:
+                yield immediate(503, error_body(None, 503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config"))
+                return
+            return
         # response observers (observability_mode): Envoy ignores replies, so they never send one
         observer = self.observer.exchange(phase) if phase in OBSERVER_PHASES else None
-        exchange = observer or (UpstreamExchange(self.upstream) if phase == "upstream" else DownstreamExchange(self.downstream))
-        inflight, durations = self._instruments(phase)
+        exchange = observer or (UpstreamExchange(self.upstream) if phase is Phase.UPSTREAM else DownstreamExchange(self.downstream))
+        inflight, durations = self._instruments(phase.value)
         inflight.inc()
         try:
             async for message in request_iterator:
@@ -131,7 +168,7 @@ class ExtProcServer:
         self.inflight = InFlightRequests()
         self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
         targets = build_targets(config)
-        prebuilt = set(ranked_model_lists(config))
+        prebuilt = set(prebuilt_attempt_lists(config))
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -143,6 +180,7 @@ class ExtProcServer:
                 DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer),
                 UpstreamContext(targets, self.inflight),
                 self.metrics,
+                config_fingerprint(config),
             ), self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)
         self.health = health.aio.HealthServicer()

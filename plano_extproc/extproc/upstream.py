@@ -13,7 +13,7 @@ import orjson
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from plano_extproc.clusters import DECISION_METADATA_NAMESPACE
+from plano_extproc.contract import ATTEMPT_COUNT_HEADER, DecisionMetadata
 from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
@@ -48,16 +48,16 @@ class UpstreamExchange:
 
     def on_headers(self, headers: ext.HttpHeaders, metadata: base_pb2.Metadata) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        decision = metadata.filter_metadata.get(DECISION_METADATA_NAMESPACE)
+        decision = DecisionMetadata.from_metadata(metadata)
         try:
-            fields = decision.fields  # type: ignore[union-attr]
-            api_format = ApiFormat(fields["format"].string_value)
-            models = fields["models"].string_value.split(",")
-            attempt = max(1, int(h.get("x-envoy-attempt-count", "1")))
-        except (AttributeError, ValueError, KeyError):
+            if decision is None:
+                raise ValueError("no decision")
+            api_format = ApiFormat(decision.api)
+            attempt = int(h.get(ATTEMPT_COUNT_HEADER, "1"))
+        except ValueError:
             # Only our downstream processor writes the decision; without it the request skipped routing.
             return immediate(403, error_body(None, 403, "request did not pass the gateway's routing step"))
-        model = models[min(attempt, len(models)) - 1]
+        model = decision.model_for_attempt(attempt)
         target = self.ctx.targets.get((api_format, model))
         if target is None:
             return immediate(500, error_body(api_format, 500, "no upstream for the chosen model"))
@@ -65,9 +65,7 @@ class UpstreamExchange:
         request_id = h.get("x-request-id")
         if request_id:
             self.ctx.inflight.note_attempt(request_id, attempt, model)
-        client = fields["client_credentials"].struct_value.fields if "client_credentials" in fields else None
-        credentials = {k: v.string_value for k, v in client.items()} if client else None
-        sets, remove = attempt_headers(target, h, self.ctx.stale_headers, credentials)
+        sets, remove = attempt_headers(target, h, self.ctx.stale_headers, decision.client_credentials)
         mutation = header_mutation([(":authority", target.host), (":path", target.path), *sets], remove)
         return continue_headers(mutation)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from plano_extproc.conversation import Turn
+from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 
 
 class ApiFormat(str, enum.Enum):
@@ -36,6 +37,9 @@ class InlinePreference(BaseModel):
     name: str = Field(min_length=1, max_length=256)
     description: str = Field(min_length=1, max_length=4096)
     models: tuple[str, ...] = Field(min_length=1, max_length=32)
+    examples: tuple[Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)], ...] = Field(
+        default=(), max_length=MAX_ROUTE_EXAMPLES
+    )
 
 
 class _LegacyRoute(BaseModel):

@@ -9,12 +9,19 @@ from dataclasses import dataclass
 from plano_extproc.conversation import Turn
 
 
+#: bounds of a route's example requests (config and inline): how many, and how long each may be
+MAX_ROUTE_EXAMPLES = 200
+MAX_EXAMPLE_CHARS = 2000
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """What a router is told about one route: the name it must answer with and its description."""
+    """What a router is told about one route: the name it must answer with, its description, and
+    optional example requests (used by the embedded router; Arch-Router's prompt has no place for them)."""
 
     name: str
     description: str
+    examples: tuple[str, ...] = ()
 
 
 class RouterError(Exception):

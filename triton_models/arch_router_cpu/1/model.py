@@ -7,7 +7,7 @@ routes JSON between `<routes>` tags and the conversation JSON between `<conversa
 embedded CPU router, and answers the way Arch-Router does: `{"route": "name"}` or `{"route": "other"}`.
 
 The stub embeds Python in isolated mode (pybind11), so PYTHONPATH is ignored: `python -m
-plano_extproc.triton_local` passes our venv's site-packages and the repo root in PLANO_TRITON_SYS_PATH
+plano_devtools.triton_local` passes our venv's site-packages and the repo root in PLANO_TRITON_SYS_PATH
 (os.pathsep-separated) and this file puts them first on sys.path (`site.addsitedir`, so the editable
 install's .pth works). Without it, the repo root is derived from this file's location.
 """

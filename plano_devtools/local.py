@@ -96,7 +96,7 @@ class LocalGateway:
     def _load(self) -> PlanoConfig:
         if not self.mock_providers:
             return parse_config(self.config_text, self.env)
-        from plano_extproc.mock_providers import MockProvider
+        from plano_devtools.mock_providers import MockProvider
 
         self.mocks = {"openai": MockProvider("mock-openai"), "anthropic": MockProvider("mock-anthropic")}
         for mock in self.mocks.values():
@@ -115,7 +115,7 @@ class LocalGateway:
 
         self.config = self._load()
         if self.local_triton:  # before Envoy and the gRPC server: Triton is forked too
-            from plano_extproc.triton_local import start_for_config
+            from plano_devtools.triton_local import start_for_config
 
             self.triton, self.config = await start_for_config(self.config)
         self.listener_port = self.listener_port or self.config.listener_port

@@ -18,8 +18,8 @@ arrive as garbage). So `prepare()` installs, once, `nvidia-pytriton` (no deps: w
 numpy 1.26 into `<venv>/plano-triton/` with `pip install --target`; that directory goes first on the
 stub's sys.path, so the model runs plano_extproc on numpy 1.26 while the gateway keeps numpy 2.
 
-    python -m plano_extproc.triton_local --prepare            # install only (what `make setup` can run)
-    python -m plano_extproc.triton_local --port-grpc 8001     # (prepare if needed and) run in the foreground
+    python -m plano_devtools.triton_local --prepare            # install only (what `make setup` can run)
+    python -m plano_devtools.triton_local --port-grpc 8001     # (prepare if needed and) run in the foreground
 
 `LocalTriton` is the same thing as an object (start / stop / wait_ready / metric), used by `plano-extproc
 up --local-triton`, the tests and the benchmark.
@@ -52,7 +52,7 @@ CPU_MODEL = "arch_router_cpu"
 TRITON_PACKAGES = ("nvidia-pytriton==0.7.0", "numpy==1.26.4")
 #: <venv>/plano-triton: the tritonserver wheel's files + the stub's numpy (override: PLANO_TRITON_HOME)
 TRITON_HOME = Path(os.environ.get("PLANO_TRITON_HOME") or Path(sys.prefix) / "plano-triton")
-INSTALL_HINT = "python -m plano_extproc.triton_local --prepare  (installs tritonserver; see triton_models/README.md)"
+INSTALL_HINT = "python -m plano_devtools.triton_local --prepare  (installs tritonserver; see triton_models/README.md)"
 
 
 class TritonNotInstalled(RuntimeError):
@@ -158,9 +158,10 @@ class LocalTriton:
         host: str = "127.0.0.1",
         log_verbose: int = 0,
         log_file: str | os.PathLike[str] | None = None,
-        install: bool = True,
+        install: bool = False,
     ) -> None:
-        """`install`: run `prepare()` when tritonserver is not installed yet (else TritonNotInstalled)."""
+        """Raises TritonNotInstalled when tritonserver is not installed (`make setup` runs `--prepare`);
+        `install=True` installs it instead (pip, network)."""
         self.dist = prepare(quiet=True) if install else find_triton()
         self.model_repository = Path(model_repository).resolve()
         self.models = tuple(models)
@@ -359,8 +360,8 @@ async def start_for_config(config: Any, **kwargs: Any) -> tuple[LocalTriton, Any
     model = router.model or CPU_MODEL
     try:
         server = LocalTriton(models=(model,), **kwargs)
-    except subprocess.CalledProcessError as exc:
-        raise RuntimeError(f"installing tritonserver failed (pip exit {exc.returncode}): {INSTALL_HINT}") from exc
+    except TritonNotInstalled as exc:
+        raise RuntimeError(f"tritonserver is not installed: {INSTALL_HINT}") from exc
     try:
         await asyncio.to_thread(server.start)
     except BaseException:
@@ -380,7 +381,7 @@ def _http_ok(url: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m plano_extproc.triton_local",
+        prog="python -m plano_devtools.triton_local",
         description="Run tritonserver on the CPU (nvidia-pytriton wheel) serving triton_models/arch_router_cpu, in the foreground.",
     )
     parser.add_argument("--port-grpc", type=int, default=8001, help="gRPC port (routing.router.url = 127.0.0.1:PORT); 0 = a free one")

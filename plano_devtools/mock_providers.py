@@ -20,7 +20,7 @@ Control, in process or over HTTP:
   the next ``times`` matching requests fail with ``status`` and an OpenAI- or Anthropic-shaped error;
 * ``provider.reset()`` / ``POST /__mock/reset``: forget requests and pending failures.
 
-Run one: ``python -m plano_extproc.mock_providers --port 8001 --name mock-openai``.
+Run one: ``python -m plano_devtools.mock_providers --port 8001 --name mock-openai``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from plano_extproc.local import LocalGateway, free_port
+from plano_devtools.local import LocalGateway, free_port
 
 CODE = "Write a Python function that implements binary search"
 REASONING = (

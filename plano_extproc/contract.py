@@ -1,0 +1,213 @@
+"""The contract between the rendered Envoy bootstrap and the ext_proc processors. Pure.
+
+The renderer (`plano_extproc.bootstrap`) and the processors (`plano_extproc.extproc`) both import this
+module and nothing of each other. It says:
+
+* which processor a gRPC stream belongs to (`Phase`, sent as gRPC initial metadata by each filter);
+* which config the bootstrap was rendered from (`config_fingerprint`, sent beside the phase; a processor
+  serving another config refuses the stream instead of naming clusters Envoy does not have);
+* the internal headers (the cluster header the downstream processor sets, the attempt counter Envoy sets);
+* the decision the downstream processor hands to every upstream attempt (`DecisionMetadata`, carried as
+  Envoy dynamic metadata: headers would not survive, upstream header mutations persist across attempts,
+  docs/envoy.md finding (d));
+* how clusters are named, which model lists get a prebuilt composite cluster, which model attempt N
+  uses and how many retries a list gets.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+from google.protobuf import struct_pb2
+
+if TYPE_CHECKING:
+    from envoy.config.core.v3 import base_pb2
+
+    from plano_extproc.config import PlanoConfig
+
+#: bumped whenever the meaning of anything below changes; part of the fingerprint
+CONTRACT_VERSION = 1
+
+
+class Phase(enum.StrEnum):
+    """Which processor a stream is for; the value travels as ``PHASE_METADATA``."""
+
+    DOWNSTREAM = "downstream"  # router level: parse, decide, answer or choose the composite cluster
+    UPSTREAM = "upstream"  # per retry attempt on a composite cluster: fit the request to attempt N's provider
+    OBSERVE = "observe"  # response observer after the routing filter (observability_mode)
+    UPSTREAM_OBSERVE = "upstream-observe"  # response headers of each failed attempt (observability_mode)
+
+
+#: gRPC initial metadata keys set by every rendered ext_proc filter
+PHASE_METADATA = "x-plano-phase"
+FINGERPRINT_METADATA = "x-plano-config"
+
+# ------------------------------------------------------------------------------------------- headers
+
+#: internal request headers: set only by our downstream processor, dropped from client requests, never
+#: forwarded to a provider
+INTERNAL_PREFIX = "x-plano-"
+CLUSTER_HEADER = "x-plano-cluster"  # the route's cluster_header: which composite cluster to use
+ROUTE_HEADER = "x-plano-route"  # the matched route (informational, for access logs)
+#: set by Envoy on each upstream attempt (``include_request_attempt_count`` on the virtual host)
+ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
+#: set by the downstream processor; overrides the route's retry budget for this request
+MAX_RETRIES_HEADER = "x-envoy-max-retries"
+#: removed after the upstream processor, before the provider sees the request
+STRIPPED_BEFORE_PROVIDER = (CLUSTER_HEADER, ROUTE_HEADER, ATTEMPT_COUNT_HEADER)
+
+# ------------------------------------------------------------------------------------------- filters
+
+#: filter names; per-route configuration is keyed by them (docs/envoy.md finding (i))
+ROUTING_FILTER = "plano.routing"
+OBSERVE_FILTER = "plano.observe"
+UPSTREAM_FILTER = "plano.upstream"
+UPSTREAM_OBSERVE_FILTER = "plano.upstream_observe"
+
+#: attributes Envoy sends the observers with the response headers (docs/envoy.md finding (f))
+REQUEST_ID_ATTRIBUTE = "request.id"
+REQUEST_TIME_ATTRIBUTE = "request.time"
+ATTEMPT_COUNT_ATTRIBUTE = "upstream.request_attempt_count"
+OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, REQUEST_TIME_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
+UPSTREAM_OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
+
+# ------------------------------------------------------------------------------------------- metadata
+
+#: Envoy dynamic metadata namespace the downstream processor writes and the upstream filters receive
+METADATA_NAMESPACE = "plano"
+#: the key whose presence the proxy routes require: only a request our processor decided reaches a
+#: composite cluster, whatever headers it carries
+DECIDED_KEY = "models"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionMetadata:
+    """What every upstream attempt needs from the routing decision."""
+
+    #: the model of each attempt, in order (``attempt_list``)
+    attempts: tuple[str, ...]
+    #: the client API's name (``plano_extproc.apis.ClientApi.name``)
+    api: str
+    route: str | None = None
+    #: the client's own credential headers, only when some provider passes them through
+    client_credentials: Mapping[str, str] | None = None
+
+    def model_for_attempt(self, attempt: int) -> str:
+        return model_for_attempt(self.attempts, attempt)
+
+    def to_struct(self) -> struct_pb2.Struct:
+        """The ``ProcessingResponse.dynamic_metadata`` value."""
+        fields: dict[str, object] = {DECIDED_KEY: ",".join(self.attempts), "api": self.api, "route": self.route or ""}
+        if self.client_credentials:
+            fields["client_credentials"] = dict(self.client_credentials)
+        struct = struct_pb2.Struct()
+        struct.update({METADATA_NAMESPACE: fields})
+        return struct
+
+    @classmethod
+    def from_metadata(cls, metadata: base_pb2.Metadata) -> DecisionMetadata | None:
+        """The decision in a ``ProcessingRequest.metadata_context``; None when it is missing or malformed."""
+        found = metadata.filter_metadata.get(METADATA_NAMESPACE)
+        if found is None:
+            return None
+        fields = found.fields
+        try:
+            attempts = tuple(m for m in fields[DECIDED_KEY].string_value.split(",") if m)
+            api = fields["api"].string_value
+        except KeyError:
+            return None
+        if not attempts or not api:
+            return None
+        route = fields["route"].string_value if "route" in fields else ""
+        credentials = None
+        if "client_credentials" in fields:
+            credentials = {k: v.string_value for k, v in fields["client_credentials"].struct_value.fields.items()}
+        return cls(attempts, api, route or None, credentials or None)
+
+
+# ------------------------------------------------------------------------------------------- clusters
+
+#: the ext_proc service's cluster
+EXTPROC_CLUSTER = "plano_extproc"
+#: the cluster of the decision-only routes; never reached, the processor answers first
+DECISION_CLUSTER = "plano_decision_blackhole"
+MODEL_PREFIX = "model."
+COMPOSITE_PREFIX = "ranked."
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _safe(model: str) -> str:
+    return _UNSAFE.sub("_", model.replace("/", "_"))
+
+
+def model_cluster_name(model: str) -> str:
+    """One Envoy cluster per declared model ("openai/gpt-4o" -> "model.openai_gpt-4o")."""
+    return MODEL_PREFIX + _safe(model)
+
+
+def composite_cluster_name(attempts: Iterable[str]) -> str:
+    """The composite cluster over an attempt list: attempt N goes to sub-cluster N."""
+    attempts = tuple(attempts)
+    readable = "+".join(_safe(m) for m in attempts)
+    if len(readable) <= 80:
+        return COMPOSITE_PREFIX + readable
+    return COMPOSITE_PREFIX + hashlib.sha256("\n".join(attempts).encode()).hexdigest()[:16]
+
+
+def attempt_list(models: Iterable[str]) -> tuple[str, ...]:
+    """The model of each attempt for a ranked model list.
+
+    Envoy answers 503 "no healthy upstream" when attempts outnumber a composite's sub-clusters (finding
+    (a)), so a single model is listed twice: one same-provider retry on 429/5xx instead of none.
+    """
+    models = tuple(models)
+    return models if len(models) > 1 else models * 2
+
+
+def model_for_attempt(attempts: tuple[str, ...], attempt: int) -> str:
+    """Attempt N (1-based, as in ``x-envoy-attempt-count``) uses attempts[N-1]; past the end, the last."""
+    return attempts[min(max(attempt, 1), len(attempts)) - 1]
+
+
+def retry_budget(attempts: tuple[str, ...]) -> int:
+    """Retries that walk an attempt list exactly once (one more would be Envoy's own 503)."""
+    return len(attempts) - 1
+
+
+def prebuilt_attempt_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
+    """The attempt lists that get a composite cluster: every configured route's models, every model alone."""
+    lists: dict[tuple[str, ...], None] = {}
+    for pref in config.routing_preferences:
+        lists[attempt_list(pref.models)] = None
+    for provider in config.providers:
+        lists[attempt_list((provider.model,))] = None
+    return list(lists)
+
+
+def max_retry_budget(config: PlanoConfig) -> int:
+    """The budget of the generic proxy route (composites the config does not list): the longest list's."""
+    return max([retry_budget(a) for a in prebuilt_attempt_lists(config)] + [1])
+
+
+# ------------------------------------------------------------------------------------------- fingerprint
+
+
+def config_fingerprint(config: PlanoConfig) -> str:
+    """A short hash of everything in the config that the bootstrap encodes and the processors rely on:
+    clusters and their endpoints, the prebuilt composites, the contract version. Route descriptions,
+    aliases, keys and router settings are not part of it: they change nothing Envoy knows."""
+    facts = {
+        "contract": CONTRACT_VERSION,
+        "models": sorted(
+            (p.model, p.interface, p.base_url or "", p.http_host or "") for p in config.providers
+        ),
+        "composites": prebuilt_attempt_lists(config),
+    }
+    return hashlib.sha256(orjson.dumps(facts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
