@@ -14,7 +14,7 @@ model served a request. ``stream: true`` answers are server-sent events, flushed
 Control, in process or over HTTP:
 
 * ``provider.requests`` / ``GET /__mock/requests``: every request (method, path, lowercased headers,
-  parsed JSON body, the status answered);
+  parsed JSON body, the raw body bytes (in process only), the status answered);
 * ``provider.fail_next(model=None, status=429, times=1, retry_after=None)`` /
   ``POST /__mock/fail {"model": "gpt-4o" | null, "status": 429, "times": 1, "retry_after": null}``:
   the next ``times`` matching requests fail with ``status`` and an OpenAI- or Anthropic-shaped error;
@@ -241,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         if path == "/__mock/requests":
-            self._send_json(200, self.mock.requests_snapshot())
+            self._send_json(200, [{k: v for k, v in r.items() if k != "raw"} for r in self.mock.requests_snapshot()])
         elif path in ("/__mock/health", "/health"):
             self._send_json(200, {"status": "ok", "name": self.mock.name})
         elif path.endswith("/models"):
@@ -271,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body,
+            "raw": raw,
             "time": time.time(),
         }
 

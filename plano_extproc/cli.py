@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from plano_extproc.apis import BY_NAME
 from plano_extproc.config import ConfigError, PlanoConfig, load_config
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "demo", "config.yaml")
@@ -64,9 +65,9 @@ def _request_body(args: argparse.Namespace) -> bytes:
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
+    from plano_extproc.apis import RequestFormatError
     from plano_extproc.decision import decision_payload
     from plano_extproc.engine import DecisionEngine, build_router_chain
-    from plano_extproc.formats import ApiFormat, RequestFormatError
 
     config = _load_or_exit(args.config, resolve_secrets=False)
     body = _request_body(args)
@@ -79,7 +80,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
             return 1
         try:
             await engine.warm_up()
-            routed = await engine.route_raw(ApiFormat(args.format), body, args.session)
+            routed = await engine.route_raw(BY_NAME[args.format], body, args.session)
         except RequestFormatError as exc:
             print(f"invalid request: {exc.message}", file=sys.stderr)
             return 2
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     route = sub.add_parser("route", help="print the routing decision for one message")
     route.add_argument("text", nargs="?", help="the user's message")
     route.add_argument("--config", default=DEMO_CONFIG, help="plano config file (default: the demo config)")
-    route.add_argument("--format", default="openai_chat", choices=["openai_chat", "anthropic_messages", "openai_responses"])
+    route.add_argument("--format", default="openai_chat", choices=list(BY_NAME), help="the client API of the body")
     route.add_argument("--model", help="the model the client asks for")
     route.add_argument("--session", help="an X-Model-Affinity session id")
     route.add_argument("--body", help="a whole request body as JSON ('-' reads stdin) instead of TEXT")

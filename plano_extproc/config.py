@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from plano_extproc.providers import KNOWN_PROVIDERS, PROVIDERS_REQUIRING_BASE_URL
+from plano_extproc.providers import PROVIDERS
 from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 from plano_extproc.router.settings import EmbeddedRouterSettings
 
@@ -373,12 +373,13 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         where = f"model_providers[{i}]"
         if p.model in by_model:
             errors.append(f"{where}.model: '{p.model}' is declared twice")
-        if p.interface not in KNOWN_PROVIDERS and p.base_url is None:
+        if p.interface not in PROVIDERS and p.base_url is None:
             errors.append(
-                f"{where}.model: unknown provider '{p.provider}'; known: {', '.join(sorted(KNOWN_PROVIDERS))} "
+                f"{where}.model: unknown provider '{p.provider}'; known: {', '.join(sorted(PROVIDERS))} "
                 "(any OpenAI-compatible server works with base_url set)"
             )
-        if p.provider in PROVIDERS_REQUIRING_BASE_URL and p.base_url is None:
+        needs_url = any(n in PROVIDERS and PROVIDERS[n].requires_base_url for n in (p.provider, p.interface))
+        if needs_url and p.base_url is None:
             errors.append(f"{where}.base_url: required for provider '{p.provider}'")
         if resolve_secrets:
             key = _resolve_secret(p.access_key, env, f"{where}.access_key (provider {p.model})", errors)

@@ -19,7 +19,7 @@ import orjson
 
 from plano_extproc.affinity import AffinityEntry
 from plano_extproc.config import PlanoConfig, RoutePreference
-from plano_extproc.formats.base import InlinePreference, ParsedRequest
+from plano_extproc.apis.base import InlinePreference, ParsedRequest
 from plano_extproc.router.base import RouteSpec
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from plano_extproc.affinity import AffinityCache
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import Decision, RouterOutcome, active_preferences, decide_route, route_specs
-from plano_extproc.formats import ApiFormat, ParsedRequest, parse_request
+from plano_extproc.apis import ClientApi, ParsedRequest
 from plano_extproc.metrics import Metrics
 from plano_extproc.router.base import RouterBackend
 from plano_extproc.router.chain import CircuitBreaker, RouterChain
@@ -89,9 +89,9 @@ class DecisionEngine:
             self.metrics.record_decision(decision, inline=request.preferences is not None)
         return RoutedRequest(request, decision, outcome)
 
-    async def route_raw(self, api_format: ApiFormat, body: bytes, session_id: str | None = None) -> RoutedRequest:
+    async def route_raw(self, api: ClientApi, body: bytes, session_id: str | None = None) -> RoutedRequest:
         """Parse and route; raises RequestFormatError for bad bodies."""
-        return await self.route(parse_request(api_format, body), session_id)
+        return await self.route(api.parse(body), session_id)
 
     async def close(self) -> None:
         await self.router.close()

@@ -1,18 +1,9 @@
 """Token usage from provider responses, read incrementally and with bounded memory. Pure: no I/O.
 
-What is read (the field names each provider documents):
-
-* non-streaming JSON bodies: OpenAI Chat ``usage.prompt_tokens`` / ``usage.completion_tokens``, OpenAI
-  Responses and Anthropic Messages ``usage.input_tokens`` / ``usage.output_tokens``;
-* SSE streams: OpenAI Chat's final chunk with ``usage`` (sent when the client asked for
-  ``stream_options.include_usage``), OpenAI Responses' ``response.completed`` (or ``response.incomplete`` /
-  ``response.failed``) event's ``response.usage``, Anthropic's ``message_start`` (``message.usage``: input
-  tokens) and ``message_delta`` (``usage.output_tokens``, cumulative).
-
-Anthropic's ``input_tokens`` excludes prompt-cache reads and writes; they are added to the input count
-(``cache_creation_input_tokens`` + ``cache_read_input_tokens``) so "input" means the same thing for every
-provider (OpenAI's ``prompt_tokens`` / ``input_tokens`` already include cached tokens), as the OpenTelemetry
-GenAI conventions ask for ``gen_ai.usage.input_tokens``.
+Which fields carry the counts is each client API's business (``read_usage`` in its module under
+``plano_extproc.apis``): the readers here find the JSON payloads (a whole body, or the ``data:`` of SSE
+events that mention ``"usage"``) and hand them to it. The observer reads what the client receives, so
+the client API decides, whatever provider answered.
 
 Memory: the SSE reader keeps only the current partial line (capped: an over-long line keeps just its
 tail, where a ``response.completed`` event carries its ``usage``); the JSON reader keeps the body up to
@@ -24,6 +15,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -38,7 +30,6 @@ MAX_LINE_BYTES = 256 * 1024
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 _USAGE_KEY = b'"usage"'
-_ANTHROPIC_CACHE_FIELDS = ("cache_creation_input_tokens", "cache_read_input_tokens")
 _decoder = json.JSONDecoder()
 
 
@@ -59,42 +50,12 @@ class Usage:
         return self.input_tokens is None and self.output_tokens is None
 
 
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+#: one JSON payload of a client API's responses (a body or one SSE event) -> the usage it reports; each
+#: client API module defines its own (plano_extproc.apis)
+PayloadUsage = Callable[[dict[str, Any]], "Usage | None"]
 
 
-def usage_from_usage_object(usage: Any) -> Usage | None:
-    """A provider's ``usage`` object -> Usage (None when it carries no token count)."""
-    if not isinstance(usage, dict):
-        return None
-    if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI Chat Completions
-        found = Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
-    else:  # OpenAI Responses, Anthropic Messages
-        input_tokens = _count(usage.get("input_tokens"))
-        if input_tokens is not None:
-            input_tokens += sum(_count(usage.get(k)) or 0 for k in _ANTHROPIC_CACHE_FIELDS)
-        found = Usage(input_tokens, _count(usage.get("output_tokens")))
-    return None if found.empty else found
-
-
-def usage_from_payload(obj: Any) -> Usage | None:
-    """A whole response body or one SSE event's JSON -> the usage it reports, if any."""
-    if not isinstance(obj, dict):
-        return None
-    found = usage_from_usage_object(obj.get("usage"))  # chat body/chunk, Anthropic body, message_delta
-    if found is None:
-        for holder in ("message", "response"):  # Anthropic message_start, Responses response.completed
-            inner = obj.get(holder)
-            if isinstance(inner, dict):
-                found = usage_from_usage_object(inner.get("usage"))
-                if found is not None:
-                    break
-    return found
-
-
-def usage_from_tail(tail: bytes) -> Usage | None:
+def usage_from_tail(tail: bytes, read: PayloadUsage) -> Usage | None:
     """The last ``"usage": {...}`` object in a piece of JSON text that may start mid-document."""
     end = len(tail)
     while True:
@@ -112,17 +73,18 @@ def usage_from_tail(tail: bytes) -> Usage | None:
             value, _ = _decoder.raw_decode(text)
         except ValueError:
             continue
-        found = usage_from_usage_object(value)
+        found = read({"usage": value}) if isinstance(value, dict) else None
         if found is not None:
             return found
 
 
-def usage_from_json(body: bytes) -> Usage | None:
+def usage_from_json(body: bytes, read: PayloadUsage) -> Usage | None:
     """Token usage from a whole non-streaming response body."""
     try:
-        return usage_from_payload(orjson.loads(body))
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return usage_from_tail(body[-TAIL_BYTES:])
+        return usage_from_tail(body[-TAIL_BYTES:], read)
+    return read(payload) if isinstance(payload, dict) else None
 
 
 class UsageReader(Protocol):
@@ -134,9 +96,10 @@ class UsageReader(Protocol):
 class JsonUsageReader:
     """A non-streaming JSON body, chunk by chunk: whole up to MAX_JSON_BYTES, then only its tail."""
 
-    __slots__ = ("_buf", "_size", "_tail_only")
+    __slots__ = ("_buf", "_size", "_tail_only", "_read")
 
-    def __init__(self) -> None:
+    def __init__(self, read: PayloadUsage) -> None:
+        self._read = read
         self._buf = bytearray()
         self._size = 0
         self._tail_only = False
@@ -151,15 +114,16 @@ class JsonUsageReader:
 
     def result(self) -> Usage | None:
         body = bytes(self._buf)
-        return usage_from_tail(body) if self._tail_only else usage_from_json(body)
+        return usage_from_tail(body, self._read) if self._tail_only else usage_from_json(body, self._read)
 
 
 class SseUsageReader:
     """Server-sent events, chunk by chunk: parses only ``data:`` lines that mention ``"usage"``."""
 
-    __slots__ = ("_partial", "_overflow", "_usage")
+    __slots__ = ("_partial", "_overflow", "_usage", "_read")
 
-    def __init__(self) -> None:
+    def __init__(self, read: PayloadUsage) -> None:
+        self._read = read
         self._partial = bytearray()
         self._overflow = False  # the current line passed MAX_LINE_BYTES: _partial holds its tail only
         self._usage = Usage()
@@ -193,14 +157,16 @@ class SseUsageReader:
         if _USAGE_KEY not in line:
             return
         if overflow:
-            found = usage_from_tail(line)
+            found = usage_from_tail(line, self._read)
         else:
             if not line.startswith(b"data:"):
                 return
             try:
-                found = usage_from_payload(orjson.loads(line[5:]))
+                payload = orjson.loads(line[5:])
             except orjson.JSONDecodeError:
-                found = usage_from_tail(line)
+                found = usage_from_tail(line, self._read)
+            else:
+                found = self._read(payload) if isinstance(payload, dict) else None
         if found is not None:
             self._usage = self._usage.merged(found)
 
@@ -247,14 +213,15 @@ class DecodingReader:
         return None if self._failed else self._inner.result()
 
 
-def usage_reader(content_type: str, content_encoding: str = "") -> UsageReader | None:
-    """The reader for a response with these headers; None when usage cannot be read from it."""
+def usage_reader(read: PayloadUsage, content_type: str, content_encoding: str = "") -> UsageReader | None:
+    """The reader for a response with these headers, interpreting payloads with `read` (the client API's
+    usage fields); None when usage cannot be read from it."""
     content_type = content_type.lower()
     reader: UsageReader
     if "text/event-stream" in content_type:
-        reader = SseUsageReader()
+        reader = SseUsageReader(read)
     elif "json" in content_type:
-        reader = JsonUsageReader()
+        reader = JsonUsageReader(read)
     else:
         return None
     encoding = content_encoding.strip().lower()

@@ -10,7 +10,7 @@ import pytest
 from plano_extproc.affinity import AffinityCache
 from plano_extproc.decision import DecisionSource, RouterOutcome, decide_route, decision_payload
 from plano_extproc.engine import DecisionEngine
-from plano_extproc.formats import ApiFormat, parse_request
+from plano_extproc.apis import OPENAI_CHAT
 from plano_extproc.router.base import RouterBackend, RouterError
 from plano_extproc.router.chain import RouterChain
 
@@ -19,7 +19,7 @@ def chat(text: str, model: str | None = None, **extra) -> object:
     body = {"messages": [{"role": "user", "content": text}], **extra}
     if model is not None:
         body["model"] = model
-    return parse_request(ApiFormat.OPENAI_CHAT, orjson.dumps(body))
+    return OPENAI_CHAT.parse(orjson.dumps(body))
 
 
 class ScriptedRouter(RouterBackend):

@@ -130,7 +130,17 @@ def test_anthropic_stream(gw):
 @pytest.mark.parametrize("status", [429, 503])
 def test_first_model_failure_falls_over_to_the_second_model(gw, status):
     gw.anthropic_mock.fail_next(status=status)
+    registry = gw.gateway.server.metrics.registry
+
+    def upstream_messages(phase: str) -> float:
+        labels = {"processor": "upstream", "phase": phase}
+        return registry.get_sample_value("plano_extproc_phase_duration_seconds_count", labels) or 0.0
+
+    headers_before, bodies_before = upstream_messages("request_headers"), upstream_messages("request_body")
     reply = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
+    # the retry was prepared from the kept body: Envoy sent the upstream processor the headers only
+    assert upstream_messages("request_headers") == headers_before + 1
+    assert upstream_messages("request_body") == bodies_before
     assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
     (failed,) = gw.anthropic_mock.requests_snapshot()
     (served,) = gw.openai_mock.requests_snapshot()
@@ -165,7 +175,7 @@ def test_client_cannot_pick_the_cluster_or_impersonate(gw):
     assert reply.choices[0].message.content == "mock-openai answered as gpt-4o-mini"
     (seen,) = gw.openai_mock.requests_snapshot()
     assert seen["headers"]["authorization"] == f"Bearer {MOCK_KEY}"
-    assert "client-secret" not in json.dumps(seen)
+    assert "client-secret" not in json.dumps(seen, default=lambda b: b.decode("latin-1"))
     assert not [h for h in seen["headers"] if h.startswith("x-plano-")]
 
 
@@ -176,8 +186,27 @@ def test_malformed_json_is_a_400_in_each_api_style(gw):
     status, _, body = post(gw, "/v1/chat/completions", None, raw=b"{nope")
     assert status == 400 and "not valid JSON" in body["error"]["message"] and body["error"]["type"] == "invalid_request_error"
     with pytest.raises(anthropic.BadRequestError) as info:
-        claude(gw).messages.create(model=CLAUDE, max_tokens=5, messages=[{"role": "system", "content": "x"}])
-    assert info.value.body["type"] == "error" and "role must be 'user' or 'assistant'" in info.value.body["error"]["message"]
+        claude(gw).messages.create(model=CLAUDE, max_tokens=5, messages=user("x"), extra_body={"routing_preferences": {}})
+    assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "invalid_request_error"
+    assert "routing_preferences must be a non-empty array" in info.value.body["error"]["message"]
+
+
+def test_shapes_the_gateway_does_not_use_are_forwarded_untouched(gw):
+    """Claude Code sends a `system` role inside `messages` and fields we have no use for: the provider judges."""
+    body = {
+        "model": CLAUDE,
+        "max_tokens": 5,
+        "messages": [{"role": "system", "content": "from the harness"}, {"role": "user", "content": "hi"}, {"role": "user", "content": 7}],
+        "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        "output_config": {"effort": "low"},
+        "big": 18446744073709551617,
+    }
+    status, _, reply = post(gw, "/v1/messages?beta=true", body)
+    assert status == 200 and reply["type"] == "message"
+    received = gw.anthropic_mock.requests_snapshot()[-1]
+    assert received["path"].endswith("/messages?beta=true") or received["path"].endswith("/messages")
+    assert received["body"]["messages"] == body["messages"] and received["body"]["output_config"] == {"effort": "low"}
+    assert received["raw"].count(b"18446744073709551617") == 1  # integers beyond 64 bits survive exactly
 
 
 def test_bad_inline_preference_is_a_400(gw):

@@ -103,12 +103,16 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
-def wait_for(gw: RunningGateway, check: Callable[[Samples], bool], timeout: float = 5.0) -> Samples:
+def wait_for(gw: RunningGateway, check: Callable[[Samples], bool], timeout: float = 60.0) -> Samples:
+    """Scrape until `check` holds. The observers report asynchronously (Envoy never waits for them), so
+    this waits for the event; the timeout only bounds a failure, it is not a guess at how long it takes."""
     deadline = time.monotonic() + timeout
     while True:
         samples = scrape(gw)
-        if check(samples) or time.monotonic() > deadline:
+        if check(samples):
             return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the metrics did not move within {timeout:.0f}s")
         time.sleep(0.05)
 
 
@@ -142,7 +146,8 @@ def test_proxied_non_streamed_call_records_outcome_tokens_and_timing(gw):
     reply = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
     assert reply.usage is not None
     labels = {"model": GPT4O_MINI}
-    now = wait_for(gw, moved(before, "plano_gen_ai_client_operation_duration_seconds_count", **labels))
+    # token usage is the last thing the observer records for a request (then it closes the record)
+    now = wait_for(gw, moved(before, "plano_tokens_total", by=reply.usage.completion_tokens, type="output", **labels))
     assert value(now, "plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") - value(
         before, "plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 1
     assert value(now, "plano_tokens_total", type="input", **labels) - value(before, "plano_tokens_total", type="input", **labels) == reply.usage.prompt_tokens
@@ -204,7 +209,7 @@ def test_429_fallback_counts_each_attempt_and_the_fallover(gw):
     before = scrape(gw)
     reply = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
     assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
-    now = wait_for(gw, lambda s: moved(before, "plano_upstream_fallovers_total", model=GPT4O)(s)
+    now = wait_for(gw, lambda s: moved(before, "plano_tokens_total", by=reply.usage.completion_tokens, model=GPT4O, type="output")(s)
                    and moved(before, "plano_upstream_responses_total", model=SONNET, status_class="4xx")(s))
     assert value(now, "plano_upstream_responses_total", model=SONNET, provider="anthropic", status_class="4xx") - value(
         before, "plano_upstream_responses_total", model=SONNET, provider="anthropic", status_class="4xx") == 1
@@ -225,7 +230,9 @@ def test_every_model_failing_is_a_server_error_outcome(gw):
     before = scrape(gw)
     with pytest.raises(Exception):
         oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
-    now = wait_for(gw, moved(before, "plano_requests_total", endpoint="proxy", outcome="server_error"))
+    # two observers report this: the request's (downstream) and the failed attempts' (upstream)
+    now = wait_for(gw, lambda s: moved(before, "plano_requests_total", endpoint="proxy", outcome="server_error")(s)
+                   and moved(before, "plano_upstream_responses_total", model=GPT4O, status_class="5xx")(s))
     assert value(now, "plano_requests_total", endpoint="proxy", outcome="server_error") - value(
         before, "plano_requests_total", endpoint="proxy", outcome="server_error") == 1
     assert value(now, "plano_upstream_responses_total", model=GPT4O, status_class="5xx") - value(
@@ -278,7 +285,7 @@ def test_router_timeout_is_a_failure_of_kind_timeout():
         assert status == 200 and d["source"] == "fallback"
         reply = oai(running).chat.completions.create(model="gpt-4o", messages=user(CODE * 41))
         assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
-        now = wait_for(running, moved(before, "plano_requests_total", endpoint="proxy", outcome="ok"))
+        now = wait_for(running, moved(before, "plano_tokens_total", by=reply.usage.completion_tokens, model=GPT4O, type="output"))
         assert value(now, "plano_router_failures_total", kind="timeout") - value(before, "plano_router_failures_total", kind="timeout") >= 1
         assert value(now, "plano_decisions_total", source="fallback", model=GPT4O) - value(before, "plano_decisions_total", source="fallback", model=GPT4O) == 2
         assert value(now, "plano_requests_total", endpoint="proxy", outcome="ok") - value(before, "plano_requests_total", endpoint="proxy", outcome="ok") == 1

@@ -297,18 +297,16 @@ def _seed_requests() -> list[tuple[str, dict]]:
 
 def _expected_with_embedded() -> list[tuple[str | None, list[str]]]:
     from plano_extproc.engine import DecisionEngine, build_router_chain
-    from plano_extproc.formats import ApiFormat
+    from plano_extproc.apis import ENDPOINTS
 
     config = parse_config(DEMO_CONFIG.read_text(), {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
-    fmt = {"/routing/v1/chat/completions": ApiFormat.OPENAI_CHAT, "/routing/v1/messages": ApiFormat.ANTHROPIC_MESSAGES,
-           "/routing/v1/responses": ApiFormat.OPENAI_RESPONSES}
 
     async def run() -> list[tuple[str | None, list[str]]]:
         engine = DecisionEngine(config, build_router_chain(config))
         try:
             out = []
             for path, body in _seed_requests():
-                routed = await engine.route_raw(fmt[path], json.dumps(body).encode())
+                routed = await engine.route_raw(ENDPOINTS[path][0], json.dumps(body).encode())
                 out.append((routed.decision.route, list(routed.decision.models)))
             return out
         finally:

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fplano_extproc/api/routing.proto\x12\x10plano.routing.v1\"x\n\rDecideRequest\x12/\n\napi_format\x18\x01 \x01(\x0e\x32\x1b.plano.routing.v1.ApiFormat\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x13\n\x0b\x61\x66\x66inity_id\x18\x03 \x01(\t\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\"\x93\x01\n\x0e\x44\x65\x63ideResponse\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\x05route\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x0e\n\x06pinned\x18\x07 \x01(\x08\x42\x08\n\x06_route*f\n\tApiFormat\x12\x1a\n\x16\x41PI_FORMAT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bOPENAI_CHAT\x10\x01\x12\x16\n\x12\x41NTHROPIC_MESSAGES\x10\x02\x12\x14\n\x10OPENAI_RESPONSES\x10\x03\x32]\n\x0eRoutingService\x12K\n\x06\x44\x65\x63ide\x12\x1f.plano.routing.v1.DecideRequest\x1a .plano.routing.v1.DecideResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fplano_extproc/api/routing.proto\x12\x10plano.routing.v1\"\x85\x01\n\rDecideRequest\x12/\n\napi_format\x18\x01 \x01(\x0e\x32\x1b.plano.routing.v1.ApiFormat\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x13\n\x0b\x61\x66\x66inity_id\x18\x03 \x01(\t\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\x12\x0b\n\x03\x61pi\x18\x05 \x01(\t\"\x93\x01\n\x0e\x44\x65\x63ideResponse\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\x05route\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x0e\n\x06pinned\x18\x07 \x01(\x08\x42\x08\n\x06_route*f\n\tApiFormat\x12\x1a\n\x16\x41PI_FORMAT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bOPENAI_CHAT\x10\x01\x12\x16\n\x12\x41NTHROPIC_MESSAGES\x10\x02\x12\x14\n\x10OPENAI_RESPONSES\x10\x03\x32]\n\x0eRoutingService\x12K\n\x06\x44\x65\x63ide\x12\x1f.plano.routing.v1.DecideRequest\x1a .plano.routing.v1.DecideResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plano_extproc.api.routing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APIFORMAT']._serialized_start=325
-  _globals['_APIFORMAT']._serialized_end=427
-  _globals['_DECIDEREQUEST']._serialized_start=53
-  _globals['_DECIDEREQUEST']._serialized_end=173
-  _globals['_DECIDERESPONSE']._serialized_start=176
-  _globals['_DECIDERESPONSE']._serialized_end=323
-  _globals['_ROUTINGSERVICE']._serialized_start=429
-  _globals['_ROUTINGSERVICE']._serialized_end=522
+  _globals['_APIFORMAT']._serialized_start=339
+  _globals['_APIFORMAT']._serialized_end=441
+  _globals['_DECIDEREQUEST']._serialized_start=54
+  _globals['_DECIDEREQUEST']._serialized_end=187
+  _globals['_DECIDERESPONSE']._serialized_start=190
+  _globals['_DECIDERESPONSE']._serialized_end=337
+  _globals['_ROUTINGSERVICE']._serialized_start=443
+  _globals['_ROUTINGSERVICE']._serialized_end=536
 # @@protoc_insertion_point(module_scope)

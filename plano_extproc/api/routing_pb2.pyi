@@ -19,16 +19,18 @@ ANTHROPIC_MESSAGES: ApiFormat
 OPENAI_RESPONSES: ApiFormat
 
 class DecideRequest(_message.Message):
-    __slots__ = ("api_format", "body", "affinity_id", "traceparent")
+    __slots__ = ("api_format", "body", "affinity_id", "traceparent", "api")
     API_FORMAT_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_ID_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    API_FIELD_NUMBER: _ClassVar[int]
     api_format: ApiFormat
     body: bytes
     affinity_id: str
     traceparent: str
-    def __init__(self, api_format: _Optional[_Union[ApiFormat, str]] = ..., body: _Optional[bytes] = ..., affinity_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    api: str
+    def __init__(self, api_format: _Optional[_Union[ApiFormat, str]] = ..., body: _Optional[bytes] = ..., affinity_id: _Optional[str] = ..., traceparent: _Optional[str] = ..., api: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
     __slots__ = ("models", "model", "route", "source", "trace_id", "session_id", "pinned")

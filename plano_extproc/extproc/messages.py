@@ -31,8 +31,22 @@ def header_mutation(set_headers: Iterable[tuple[str, str]] = (), remove: Iterabl
     )
 
 
-def continue_headers(mutation: ext.HeaderMutation | None = None, *, clear_route_cache: bool = False) -> ext.ProcessingResponse:
-    common = ext.CommonResponse(header_mutation=mutation, clear_route_cache=clear_route_cache) if mutation or clear_route_cache else ext.CommonResponse()
+def continue_headers(
+    mutation: ext.HeaderMutation | None = None, *, clear_route_cache: bool = False, body: bytes | None = None
+) -> ext.ProcessingResponse:
+    """Continue after the headers; with `body`, replace the body too (CONTINUE_AND_REPLACE): Envoy then
+    sends no body message for this stream."""
+    if body is not None:
+        common = ext.CommonResponse(
+            status=ext.CommonResponse.CONTINUE_AND_REPLACE,
+            header_mutation=mutation,
+            body_mutation=ext.BodyMutation(body=body),
+            clear_route_cache=clear_route_cache,
+        )
+    elif mutation or clear_route_cache:
+        common = ext.CommonResponse(header_mutation=mutation, clear_route_cache=clear_route_cache)
+    else:
+        common = ext.CommonResponse()
     return ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=common))
 
 

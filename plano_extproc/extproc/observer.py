@@ -34,6 +34,7 @@ from plano_extproc.contract import (
 )
 from plano_extproc.extproc.tracking import InFlightRequests, RequestRecord
 from plano_extproc.metrics import Metrics
+from plano_extproc.apis import BY_NAME
 from plano_extproc.usage import UsageReader, usage_reader
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,17 @@ class ResponseObserver:
         h = _headers(headers, (":status", "content-type", "content-encoding"))
         self.status = _int(h.get(":status"), 0)
         record = self.record
-        self.attempt = max(1, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), record.attempts or 1))
-        if record.attempts == self.attempt and record.model:
+        self.attempt = max(1, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), record.tried or 1))
+        if record.tried == self.attempt and record.model:
             self.model = record.model
-        elif record.models:
-            self.model = model_for_attempt(record.models, self.attempt)
+        elif record.attempts:
+            self.model = model_for_attempt(record.attempts, self.attempt)
+        self.ctx.inflight.responding(self.request_id)  # no more attempts: the kept body can go
         self.started_wall = _parse_time(attrs.get(REQUEST_TIME_ATTRIBUTE))
         if 200 <= self.status < 300:
-            self.reader = usage_reader(h.get("content-type", ""), h.get("content-encoding", ""))
+            api = BY_NAME.get(record.api)
+            if api is not None:
+                self.reader = usage_reader(api.read_usage, h.get("content-type", ""), h.get("content-encoding", ""))
         if headers.end_of_stream:
             self.finish()
 
@@ -163,11 +167,10 @@ class ResponseObserver:
         record = self.record
         if record is None:
             return
-        self.ctx.inflight.close(self.request_id)
         m = self.ctx.metrics
         status = self.status or 499  # stream gone before any response headers: the client went away
-        m.record_request("proxy", record.api_format, status)
-        first = record.models[0] if record.models else self.model
+        m.record_request("proxy", record.api, status)
+        first = record.attempts[0] if record.attempts else self.model
         m.record_attempts(self.attempt, self.model, first)
         m.operation_duration.labels(m.model_label(self.model)).observe(self._elapsed())
         if 200 <= self.status < 300:  # the upstream observer skips 2xx attempts (finding (j))
@@ -176,6 +179,8 @@ class ResponseObserver:
             usage = self.reader.result()
             if usage is not None:
                 m.record_tokens(self.model, usage.input_tokens, usage.output_tokens)
+        # last: a closed record tells that everything about the request is recorded
+        self.ctx.inflight.close(self.request_id)
 
 
 class AttemptObserver:
@@ -199,7 +204,7 @@ class AttemptObserver:
             models = decision.attempts if decision is not None else ()
             if not models:
                 record = self.ctx.inflight.get(str(attrs.get(REQUEST_ID_ATTRIBUTE) or ""))
-                models = record.models if record is not None else ()
+                models = record.attempts if record is not None else ()
             if status and models:
                 self.ctx.metrics.record_upstream_response(model_for_attempt(models, attempt), status)
         except Exception:  # observation never fails a request

@@ -22,27 +22,31 @@ from plano_extproc.contract import FINGERPRINT_METADATA, PHASE_METADATA, Phase, 
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import decision_payload
 from plano_extproc.engine import DecisionEngine, build_router_chain
-from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import immediate
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.observer import OBSERVER_PHASES, ObserverContext
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
 from plano_extproc.extproc.tracking import InFlightRequests
-from plano_extproc.formats import ApiFormat, RequestFormatError
+from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
+from plano_extproc.forwarding import Forwarder
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
 from plano_extproc.tracing import Tracer
-from plano_extproc.targets import build_targets
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # request bodies arrive whole in BUFFERED mode; grpcio's default is 4 MiB
 
-_API_FORMATS = {
-    routing_pb2.OPENAI_CHAT: ApiFormat.OPENAI_CHAT,
-    routing_pb2.ANTHROPIC_MESSAGES: ApiFormat.ANTHROPIC_MESSAGES,
-    routing_pb2.OPENAI_RESPONSES: ApiFormat.OPENAI_RESPONSES,
-}
+
+
+def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
+    """The client API a Decide call names: by `api` (any registered name), else the `api_format` enum,
+    whose value names match the registry's."""
+    if request.api:
+        return BY_NAME.get(request.api)
+    if request.api_format == routing_pb2.API_FORMAT_UNSPECIFIED:
+        return None
+    return BY_NAME.get(routing_pb2.ApiFormat.Name(request.api_format).lower())
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
@@ -101,7 +105,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
             if phase in OBSERVER_PHASES:
                 return
             async for _ in request_iterator:
-                yield immediate(503, error_body(None, 503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config"))
+                yield immediate(503, DEFAULT_API.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
                 return
             return
         # response observers (observability_mode): Envoy ignores replies, so they never send one
@@ -117,7 +121,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
                 except Exception:
                     # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
                     log.exception("ext_proc %s processing failed", phase)
-                    response = immediate(500, error_body(None, 500, "internal error in the routing step"))
+                    response = immediate(500, DEFAULT_API.error_body(500, "internal error in the routing step", None))
                 kind = message.WhichOneof("request") or "unknown"
                 histogram = durations.get(kind) or durations.setdefault(kind, self.metrics.phase_duration.labels(phase, kind))
                 histogram.observe(time.perf_counter() - started)
@@ -134,12 +138,14 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
         self.engine = engine
 
     async def Decide(self, request: routing_pb2.DecideRequest, context: grpc.aio.ServicerContext) -> routing_pb2.DecideResponse:  # noqa: N802
-        api_format = _API_FORMATS.get(request.api_format)
-        if api_format is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_format is required: OPENAI_CHAT, ANTHROPIC_MESSAGES or OPENAI_RESPONSES")
+        api = _api_of(request)
+        if api is None:
+            names = ", ".join(BY_NAME)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"name the client API: api_format, or api = one of {names}")
+            raise AssertionError("unreachable")  # abort raises
         session = request.affinity_id or None
         try:
-            routed = await self.engine.route_raw(api_format, request.body, session)
+            routed = await self.engine.route_raw(api, request.body, session)
         except RequestFormatError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         payload = decision_payload(routed.decision, trace_id_from(request.traceparent), session)
@@ -167,8 +173,7 @@ class ExtProcServer:
         self.tracer = Tracer(config.tracing)
         self.inflight = InFlightRequests()
         self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
-        targets = build_targets(config)
-        prebuilt = set(prebuilt_attempt_lists(config))
+        forwarder = Forwarder.from_config(config, prebuilt_attempt_lists(config))
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -177,8 +182,8 @@ class ExtProcServer:
             ]
         )
         ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(
-                DownstreamContext(self.engine, targets, prebuilt, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer),
-                UpstreamContext(targets, self.inflight),
+                DownstreamContext(self.engine, forwarder, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer),
+                UpstreamContext(forwarder, self.inflight),
                 self.metrics,
                 config_fingerprint(config),
             ), self.server)

@@ -1,59 +1,85 @@
 """What the processors of one proxied request share in-process, keyed by Envoy's x-request-id.
 
 The downstream processor opens a record when it forwards a request; each upstream attempt notes which
-model it went to; the response observer reads the record to attribute status, tokens and timing to the
-model that answered, then closes it. Bounded: a record nobody closes (client gone, observer off) is
-dropped after `ttl_seconds` or when `max_entries` is reached, oldest first.
+model it went to and prepares itself from the kept `ForwardRequest` (so Envoy need not send the body
+again); the response observer reads the record to attribute status, tokens and timing to the model that
+answered, then closes it. Bounded by entries and by bytes (keys and kept bodies count): a record nobody
+closes (client gone, observer off) expires after `ttl_seconds` or is evicted, oldest first. A record that
+is missing (evicted, or another worker process served the first phase) costs only speed: the upstream
+processor then reads the body from Envoy.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from plano_extproc.forwarding import ForwardRequest
+from plano_extproc.ttl_cache import TtlLruCache
+
+#: per-record overhead beyond key and kept body, for the byte bound
+_RECORD_BYTES = 400
 
 
 @dataclass(slots=True)
 class RequestRecord:
-    models: tuple[str, ...]
-    api_format: str
+    attempts: tuple[str, ...]  # the model of each attempt
+    api: str  # client API name
     route: str | None
     started: float
-    attempts: int = 0
+    forward: ForwardRequest | None = None
+    tried: int = 0  # the latest attempt number seen
     model: str = ""  # the model of the latest attempt
-    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _weight(key: str, record: RequestRecord) -> int:
+    return len(key) + _RECORD_BYTES + (len(record.forward.raw) if record.forward is not None else 0)
 
 
 class InFlightRequests:
-    def __init__(self, ttl_seconds: float = 3600.0, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_seconds = ttl_seconds
-        self.max_entries = max_entries
+    def __init__(
+        self,
+        ttl_seconds: float = 3600.0,
+        max_entries: int = 100_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
-        self._records: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._records: TtlLruCache[str, RequestRecord] = TtlLruCache(
+            ttl_seconds, max_entries, clock, max_bytes=max_bytes, weigh=_weight
+        )
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def open(self, request_id: str, models: tuple[str, ...], api_format: str, route: str | None) -> RequestRecord:
-        now = self._clock()
-        record = RequestRecord(models, api_format, route, now, model=models[0] if models else "")
-        self._records[request_id] = record
-        self._records.move_to_end(request_id)
-        while self._records:
-            oldest_id, oldest = next(iter(self._records.items()))
-            if len(self._records) <= self.max_entries and now - oldest.started < self.ttl_seconds:
-                break
-            del self._records[oldest_id]
+    @property
+    def bytes(self) -> int:
+        return self._records.bytes
+
+    def open(self, request_id: str, attempts: tuple[str, ...], api: str, route: str | None, forward: ForwardRequest | None = None) -> RequestRecord:
+        record = RequestRecord(attempts, api, route, self._clock(), forward, model=attempts[0] if attempts else "")
+        if not self._records.put(request_id, record) and forward is not None:
+            # too big to keep with its body: keep the rest, the retries read the body from Envoy
+            record.forward = None
+            self._records.put(request_id, record)
         return record
 
     def get(self, request_id: str) -> RequestRecord | None:
         return self._records.get(request_id)
 
-    def note_attempt(self, request_id: str, attempt: int, model: str) -> None:
+    def note_attempt(self, request_id: str, attempt: int, model: str) -> RequestRecord | None:
         record = self._records.get(request_id)
-        if record is not None and attempt >= record.attempts:
-            record.attempts, record.model = attempt, model
+        if record is not None and attempt >= record.tried:
+            record.tried, record.model = attempt, model
+        return record
+
+    def responding(self, request_id: str) -> None:
+        """Response headers are on their way: no more attempts, so the kept body can go."""
+        record = self._records.get(request_id)
+        if record is not None and record.forward is not None:
+            record.forward = None
+            self._records.put(request_id, record)  # re-weighed
 
     def close(self, request_id: str) -> RequestRecord | None:
-        return self._records.pop(request_id, None)
+        return self._records.pop(request_id)

@@ -1,42 +1,41 @@
-"""The per-attempt processor on the composite clusters: one stream per upstream attempt.
+"""The per-attempt processor on the composite clusters: one stream per retry attempt.
 
-Envoy's retry moves attempt N to the composite's sub-cluster N; this processor makes the request fit
-that attempt's provider: Host, path, auth, the provider's model id in the body. Attempt 1 is prepared by
-the downstream processor and the rendered config skips this filter for it (match_delegate).
+Envoy's retry moves attempt N to the composite's sub-cluster N (contract.model_for_attempt); this
+processor makes the request fit that attempt's provider with the same `Forwarder.prepare` that prepared
+attempt 1. When the request's record is at hand (the usual case) the attempt's body is sent with the
+headers reply (`CONTINUE_AND_REPLACE`) and Envoy never sends the body again; otherwise it is rewritten
+from the body message. Attempt 1 never reaches this filter (match_delegate on x-envoy-attempt-count).
 """
 
 from __future__ import annotations
 
 import logging
 
-import orjson
-from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
+from plano_extproc.apis import DEFAULT_API, BY_NAME
 from plano_extproc.contract import ATTEMPT_COUNT_HEADER, DecisionMetadata
-from plano_extproc.extproc.errors import error_body
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
-from plano_extproc.formats import ApiFormat
-from plano_extproc.targets import UpstreamTarget, attempt_headers, stale_header_names
+from plano_extproc.forwarding import Forwarder, ForwardRequest
+from plano_extproc.jsonbody import BodyTooDeep
 
 log = logging.getLogger(__name__)
 
-class UpstreamContext:
-    """Built once per config: the targets, and every header name some target injects."""
 
-    def __init__(self, targets: dict[tuple[ApiFormat, str], UpstreamTarget], inflight: InFlightRequests) -> None:
-        self.targets = targets
+class UpstreamContext:
+    def __init__(self, forwarder: Forwarder, inflight: InFlightRequests) -> None:
+        self.forwarder = forwarder
         self.inflight = inflight
-        self.stale_headers = stale_header_names(targets.values())
 
 
 class UpstreamExchange:
-    __slots__ = ("ctx", "target")
+    __slots__ = ("ctx", "pending")
 
     def __init__(self, ctx: UpstreamContext) -> None:
         self.ctx = ctx
-        self.target: UpstreamTarget | None = None
+        #: (the decision, the attempt's model) until the body message arrives
+        self.pending: tuple[DecisionMetadata, str] | None = None
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -46,38 +45,52 @@ class UpstreamExchange:
             return self.on_body(request.request_body)
         return None
 
-    def on_headers(self, headers: ext.HttpHeaders, metadata: base_pb2.Metadata) -> ext.ProcessingResponse:
+    def on_headers(self, headers: ext.HttpHeaders, metadata: object) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        decision = DecisionMetadata.from_metadata(metadata)
+        decision = DecisionMetadata.from_metadata(metadata)  # type: ignore[arg-type]
+        api = BY_NAME.get(decision.api) if decision is not None else None
         try:
-            if decision is None:
-                raise ValueError("no decision")
-            api_format = ApiFormat(decision.api)
             attempt = int(h.get(ATTEMPT_COUNT_HEADER, "1"))
         except ValueError:
+            attempt = 0
+        if decision is None or api is None or attempt < 1:
             # Only our downstream processor writes the decision; without it the request skipped routing.
-            return immediate(403, error_body(None, 403, "request did not pass the gateway's routing step"))
+            log.error("upstream attempt without a routing decision (attempt header %r)", h.get(ATTEMPT_COUNT_HEADER))
+            return immediate(403, DEFAULT_API.error_body(403, "request did not pass the gateway's routing step", None))
         model = decision.model_for_attempt(attempt)
-        target = self.ctx.targets.get((api_format, model))
-        if target is None:
-            return immediate(500, error_body(api_format, 500, "no upstream for the chosen model"))
-        self.target = target
-        request_id = h.get("x-request-id")
-        if request_id:
-            self.ctx.inflight.note_attempt(request_id, attempt, model)
-        sets, remove = attempt_headers(target, h, self.ctx.stale_headers, decision.client_credentials)
-        mutation = header_mutation([(":authority", target.host), (":path", target.path), *sets], remove)
-        return continue_headers(mutation)
+        if model not in self.ctx.forwarder.upstreams:
+            log.error("attempt %d: model %s has no upstream in this config", attempt, model)
+            return immediate(500, api.error_body(500, "no upstream for the chosen model", None))
+        request_id = h.get("x-request-id", "")
+        record = self.ctx.inflight.note_attempt(request_id, attempt, model) if request_id else None
+        present = frozenset(h)
+        if record is not None and record.forward is not None:
+            try:
+                prepared = self.ctx.forwarder.prepare(record.forward, model, present)
+            except BodyTooDeep as exc:
+                return immediate(400, api.error_body(400, str(exc), None))
+            return continue_headers(
+                header_mutation(prepared.set_headers, prepared.remove_headers), body=prepared.body
+            )
+        self.pending = (decision, model)
+        sets, remove = self.ctx.forwarder.attempt_headers(_request(decision, b""), model, present)
+        return continue_headers(header_mutation(sets, remove))
 
     def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
-        if self.target is None:
+        if self.pending is None:
             return continue_body()
+        decision, model = self.pending
+        api = BY_NAME[decision.api]
         try:
-            parsed = orjson.loads(body.body)
-        except orjson.JSONDecodeError:
-            return continue_body()
-        if not isinstance(parsed, dict) or parsed.get("model") == self.target.model_id:
-            return continue_body()
-        parsed["model"] = self.target.model_id
-        new_body = orjson.dumps(parsed)
+            new_body = self.ctx.forwarder.attempt_body(_request(decision, body.body), model)
+        except BodyTooDeep as exc:
+            return immediate(400, api.error_body(400, str(exc), None))
+        except ValueError:  # not JSON: nothing we can rewrite
+            log.error("attempt for %s: the body Envoy sent is not the JSON we forwarded", model)
+            return immediate(500, api.error_body(500, "internal error in the routing step", None))
         return continue_body(header_mutation([("content-length", str(len(new_body)))]), new_body)
+
+
+def _request(decision: DecisionMetadata, body: bytes) -> ForwardRequest:
+    """The request as Envoy re-sends it to a retry: attempt 1's body, routing fields already removed."""
+    return ForwardRequest(BY_NAME[decision.api], body, (), decision.attempts, decision.client_credentials)

@@ -1,4 +1,4 @@
-"""The three client API formats: what the router sees, what goes upstream, and clean errors."""
+"""The three client APIs: what the router sees, what goes upstream, and clean errors."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plano_extproc.apis import ANTHROPIC_MESSAGES, CLIENT_APIS, OPENAI_CHAT, OPENAI_RESPONSES, ClientApi, RequestFormatError
 from plano_extproc.conversation import Turn
-from plano_extproc.formats import PARSERS, ApiFormat, RequestFormatError, parse_request
 
 PREFS = [{"name": "code", "description": "writing code", "models": ["openai/gpt-4o"]}]
 
 
-def parse(fmt: ApiFormat, body: dict) -> object:
-    return parse_request(fmt, orjson.dumps(body))
+def parse(api: ClientApi, body: dict) -> object:
+    return api.parse(orjson.dumps(body))
 
 
 def test_openai_chat_filters_roles_and_joins_text_parts():
     req = parse(
-        ApiFormat.OPENAI_CHAT,
+        OPENAI_CHAT,
         {
             "model": "gpt-4o",
             "stream": True,
@@ -45,7 +45,7 @@ def test_openai_chat_filters_roles_and_joins_text_parts():
 
 def test_anthropic_system_and_tool_results_never_reach_the_router():
     req = parse(
-        ApiFormat.ANTHROPIC_MESSAGES,
+        ANTHROPIC_MESSAGES,
         {
             "model": "claude-sonnet-4-20250514",
             "max_tokens": 100,
@@ -64,10 +64,10 @@ def test_anthropic_system_and_tool_results_never_reach_the_router():
 
 
 def test_responses_input_string_items_and_instructions():
-    req = parse(ApiFormat.OPENAI_RESPONSES, {"model": "gpt-4o", "instructions": "hidden", "input": "hello"})
+    req = parse(OPENAI_RESPONSES, {"model": "gpt-4o", "instructions": "hidden", "input": "hello"})
     assert req.conversation == (Turn("user", "hello"),)
     req = parse(
-        ApiFormat.OPENAI_RESPONSES,
+        OPENAI_RESPONSES,
         {
             "input": [
                 {"role": "developer", "content": "hidden"},
@@ -84,7 +84,7 @@ def test_responses_input_string_items_and_instructions():
 
 def test_older_routing_policy_shape_is_converted_and_stripped():
     req = parse(
-        ApiFormat.OPENAI_CHAT,
+        OPENAI_CHAT,
         {
             "messages": [{"role": "user", "content": "hi"}],
             "routing_policy": [
@@ -108,8 +108,6 @@ def test_older_routing_policy_shape_is_converted_and_stripped():
         (b"[1,2]", "must be a JSON object, not an array"),
         (b'{"messages": "hi"}', "'messages' must be an array"),
         (b'{"model": 5, "messages": []}', "model must be a string"),
-        (b'{"messages": []}', "at least one message"),
-        (b'{"messages": [{"role": "user", "content": 5}]}', "messages[0].content must be a string or an array"),
         (b'{"stream": "yes", "messages": [{"role": "user", "content": "x"}]}', "stream must be a boolean"),
         (b'{"messages": [{"role": "user", "content": "x"}], "routing_preferences": [{"name": "a", "description": "b", "models": []}]}', "routing_preferences[0].models"),
         (b'{"messages": [{"role": "user", "content": "x"}], "routing_preferences": [{"name": "a", "description": "b"}]}', "routing_preferences[0].models: Field required"),
@@ -119,19 +117,89 @@ def test_older_routing_policy_shape_is_converted_and_stripped():
 )
 def test_bad_openai_bodies_give_actionable_errors(body, fragment):
     with pytest.raises(RequestFormatError) as info:
-        parse_request(ApiFormat.OPENAI_CHAT, body)
+        OPENAI_CHAT.parse(body)
     assert fragment in info.value.message
     assert info.value.status == 400
 
 
-def test_anthropic_role_must_be_user_or_assistant():
-    with pytest.raises(RequestFormatError, match="role must be 'user' or 'assistant'"):
-        parse(ApiFormat.ANTHROPIC_MESSAGES, {"messages": [{"role": "system", "content": "x"}]})
+def test_claude_code_shapes_are_read_liberally():
+    """A `system` role inside `messages`, content the router cannot read, parts of odd shapes: skipped, not rejected."""
+    req = parse(
+        ANTHROPIC_MESSAGES,
+        {
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are Claude Code"},
+                {"role": "user", "content": [{"type": [], "text": "x"}, {"type": "text", "text": 5}, "junk", {"type": "text", "text": "fix the bug"}]},
+                {"role": "user", "content": 7},
+                "not a message",
+            ],
+            "context_management": {"edits": []},
+            "output_config": {"effort": "high"},
+        },
+    )
+    assert req.conversation == (Turn("user", "fix the bug"),)
+    assert req.body["output_config"] == {"effort": "high"} and req.body["messages"][0]["role"] == "system"
+    chat = parse(OPENAI_CHAT, {"messages": []})
+    assert chat.conversation == ()
+
+
+def test_a_turn_ending_in_a_tool_result_is_routed_like_its_user_turn():
+    chat = parse(
+        OPENAI_CHAT,
+        {"messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": "Let me check the weather tool for you.", "tool_calls": [{"id": "1"}]},
+            {"role": "tool", "content": "sunny", "tool_call_id": "1"},
+        ]},
+    )
+    assert chat.conversation == (Turn("user", "weather in Paris?"),)
+    anthropic = parse(
+        ANTHROPIC_MESSAGES,
+        {"messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "t", "name": "w", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "sunny"}]},
+        ]},
+    )
+    assert anthropic.conversation == (Turn("user", "weather in Paris?"),)
+    responses = parse(
+        OPENAI_RESPONSES,
+        {"input": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "call_id": "c", "name": "w", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "sunny"},
+        ]},
+    )
+    assert responses.conversation == (Turn("user", "weather in Paris?"),)
+    # a later user turn is a new request again
+    later = parse(OPENAI_CHAT, {"messages": [
+        {"role": "user", "content": "weather?"}, {"role": "tool", "content": "sunny", "tool_call_id": "1"},
+        {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "and tomorrow?"},
+    ]})
+    assert later.conversation[-1] == Turn("user", "and tomorrow?") and len(later.conversation) == 3
+
+
+def test_hostile_inline_routes_are_a_400():
+    shared = [{"model": f"m{i}", "routing_preferences": [{"name": "same", "description": "d"}]} for i in range(33)]
+    with pytest.raises(RequestFormatError) as info:
+        parse(OPENAI_CHAT, {"messages": [{"role": "user", "content": "x"}], "routing_policy": shared})
+    assert info.value.status == 400 and "routing_policy" in info.value.message
+    many = [{"name": f"r{i}", "description": "d", "models": ["m"]} for i in range(65)]
+    with pytest.raises(RequestFormatError, match="at most 64"):
+        parse(OPENAI_CHAT, {"messages": [{"role": "user", "content": "x"}], "routing_preferences": many})
+
+
+def test_deep_nesting_is_a_400_not_a_crash():
+    deep = b'{"messages": [{"role": "user", "content": "x"}], "n": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    with pytest.raises(RequestFormatError) as info:
+        OPENAI_CHAT.parse(deep)
+    assert info.value.status == 400
 
 
 def test_responses_requires_input():
     with pytest.raises(RequestFormatError, match="'input' is required"):
-        parse(ApiFormat.OPENAI_RESPONSES, {"model": "gpt-4o"})
+        parse(OPENAI_RESPONSES, {"model": "gpt-4o"})
 
 
 json_values = st.recursive(
@@ -156,24 +224,24 @@ plausible = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.parametrize("fmt", list(ApiFormat))
+@pytest.mark.parametrize("api", CLIENT_APIS, ids=lambda a: a.name)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=json_values | plausible)
-def test_arbitrary_json_yields_a_parse_or_the_typed_error(fmt, value):
+def test_arbitrary_json_yields_a_parse_or_the_typed_error(api, value):
     raw = json.dumps(value).encode()
     try:
-        req = PARSERS[fmt](raw)
+        req = api.parse(raw)
     except RequestFormatError as exc:
         assert exc.message and exc.status == 400
     else:
         assert all(isinstance(t.content, str) and t.content for t in req.conversation)
 
 
-@pytest.mark.parametrize("fmt", list(ApiFormat))
+@pytest.mark.parametrize("api", CLIENT_APIS, ids=lambda a: a.name)
 @settings(max_examples=200, deadline=None)
 @given(raw=st.binary(max_size=200))
-def test_arbitrary_bytes_yield_the_typed_error(fmt, raw):
+def test_arbitrary_bytes_yield_the_typed_error(api, raw):
     try:
-        PARSERS[fmt](raw)
+        api.parse(raw)
     except RequestFormatError:
         pass

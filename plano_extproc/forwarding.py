@@ -1,0 +1,141 @@
+"""The forwarding step, pure: which attempts a decision makes, and what each attempt sends.
+
+`Forwarder.plan` turns a decision's ranked models into an attempt list and the composite cluster that
+walks it (contract.py); `Forwarder.prepare` makes the request fit attempt N's provider — Host, path,
+credentials, the provider's model id in the body. The same `prepare` serves attempt 1 (in the downstream
+processor, before Envoy routes) and attempt N (in the upstream processor, on retries), so the two can
+never disagree.
+
+Header mutations made for attempt N persist into attempt N+1 (docs/envoy.md finding (d)): every attempt
+therefore removes every header any provider's credentials could have set before setting its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+from plano_extproc.apis import ClientApi
+from plano_extproc.config import PlanoConfig, ProviderConfig
+from plano_extproc.contract import attempt_list, composite_cluster_name
+from plano_extproc.jsonbody import with_model
+from plano_extproc.providers import provider_named
+from plano_extproc.providers.base import Headers, endpoint_of
+
+#: request headers that carry a client's credentials; never forwarded unless passthrough_auth
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One declared model as its provider is called."""
+
+    model: str  # full declared name, "openai/gpt-4o"
+    model_id: str  # what the provider calls it, "gpt-4o"
+    host: str  # Host / :authority
+    #: client API name -> the path it is served at natively
+    paths: Mapping[str, str]
+    headers: Headers  # auth + fixed + configured extra headers; secret values inside
+    passthrough_auth: bool
+
+    def __repr__(self) -> str:  # never print the auth headers
+        return f"Upstream(model={self.model!r}, host={self.host!r})"
+
+
+def build_upstream(provider: ProviderConfig) -> Upstream:
+    facts = provider_named(provider.interface)
+    endpoint = endpoint_of(facts, provider.base_url)
+    paths: dict[str, str] = {}
+    for api_name, suffix in facts.api.native.items():
+        if endpoint.path_prefix:
+            # an SDK-style base_url ("http://host/v1", "https://x/openai/v1") holds the version prefix
+            path = endpoint.path_prefix + suffix
+        else:
+            path = facts.path_template.get(api_name) or facts.prefix + suffix
+        path = path.replace("{model}", provider.model_id)
+        query = endpoint.query or facts.default_query
+        paths[api_name] = f"{path}?{query}" if query else path
+    key = provider.access_key.get_secret_value() if provider.access_key else None
+    headers = facts.api.fixed_headers + (facts.api.auth(key) if key else ())
+    headers += tuple((k.lower(), v) for k, v in provider.headers.items())
+    return Upstream(provider.model, provider.model_id, endpoint.host_header(provider.http_host), paths, headers, provider.passthrough_auth)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptPlan:
+    """The composite cluster of a request and the model each attempt goes to."""
+
+    cluster: str
+    attempts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """What every attempt of one proxied request is prepared from; kept for the retries."""
+
+    api: ClientApi
+    raw: bytes  # the client's body
+    routing_fields: tuple[str, ...]  # top-level keys to remove from it
+    attempts: tuple[str, ...]
+    client_credentials: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAttempt:
+    model: str
+    set_headers: list[tuple[str, str]]
+    remove_headers: list[str]
+    body: bytes
+
+
+class Forwarder:
+    """Built once per config: every model's upstream, and the attempt lists Envoy has composites for."""
+
+    def __init__(self, upstreams: Iterable[Upstream], prebuilt: Iterable[tuple[str, ...]]) -> None:
+        self.upstreams = {u.model: u for u in upstreams}
+        self.prebuilt = frozenset(prebuilt)
+        #: client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them
+        self.any_passthrough = any(u.passthrough_auth for u in self.upstreams.values())
+        injected = {name for u in self.upstreams.values() for name, _ in u.headers}
+        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS)))
+
+    @classmethod
+    def from_config(cls, config: PlanoConfig, prebuilt: Iterable[tuple[str, ...]]) -> Forwarder:
+        return cls((build_upstream(p) for p in config.providers), prebuilt)
+
+    def servable(self, api: ClientApi, models: Iterable[str]) -> tuple[str, ...]:
+        """The models whose provider can serve `api`, in order (no translation yet: natively only)."""
+        return tuple(m for m in models if m in self.upstreams and api.name in self.upstreams[m].paths)
+
+    def plan(self, api: ClientApi, models: Iterable[str]) -> AttemptPlan | None:
+        servable = self.servable(api, models)
+        if not servable:
+            return None
+        attempts = attempt_list(servable)
+        if attempts not in self.prebuilt:
+            # no composite for this list (inline routes): the first model, with a same-provider retry
+            attempts = attempt_list(servable[:1])
+        return AttemptPlan(composite_cluster_name(attempts), attempts)
+
+    def attempt_headers(self, request: ForwardRequest, model: str, present: Collection[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        """(headers to set, headers to remove) for attempt on `model`, given the header names `present`."""
+        upstream = self.upstreams[model]
+        credentials = request.client_credentials
+        if upstream.passthrough_auth and credentials:
+            auth = list(credentials.items())  # the client's own credentials
+        else:
+            auth = list(upstream.headers)
+        set_names = {k for k, _ in auth}
+        remove = [k for k in self.stale_headers if k in present and k not in set_names]
+        return [(":authority", upstream.host), (":path", upstream.paths[request.api.name]), *auth], remove
+
+    def attempt_body(self, request: ForwardRequest, model: str) -> bytes:
+        """The body for an attempt on `model`. Raises ValueError when `request.raw` is not JSON."""
+        return with_model(request.raw, self.upstreams[model].model_id, request.routing_fields)
+
+    def prepare(self, request: ForwardRequest, model: str, present: Collection[str]) -> PreparedAttempt:
+        """Attempt for `model`: headers and body together."""
+        body = self.attempt_body(request, model)
+        sets, remove = self.attempt_headers(request, model, present)
+        sets.append(("content-length", str(len(body))))
+        return PreparedAttempt(model, sets, remove, body)

@@ -1,0 +1,28 @@
+"""Provider API: Anthropic Messages (`x-api-key` + `anthropic-version`).
+
+Anthropic also offers an OpenAI-compatible Chat Completions endpoint; it is used for Chat clients only
+until translation to the native Messages API is in place, because the compatibility layer loses prompt
+caching, extended thinking and parts of tool use.
+"""
+
+from __future__ import annotations
+
+from plano_extproc.providers.base import Headers, Provider, ProviderApi
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def _x_api_key(key: str) -> Headers:
+    return (("x-api-key", key),)
+
+
+ANTHROPIC = ProviderApi(
+    name="anthropic",
+    auth=_x_api_key,
+    native={"anthropic_messages": "/messages", "openai_chat": "/chat/completions"},
+    fixed_headers=(("anthropic-version", ANTHROPIC_VERSION),),
+    auth_header_names=("x-api-key",),
+    feature_headers=("anthropic-version", "anthropic-beta"),
+)
+
+PROVIDERS: dict[str, Provider] = {"anthropic": Provider(ANTHROPIC, "api.anthropic.com")}
