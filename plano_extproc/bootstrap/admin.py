@@ -30,7 +30,8 @@ def admin(admin_port: int) -> Any:
 def _get(path: str, timeout_s: float) -> Any:
     get = rc.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="GET"))
     return rc.Route(
-        match=rc.RouteMatch(path=path, headers=[get]), route=rc.RouteAction(cluster=ADMIN_CLUSTER, timeout=seconds(timeout_s))
+        match=rc.RouteMatch(path=path, headers=[get]),
+        route=rc.RouteAction(cluster=ADMIN_CLUSTER, timeout=seconds(timeout_s)),
     )
 
 

@@ -77,7 +77,9 @@ def _tls(san: str) -> Any:
             )
         ],
     )
-    context = tls_pb2.UpstreamTlsContext(sni=san, common_tls_context=tls_pb2.CommonTlsContext(validation_context=validation))
+    context = tls_pb2.UpstreamTlsContext(
+        sni=san, common_tls_context=tls_pb2.CommonTlsContext(validation_context=validation)
+    )
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
 
 

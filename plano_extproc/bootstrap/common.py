@@ -71,7 +71,11 @@ def one_endpoint(cluster_name: str, address: Any, hostname: str = "") -> Any:
     endpoint = endpoint_components_pb2.Endpoint(address=address, hostname=hostname)
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=cluster_name,
-        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(endpoint=endpoint)])],
+        endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(
+                lb_endpoints=[endpoint_components_pb2.LbEndpoint(endpoint=endpoint)]
+            )
+        ],
     )
 
 

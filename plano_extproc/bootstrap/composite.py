@@ -12,6 +12,6 @@ from __future__ import annotations
 try:
     from envoy.extensions.clusters.composite.v3 import cluster_pb2 as composite_pb2
 except ImportError:
-    from plano_extproc.bootstrap import composite_cluster_pb2 as composite_pb2  # type: ignore[no-redef]
+    from plano_extproc.bootstrap import composite_cluster_pb2 as composite_pb2
 
 __all__ = ["composite_pb2"]

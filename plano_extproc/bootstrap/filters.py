@@ -129,7 +129,9 @@ def routing_filter(config: PlanoConfig, fingerprint: str) -> Any:
     dynamic metadata (finding (d))."""
     # The router model is called inside the body message, so the message timeout is the router's timeout
     # plus a margin; a message timeout is answered by Envoy with 504 (fail closed).
-    processor = _processor(Phase.DOWNSTREAM, fingerprint, message_timeout_ms=config.routing.router.timeout_ms + EXTPROC_MARGIN_MS)
+    processor = _processor(
+        Phase.DOWNSTREAM, fingerprint, message_timeout_ms=config.routing.router.timeout_ms + EXTPROC_MARGIN_MS
+    )
     processor.metadata_options.receiving_namespaces.CopyFrom(_namespaces())
     return _http_filter(ROUTING_FILTER, processor)
 
@@ -140,8 +142,8 @@ def upstream_filter(fingerprint: str) -> Any:
     processor = _processor(Phase.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS)
     # the decision reaches every attempt as metadata, never as a header (finding (d))
     processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
-    header = ATTEMPT_COUNT_HEADER
-    return _skip_when(UPSTREAM_FILTER, processor, header, http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=header), exact="1")
+    attempt = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=ATTEMPT_COUNT_HEADER)
+    return _skip_when(UPSTREAM_FILTER, processor, ATTEMPT_COUNT_HEADER, attempt, exact="1")
 
 
 def _observer(phase: Phase, fingerprint: str, *, bodies: bool, attributes: tuple[str, ...]) -> Any:
@@ -179,8 +181,8 @@ def upstream_observer_filter(fingerprint: str) -> Any:
     observer = _observer(Phase.UPSTREAM_OBSERVE, fingerprint, bodies=False, attributes=UPSTREAM_OBSERVE_ATTRIBUTES)
     # one headers message per attempt, so the decision metadata is cheap here (finding (g))
     observer.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
-    header = ":status"
-    return _skip_when(UPSTREAM_OBSERVE_FILTER, observer, header, http_inputs_pb2.HttpResponseHeaderMatchInput(header_name=header), prefix="2")
+    status = http_inputs_pb2.HttpResponseHeaderMatchInput(header_name=":status")
+    return _skip_when(UPSTREAM_OBSERVE_FILTER, observer, ":status", status, prefix="2")
 
 
 def _xds_extension(name: str, message: Message) -> Any:
@@ -189,7 +191,13 @@ def _xds_extension(name: str, message: Message) -> Any:
 
 
 def _skip_when(
-    name: str, config: Message, header: str, header_input: Message, *, exact: str | None = None, prefix: str | None = None
+    name: str,
+    config: Message,
+    header: str,
+    header_input: Message,
+    *,
+    exact: str | None = None,
+    prefix: str | None = None,
 ) -> Any:
     """The filter ``name`` wrapped in match_delegate: skipped (no gRPC stream at all) when ``header``, read
     by ``header_input``, equals ``exact`` or starts with ``prefix``."""

@@ -52,7 +52,8 @@ def _access_log() -> Any:
     fields = struct_pb2.Struct()
     fields.update(ACCESS_LOG_FIELDS)
     log_format = substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout", typed_config=pack(stream_pb2.StdoutAccessLog(log_format=log_format)))
+    stdout = stream_pb2.StdoutAccessLog(log_format=log_format)
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout", typed_config=pack(stdout))
 
 
 def _tracing(config: PlanoConfig) -> Any:
