@@ -327,11 +327,14 @@ def plano_cli() -> str:
     return str(beside) if beside.exists() else (shutil.which("plano-extproc") or "plano-extproc")
 
 
-def gateway_config(source: Path, nginx_port: int, dest: Path) -> None:
-    """The bench config with every provider's base_url on the running nginx."""
+def gateway_config(source: Path, nginx_port: int, dest: Path, responses: str | None = None) -> None:
+    """The bench config with every provider's base_url on the running nginx, and `observability.responses`
+    set to `responses` when given."""
     data = yaml.safe_load(source.read_text())
     for provider in data.get("model_providers") or []:
         provider["base_url"] = f"http://127.0.0.1:{nginx_port}"
+    if responses is not None:
+        data["observability"] = {**(data.get("observability") or {}), "responses": responses}
     dest.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -343,25 +346,26 @@ def start_gateways(
     names: list[str],
     env: dict[str, str] | None,
     baseline: str | None = None,
-    baseline_env: dict[str, str] | None = None,
+    baseline_observe: str | None = None,
 ) -> None:
-    """`up` per gateway name; a name ending in -base runs the `baseline` source tree and/or `baseline_env`."""
+    """`up` per gateway name; a name ending in -base runs the `baseline` source tree and/or its config with
+    `observability.responses: baseline_observe`."""
     cli = plano_cli()
     helptext = subprocess.run([cli, "up", "--help"], capture_output=True, text=True, timeout=60, check=False).stdout
     started = []
     for name in names:
         config = servers.workdir / f"{name}.yaml"
-        gateway_config(BENCH_DIR / "configs" / f"proxy-{name.removesuffix(BASELINE_SUFFIX)}.yaml", servers.ports["nginx"], config)
+        base = name.endswith(BASELINE_SUFFIX)
+        gateway_config(BENCH_DIR / "configs" / f"proxy-{name.removesuffix(BASELINE_SUFFIX)}.yaml", servers.ports["nginx"], config,
+                       baseline_observe if base else None)
         port = free_port()
         cmd = [cli, "up", "--config", str(config), "--port", str(port)]
         if "--metrics-port" in helptext:  # two gateways run side by side: never the fixed default port
             cmd += ["--metrics-port", str(free_port())]
         gw_env = env
-        if name.endswith(BASELINE_SUFFIX):
+        if base and baseline:
             gw_env = dict(env or os.environ)
-            if baseline:
-                gw_env["PYTHONPATH"] = baseline + os.pathsep + gw_env.get("PYTHONPATH", "")
-            gw_env.update(baseline_env or {})
+            gw_env["PYTHONPATH"] = baseline + os.pathsep + gw_env.get("PYTHONPATH", "")
         proc = servers.spawn(name, cmd, env=gw_env)
         started.append((name, port, proc))
     for name, port, proc in started:  # both start in parallel
@@ -592,9 +596,9 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="DIR",
                     help="also measure the proxy targets on the plano_extproc source tree in DIR (e.g. a `git worktree` "
                          "of an older commit), side by side in the same run")
-    ap.add_argument("--baseline-env", metavar="KEY=VALUE", action="append", default=[],
-                    help="also measure the proxy targets with this environment for the gateway (e.g. PLANO_OBSERVE=off); "
-                         "combines with --baseline")
+    ap.add_argument("--baseline-observe", choices=["bodies", "headers", "off"],
+                    help="also measure the proxy targets with the gateway config's observability.responses set to this "
+                         "(e.g. off); combines with --baseline")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.c1_seconds, args.c32_seconds, args.warmup = 1, 2, 2, 30
@@ -610,11 +614,11 @@ def main() -> int:
         if unknown:
             ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
         targets = [t for t in TARGETS if t.key in wanted or t.key == "envoy"]
-    baseline_env = dict(kv.split("=", 1) for kv in args.baseline_env)
-    if args.baseline or baseline_env:
+    if args.baseline or args.baseline_observe:
         if args.baseline:
             args.baseline = str(Path(args.baseline).resolve())
-        tag = " ".join([*(["baseline tree"] if args.baseline else []), *args.baseline_env])
+        tag = " ".join([*(["baseline tree"] if args.baseline else []),
+                        *([f"observability.responses: {args.baseline_observe}"] if args.baseline_observe else [])])
         base = [
             Target(t.key + BASELINE_SUFFIX, f"{t.label} @ {tag}", t.server + BASELINE_SUFFIX, t.path,
                    t.expect_header, t.expect_body, t.needs_router)
@@ -654,7 +658,7 @@ def main() -> int:
         start_nginx(servers)
         start_envoy_alone(servers)
         gateways = sorted({t.server for t in targets} - {"nginx", "envoy"})
-        start_gateways(servers, gateways, env, args.baseline, baseline_env)
+        start_gateways(servers, gateways, env, args.baseline, args.baseline_observe)
         print(f"  ready in {time.monotonic() - started:.1f} s: ports {servers.ports}", flush=True)
 
         for t in targets:

@@ -110,7 +110,7 @@ class LocalGateway:
         return f"http://127.0.0.1:{self.listener_port or self.config.listener_port}"
 
     async def start(self, timeout: float = 60.0) -> None:
-        from plano_extproc.envoy_config import render_bootstrap_yaml
+        from plano_extproc.bootstrap import render_bootstrap_yaml
         from plano_extproc.extproc.server import ExtProcServer
 
         self.config = self._load()

@@ -209,7 +209,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_render_envoy(args: argparse.Namespace) -> int:
-    from plano_extproc.envoy_config import render_bootstrap_yaml
+    from plano_extproc.bootstrap import render_bootstrap_yaml
 
     config = _load_or_exit(args.config, resolve_secrets=False)  # keys never go into the bootstrap
     text = render_bootstrap_yaml(

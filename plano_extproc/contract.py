@@ -191,11 +191,6 @@ def prebuilt_attempt_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
     return list(lists)
 
 
-def max_retry_budget(config: PlanoConfig) -> int:
-    """The budget of the generic proxy route (composites the config does not list): the longest list's."""
-    return max([retry_budget(a) for a in prebuilt_attempt_lists(config)] + [1])
-
-
 # ------------------------------------------------------------------------------------------- fingerprint
 
 

@@ -1,4 +1,8 @@
-"""The rendered Envoy bootstrap: validated by the real Envoy binary, and the parts that matter asserted."""
+"""The rendered Envoy bootstrap: validated by the real Envoy binary, and the parts that matter asserted.
+
+The bootstrap is serialised from protobuf messages: fields at their default value are left out (proto3
+JSON), so ``failure_mode_allow: false`` or ``response_body_mode: NONE`` read as a missing key here.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from plano_extproc.contract import (
     prebuilt_attempt_lists as ranked_model_lists,
 )
 from plano_extproc.config import load_config, parse_config
-from plano_extproc.envoy_config import (
+from plano_extproc.bootstrap import (
     BUFFER_LIMIT_BYTES,
     parse_extproc_address,
     render_bootstrap,
@@ -167,12 +171,11 @@ def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     fingerprint = {"key": FINGERPRINT_METADATA, "value": config_fingerprint(_demo())}
     assert ext["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "downstream"}, fingerprint]
-    assert ext["failure_mode_allow"] is False
-    assert ext["processing_mode"] == {
+    assert ext.get("failure_mode_allow", False) is False  # fail closed (the default)
+    assert ext["processing_mode"] == {  # response_body_mode: NONE is the default
         "request_header_mode": "SEND",
         "request_body_mode": "BUFFERED",
         "response_header_mode": "SKIP",
-        "response_body_mode": "NONE",
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }
@@ -198,7 +201,7 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
     assert routes[0]["match"] == {"prefix": "/routing/v1/"}
     assert routes[0]["route"]["cluster"] == DECISION_CLUSTER
     proxy = [r for r in routes if "route" in r and CLUSTER_HEADER in str(r["match"].get("headers"))]
-    assert proxy, "no proxy route"
+    assert len(proxy) == len(ranked_model_lists(_demo())), "one proxy route per prebuilt composite"
     for route in proxy:
         # only requests our processor decided (it wrote the decision metadata) reach a composite
         assert route["match"]["dynamic_metadata"] == [
@@ -210,11 +213,12 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
         assert set(policy["retry_on"].split(",")) >= {"5xx", "reset", "connect-failure", "retriable-status-codes"}
         assert policy["retriable_status_codes"] == [429]
         assert policy["retry_back_off"]["base_interval"] and policy["retry_back_off"]["max_interval"]
-        assert policy["rate_limited_retry_back_off"]["reset_headers"] == [{"name": "retry-after", "format": "SECONDS"}]
-    # the generic route selects the composite by the header the ext_proc sets
-    generic = [r for r in proxy if "cluster_header" in r["route"]]
-    assert len(generic) == 1 and generic[0]["route"]["cluster_header"] == CLUSTER_HEADER
-    assert generic[0]["route"]["retry_policy"]["num_retries"] >= 1
+        assert policy["rate_limited_retry_back_off"]["reset_headers"] == [{"name": "retry-after"}]  # format: SECONDS (default)
+    # the processor only names prebuilt composites, each has its exact route: no generic cluster_header one
+    assert not [r for r in routes if "cluster_header" in r.get("route", {})]
+    # /v1/ requests match this route before the processor decided: it must keep the processor enabled
+    no_decision = next(r for r in routes if r["match"] == {"prefix": "/v1/"})
+    assert no_decision["direct_response"]["status"] == 404 and "typed_per_filter_config" not in no_decision
     # anything else: an OpenAI-style JSON 404, without a processor round trip
     last = routes[-1]
     assert last["match"] == {"prefix": "/"} and last["direct_response"]["status"] == 404
@@ -231,10 +235,11 @@ def test_each_composite_route_retries_exactly_through_its_list(demo_bootstrap: d
         assert route["route"]["retry_policy"]["num_retries"] == len(models) - 1
 
 
-def test_longest_list_sizes_generic_retries() -> None:
+def test_longest_list_retries_through_all_its_models() -> None:
     config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
-    generic = [r for r in _routes(render_bootstrap(config, extproc_address="127.0.0.1:1")) if "cluster_header" in r.get("route", {})]
-    assert generic[0]["route"]["retry_policy"]["num_retries"] == 2
+    name = composite_cluster_name(("ollama/llama3.2", "openai/gpt-4o", "groq/llama-3.3-70b"))
+    route = next(r for r in _routes(render_bootstrap(config, extproc_address="127.0.0.1:1")) if r.get("route", {}).get("cluster") == name)
+    assert route["route"]["retry_policy"]["num_retries"] == 2
 
 
 # ------------------------------------------------------------------------------------------ clusters
@@ -264,7 +269,7 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         assert "request_attributes" not in up  # the attempt number comes from x-envoy-attempt-count
         assert up["processing_mode"]["request_header_mode"] == "SEND"
         assert up["processing_mode"]["request_body_mode"] == "BUFFERED"
-        assert up["failure_mode_allow"] is False
+        assert up.get("failure_mode_allow", False) is False
         # the decision travels as dynamic metadata (headers mutated upstream persist across attempts)
         assert up["metadata_options"]["forwarding_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
         strip = [f for f in filters if f["name"] == "envoy.filters.http.header_mutation"]
@@ -336,7 +341,7 @@ def test_extproc_cluster_tcp_and_unix(demo_bootstrap: dict[str, Any]) -> None:
 
 def test_decision_cluster_has_no_endpoints(demo_bootstrap: dict[str, Any]) -> None:
     cluster = _clusters(demo_bootstrap)[DECISION_CLUSTER]
-    assert cluster["load_assignment"]["endpoints"] == []
+    assert cluster["load_assignment"].get("endpoints", []) == []
 
 
 @pytest.mark.parametrize("bad", ["nope", "host:", ":50051", "unix:"])

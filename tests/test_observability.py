@@ -1,6 +1,6 @@
 """Observability end to end: real traffic through Envoy, then the ext_proc's /metrics, parsed.
 
-The response path is observed by ext_proc filters in observability_mode (envoy_config findings (e)-(i)):
+The response path is observed by ext_proc filters in observability_mode (docs/envoy.md findings (e)-(j)):
 the numbers arrive asynchronously, so every check polls /metrics (bounded) until the value shows up.
 """
 
@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plano_extproc.config import load_config, parse_config
 from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Phase
-from plano_extproc.envoy_config import render_bootstrap
+from plano_extproc.bootstrap import render_bootstrap
 from tests.conftest import DEMO_CONFIG
 from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
 
@@ -46,8 +46,11 @@ def _phase(f: dict[str, Any]) -> str:
     return f["typed_config"]["grpc_service"]["initial_metadata"][0]["value"]
 
 
-def test_observers_are_rendered_in_observability_mode(monkeypatch) -> None:
-    monkeypatch.delenv("PLANO_OBSERVE", raising=False)
+def _with_responses(mode: str):
+    return parse_config(DEMO_CONFIG.read_text() + f"\nobservability:\n  responses: {mode}\n", {}, resolve_secrets=False)
+
+
+def test_observers_are_rendered_in_observability_mode() -> None:
     config = load_config(DEMO_CONFIG, env={}, resolve_secrets=False)
     downstream, upstream = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
     assert [_phase(f) for f in downstream[:2]] == ["downstream", Phase.OBSERVE.value]
@@ -66,21 +69,18 @@ def test_observers_are_rendered_in_observability_mode(monkeypatch) -> None:
         wrapped = chain[1]["typed_config"]
         attempt = wrapped["extension_config"]["typed_config"]
         assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == Phase.UPSTREAM_OBSERVE.value
-        assert attempt["processing_mode"]["response_body_mode"] == "NONE"
+        assert "response_body_mode" not in attempt["processing_mode"]  # NONE, the default
         # 2xx attempts skip the filter: no stream for a successful attempt (finding (j))
         assert list(wrapped["xds_matcher"]["matcher_tree"]["prefix_match_map"]["map"]) == ["2"]
         assert chain[-1]["name"] == "envoy.filters.http.upstream_codec"
 
-    headers_only, _ = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1", observe_bodies=False))
-    assert headers_only[1]["typed_config"]["processing_mode"]["response_body_mode"] == "NONE"
-    off_down, off_up = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1", observe=False))
+    headers_only, _ = _filters(render_bootstrap(_with_responses("headers"), extproc_address="127.0.0.1:1"))
+    assert "response_body_mode" not in headers_only[1]["typed_config"]["processing_mode"]  # NONE
+    off_down, off_up = _filters(render_bootstrap(_with_responses("off"), extproc_address="127.0.0.1:1"))
     assert [f["name"] for f in off_down] == ["plano.routing", "envoy.filters.http.router"]
     assert all(len(chain) == 3 for chain in off_up)
-    monkeypatch.setenv("PLANO_OBSERVE", "off")
-    assert len(_filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))[0]) == 2
-    monkeypatch.setenv("PLANO_OBSERVE", "headers")
-    env_headers, _ = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
-    assert env_headers[1]["typed_config"]["processing_mode"]["response_body_mode"] == "NONE"
+    # the config alone decides: the renderer reads no environment
+    assert render_bootstrap(config, extproc_address="127.0.0.1:1") == render_bootstrap(_with_responses("bodies"), extproc_address="127.0.0.1:1")
 
 
 # ------------------------------------------------------------------------------------------ scraping
@@ -294,12 +294,11 @@ def test_router_timeout_is_a_failure_of_kind_timeout():
         running.close()
 
 
-def test_response_observation_is_switchable_in_the_config(monkeypatch) -> None:
-    monkeypatch.delenv("PLANO_OBSERVE", raising=False)
+def test_response_observation_is_switchable_in_the_config() -> None:
     for mode, names, body_mode in (("off", [], None), ("headers", [OBSERVE_FILTER], "NONE"), ("bodies", [OBSERVE_FILTER], "STREAMED")):
-        config = parse_config(DEMO_CONFIG.read_text() + f"\nobservability:\n  responses: {mode}\n", {}, resolve_secrets=False)
-        downstream, _ = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
+        downstream, _ = _filters(render_bootstrap(_with_responses(mode), extproc_address="127.0.0.1:1"))
         observers = [f for f in downstream if f["name"] == OBSERVE_FILTER]
         assert [f["name"] for f in observers] == names
         if body_mode:
-            assert observers[0]["typed_config"]["processing_mode"]["response_body_mode"] == body_mode
+            # NONE is the proto3 default, left out of the rendered config
+            assert observers[0]["typed_config"]["processing_mode"].get("response_body_mode", "NONE") == body_mode

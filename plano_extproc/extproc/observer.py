@@ -7,7 +7,7 @@
   duration and the token usage the provider reported, all by the model that answered, and closes the
   request's InFlightRequests record.
 * ``upstream-observe`` (the composite cluster's upstream filters): one stream per *failed* attempt
-  (Envoy skips the filter for a 2xx status, envoy_config finding (j)), response headers only: the
+  (Envoy skips the filter for a 2xx status, docs/envoy.md finding (j)), response headers only: the
   provider's status for that attempt's model (a 429 that Envoy retried included). The final 2xx answer
   is counted by ``observe``, which knows the model of the final attempt.
 

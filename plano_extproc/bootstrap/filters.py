@@ -1,0 +1,261 @@
+"""The HTTP filters: our ext_proc processors and observers, the match_delegate wrapper that skips one, the
+header strip before a provider, and Envoy's terminal filters.
+
+Two chains are built here: the downstream one on the listener (routing processor, response observer,
+router) and the upstream one on every composite cluster (per-attempt processor, per-attempt observer,
+header strip, codec). Filter names, phases, attributes and the metadata namespace come from
+`plano_extproc.contract`, which the processors read too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import base_pb2, grpc_service_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
+from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2
+from google.protobuf.message import Message
+from xds.core.v3 import extension_pb2 as xds_extension_pb2
+from xds.type.matcher.v3 import matcher_pb2
+
+from plano_extproc.config import PlanoConfig
+from plano_extproc.contract import (
+    ATTEMPT_COUNT_HEADER,
+    EXTPROC_CLUSTER,
+    FINGERPRINT_METADATA,
+    METADATA_NAMESPACE,
+    OBSERVE_ATTRIBUTES,
+    OBSERVE_FILTER,
+    PHASE_METADATA,
+    ROUTING_FILTER,
+    STRIPPED_BEFORE_PROVIDER,
+    UPSTREAM_FILTER,
+    UPSTREAM_OBSERVE_ATTRIBUTES,
+    UPSTREAM_OBSERVE_FILTER,
+    Phase,
+)
+
+from .common import milliseconds, pack, seconds, typed_extension
+
+#: Time the downstream processor may spend beyond the router's own timeout (parsing, JSON rewriting of a
+#: big body, fallback router). Envoy's default message timeout is 200 ms.
+EXTPROC_MARGIN_MS = 2000
+#: The upstream processor never calls the router: it only rewrites the request for the attempt's provider.
+UPSTREAM_EXTPROC_TIMEOUT_MS = 5000
+#: Upper bound for ``override_message_timeout`` sent by a processor (e.g. a slow cold router).
+MAX_MESSAGE_TIMEOUT_S = 30
+#: how long Envoy keeps an observer stream open after the HTTP stream ended (finding (h); default 5 s)
+OBSERVER_DEFERRED_CLOSE_S = 1
+
+_Mode = processing_mode_pb2.ProcessingMode
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Which response observers are rendered: the config's ``observability.responses``."""
+
+    #: the downstream observer (status, timing, usage) and the per-attempt one on each composite
+    enabled: bool
+    #: the downstream observer also receives response bodies (token usage, time to first token)
+    bodies: bool
+
+    @classmethod
+    def of(cls, config: PlanoConfig) -> Observation:
+        mode = config.observability.responses
+        return cls(enabled=mode != "off", bodies=mode == "bodies")
+
+
+# ------------------------------------------------------------------------------------------ ext_proc
+
+
+def _http_filter(name: str, config: Message) -> Any:
+    return hcm_pb2.HttpFilter(name=name, typed_config=pack(config))
+
+
+def _service(phase: Phase, fingerprint: str) -> Any:
+    """Our gRPC service; the initial metadata tells it which processor a stream is for and which config
+    this bootstrap was rendered from (a processor serving another config refuses the stream)."""
+    return grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
+        initial_metadata=[
+            base_pb2.HeaderValue(key=PHASE_METADATA, value=phase.value),
+            base_pb2.HeaderValue(key=FINGERPRINT_METADATA, value=fingerprint),
+        ],
+    )
+
+
+def _namespaces() -> Any:
+    return ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[METADATA_NAMESPACE])
+
+
+def _processor(phase: Phase, fingerprint: str, *, message_timeout_ms: int) -> Any:
+    """A request processor (routing or per-attempt): headers sent, body buffered, fail closed."""
+    processor = ext_proc_pb2.ExternalProcessor(
+        grpc_service=_service(phase, fingerprint),
+        # Fail closed: when the processor is down or too slow the client gets a 5xx (500 when it is
+        # unreachable, finding (c)) instead of being sent, unrouted and without credentials, upstream.
+        failure_mode_allow=False,
+        processing_mode=_Mode(
+            # SEND also downstream, though the processor only needs a few headers: with SKIP the router
+            # filter picks the route from the headers before the body decision exists (finding (k)).
+            request_header_mode=_Mode.SEND,
+            request_body_mode=_Mode.BUFFERED,
+            response_header_mode=_Mode.SKIP,
+            response_body_mode=_Mode.NONE,
+            request_trailer_mode=_Mode.SKIP,
+            response_trailer_mode=_Mode.SKIP,
+        ),
+        message_timeout=milliseconds(message_timeout_ms),
+        max_message_timeout=seconds(MAX_MESSAGE_TIMEOUT_S),
+        # Our processors are trusted: they may set routing headers (:authority, :path) and x-envoy-*
+        # headers (x-envoy-max-retries, finding (b)); without this Envoy silently drops those mutations.
+        mutation_rules=mutation_rules_pb2.HeaderMutationRules(),
+    )
+    processor.mutation_rules.allow_all_routing.value = True
+    processor.mutation_rules.allow_envoy.value = True
+    return processor
+
+
+def routing_filter(config: PlanoConfig, fingerprint: str) -> Any:
+    """The downstream processor: parse, decide, answer or pick the composite; it writes the decision as
+    dynamic metadata (finding (d))."""
+    # The router model is called inside the body message, so the message timeout is the router's timeout
+    # plus a margin; a message timeout is answered by Envoy with 504 (fail closed).
+    processor = _processor(
+        Phase.DOWNSTREAM, fingerprint, message_timeout_ms=config.routing.router.timeout_ms + EXTPROC_MARGIN_MS
+    )
+    processor.metadata_options.receiving_namespaces.CopyFrom(_namespaces())
+    return _http_filter(ROUTING_FILTER, processor)
+
+
+def upstream_filter(fingerprint: str) -> Any:
+    """The per-attempt processor (attempt N's model id, credentials, Host, path), skipped on attempt 1:
+    the downstream processor prepared it, which saves a gRPC stream on almost every request."""
+    processor = _processor(Phase.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS)
+    # the decision reaches every attempt as metadata, never as a header (finding (d))
+    processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
+    attempt = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=ATTEMPT_COUNT_HEADER)
+    return _skip_when(UPSTREAM_FILTER, processor, ATTEMPT_COUNT_HEADER, attempt, exact="1")
+
+
+def _observer(phase: Phase, fingerprint: str, *, bodies: bool, attributes: tuple[str, ...]) -> Any:
+    """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
+    return ext_proc_pb2.ExternalProcessor(
+        grpc_service=_service(phase, fingerprint),
+        observability_mode=True,
+        # observation must never cost a request anything: a processor that is down is ignored
+        failure_mode_allow=True,
+        processing_mode=_Mode(
+            request_header_mode=_Mode.SKIP,
+            request_body_mode=_Mode.NONE,
+            response_header_mode=_Mode.SEND,
+            response_body_mode=_Mode.STREAMED if bodies else _Mode.NONE,
+            request_trailer_mode=_Mode.SKIP,
+            response_trailer_mode=_Mode.SKIP,
+        ),
+        # request identity without request headers (finding (f))
+        response_attributes=list(attributes),
+        deferred_close_timeout=seconds(OBSERVER_DEFERRED_CLOSE_S),
+    )
+
+
+def observer_filter(fingerprint: str, *, bodies: bool) -> Any:
+    """The downstream observer. No decision metadata: it would come with every body chunk (finding (g));
+    the observer reads the processor's in-process record instead. Its own name lets routes disable it
+    apart from the routing processor (finding (i))."""
+    observer = _observer(Phase.OBSERVE, fingerprint, bodies=bodies, attributes=OBSERVE_ATTRIBUTES)
+    return _http_filter(OBSERVE_FILTER, observer)
+
+
+def upstream_observer_filter(fingerprint: str) -> Any:
+    """Per-attempt response headers (findings (g), (j)): only failed attempts open a stream; the
+    downstream observer counts the final 2xx."""
+    observer = _observer(Phase.UPSTREAM_OBSERVE, fingerprint, bodies=False, attributes=UPSTREAM_OBSERVE_ATTRIBUTES)
+    # one headers message per attempt, so the decision metadata is cheap here (finding (g))
+    observer.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
+    status = http_inputs_pb2.HttpResponseHeaderMatchInput(header_name=":status")
+    return _skip_when(UPSTREAM_OBSERVE_FILTER, observer, ":status", status, prefix="2")
+
+
+def _xds_extension(name: str, message: Message) -> Any:
+    """The matcher's own (xds) ``TypedExtensionConfig``: same shape as Envoy's, another message type."""
+    return xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=pack(message))
+
+
+def _skip_when(
+    name: str,
+    config: Message,
+    header: str,
+    header_input: Message,
+    *,
+    exact: str | None = None,
+    prefix: str | None = None,
+) -> Any:
+    """The filter ``name`` wrapped in match_delegate: skipped (no gRPC stream at all) when ``header``, read
+    by ``header_input``, equals ``exact`` or starts with ``prefix``."""
+    skip = matcher_pb2.Matcher.OnMatch(action=_xds_extension("skip", skip_action_pb2.SkipFilter()))
+    tree = matcher_pb2.Matcher.MatcherTree(input=_xds_extension(header, header_input))
+    if exact is not None:
+        tree.exact_match_map.map[exact].CopyFrom(skip)
+    if prefix is not None:
+        tree.prefix_match_map.map[prefix].CopyFrom(skip)
+    delegate = extension_matcher_pb2.ExtensionWithMatcher(
+        extension_config=typed_extension(name, config), xds_matcher=matcher_pb2.Matcher(matcher_tree=tree)
+    )
+    return _http_filter(name, delegate)
+
+
+# ------------------------------------------------------------------------------------------- others
+
+
+def strip_internal_headers() -> Any:
+    """Internal headers never reach a provider. After the per-attempt processor, which may read them on
+    attempt 1; later attempts get the decision from metadata (finding (d))."""
+    mutations = header_mutation_pb2.Mutations(
+        request_mutations=[mutation_rules_pb2.HeaderMutation(remove=h) for h in STRIPPED_BEFORE_PROVIDER]
+    )
+    return _http_filter("envoy.filters.http.header_mutation", header_mutation_pb2.HeaderMutation(mutations=mutations))
+
+
+def router() -> Any:
+    return _http_filter("envoy.filters.http.router", router_pb2.Router())
+
+
+def upstream_codec() -> Any:
+    """The mandatory last filter of an upstream chain."""
+    return _http_filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
+
+
+def disabled(*names: str) -> dict[str, Any]:
+    """``typed_per_filter_config`` entries that turn the named ext_proc filters off on a route."""
+    return {name: pack(ext_proc_pb2.ExtProcPerRoute(disabled=True)) for name in names}
+
+
+# ------------------------------------------------------------------------------------------- chains
+
+
+def downstream_chain(config: PlanoConfig, fingerprint: str, observation: Observation) -> list[Any]:
+    chain = [routing_filter(config, fingerprint)]
+    if observation.enabled:
+        # after the routing processor: on the response path it sees what the router hands back
+        chain.append(observer_filter(fingerprint, bodies=observation.bodies))
+    chain.append(router())
+    return chain
+
+
+def upstream_chain(fingerprint: str, observation: Observation) -> list[Any]:
+    """The composite cluster's own filters: the only ones that run per attempt (DESIGN §2: a
+    sub-cluster's filters do not run when it is reached through the composite)."""
+    chain = [upstream_filter(fingerprint)]
+    if observation.enabled:
+        chain.append(upstream_observer_filter(fingerprint))
+    chain += [strip_internal_headers(), upstream_codec()]
+    return chain
