@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from plano_extproc.providers import PROVIDERS
 from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
@@ -98,20 +98,76 @@ class ModelAlias(_Strict):
     target: str = Field(min_length=1)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float:
+    """'30s', '500ms', '5m', '1h' -> seconds."""
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"'{value}' is not a duration like '30s', '500ms' or '5m'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[str, AfterValidator(lambda v: (duration_seconds(v), v)[1])]
+
+
 class Listener(_Strict):
     name: str = "egress_traffic"
-    type: Literal["model", "llm", "agent", "prompt"] = "model"
+    #: only model listeners are served (plano's prompt and agent listeners are not part of this gateway)
+    type: Literal["model", "llm"] = "model"
     port: int = Field(default=DEFAULT_LISTENER_PORT, ge=1, le=65535)
     address: str = "0.0.0.0"
-    timeout: str | None = None
-    message_format: str | None = None
+    #: bounds a whole request, retries included (plano's meaning); unset: no overall bound
+    timeout: Duration | None = None
+    #: plano's only value; the listener serves all three client APIs whatever it says
+    message_format: Literal["openai"] | None = None
 
-    @field_validator("timeout")
+    @field_validator("type", mode="before")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\d+(\.\d+)?(ms|s|m|h)", str(value)):
-            raise ValueError(f"'{value}' is not a duration like '30s', '500ms' or '5m'")
+    def _served_type(cls, value: object) -> object:
+        if value in ("prompt", "agent"):
+            raise ValueError(f"'{value}' listeners (prompt targets, agents) are not supported by plano-extproc; it serves type: model")
         return value
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return duration_seconds(self.timeout) if self.timeout else None
+
+
+class Overrides(_Strict):
+    """plano's `overrides`. Each key here works; plano's keys for features this gateway does not have
+    (prompt targets, agent orchestration, signals) are rejected with a reason."""
+
+    #: a declared model that is the router (an OpenAI-compatible server, e.g. Arch-Router on vLLM or
+    #: Ollama): sets routing.router to backend openai at that model's base_url, model id and key
+    llm_routing_model: str | None = None
+    #: the Arch-Router prompt's token budget (routing.router.prompt_max_tokens)
+    orchestrator_model_context_length: int | None = Field(default=None, ge=256, le=131072)
+    #: connect timeout of the provider clusters
+    upstream_connect_timeout: Duration | None = None
+    #: the CA bundle provider certificates are verified with
+    upstream_tls_ca_path: str | None = None
+    #: signal analysis does not exist here: true is what happens anyway
+    disable_signals: Literal[True] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key, why in _UNSUPPORTED_OVERRIDES.items():
+                if key in data:
+                    raise ValueError(f"{key} is not supported by plano-extproc ({why})")
+        return data
+
+
+_UNSUPPORTED_OVERRIDES = {
+    "prompt_target_intent_matching_threshold": "prompt targets are not part of this gateway",
+    "optimize_context_window": "the gateway does not rewrite conversations",
+    "use_agent_orchestrator": "agent orchestration is not part of this gateway",
+    "agent_orchestration_model": "agent orchestration is not part of this gateway",
+}
 
 
 class TritonTuning(_Strict):
@@ -130,6 +186,8 @@ class RouterConfig(_Strict):
     url: str | None = None
     model: str | None = None
     timeout_ms: int = Field(default=1000, ge=1, le=120_000)
+    #: token budget of the Arch-Router prompt (estimated as bytes // 4); the conversation is cut to fit
+    prompt_max_tokens: int = Field(default=2048, ge=256, le=131072)
     #: who decides when the configured router fails: the embedded router, or nobody (request/default model)
     fallback: Literal["embedded", "default"] = "embedded"
     #: consecutive failures that open the circuit breaker, and how long it stays open before a probe
@@ -183,7 +241,7 @@ class _RawConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     tracing: TracingConfig = TracingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    overrides: Overrides = Overrides()
 
 
 @dataclass(frozen=True)
@@ -199,7 +257,7 @@ class PlanoConfig:
     default_model: str
     tracing: TracingConfig = field(default_factory=TracingConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
-    overrides: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Overrides = field(default_factory=Overrides)
     warnings: tuple[str, ...] = ()
     #: full model name ("openai/gpt-4o") -> provider entry
     by_model: Mapping[str, ProviderConfig] = field(default_factory=dict)
@@ -207,18 +265,17 @@ class PlanoConfig:
     model_lookup: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def listener(self) -> Listener:
+        """The one listener served (validation allows exactly one)."""
+        return self.listeners[0]
+
+    @property
     def listener_port(self) -> int:
-        for listener in self.listeners:
-            if listener.type in ("model", "llm"):
-                return listener.port
-        return DEFAULT_LISTENER_PORT
+        return self.listener.port
 
     @property
     def listener_address(self) -> str:
-        for listener in self.listeners:
-            if listener.type in ("model", "llm"):
-                return listener.address
-        return "0.0.0.0"
+        return self.listener.address
 
     def resolve_model(self, requested: str | None) -> str | None:
         """The declared model a client's `model` value names (directly, by bare id, or by alias)."""
@@ -298,7 +355,9 @@ def _normalise_listeners(raw: Any, errors: list[str]) -> tuple[Listener, ...]:
             listeners.append(Listener.model_validate(body))
         except ValidationError as exc:
             errors.extend(f"{where}.{m}" for m in _pydantic_errors(exc))
-    return tuple(listeners) or (Listener(),)
+    if len(listeners) > 1:
+        errors.append(f"listeners: {len(listeners)} model listeners; plano-extproc serves one (one Envoy listener per gateway)")
+    return tuple(listeners[:1]) or (Listener(),)
 
 
 _ENV_REF = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
@@ -450,6 +509,11 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         resolved_prefs.append(pref.model_copy(update={"models": tuple(models)}))
 
     router = raw.routing.router
+    overrides = raw.overrides
+    if overrides.orchestrator_model_context_length is not None:
+        router = router.model_copy(update={"prompt_max_tokens": overrides.orchestrator_model_context_length})
+    if overrides.llm_routing_model is not None:
+        router = _router_from_model(overrides.llm_routing_model, router, lookup, by_model, errors)
     if router.backend in ("triton", "openai") and not router.url:
         errors.append(f"routing.router.url: required for backend '{router.backend}'")
     if router.backend == "triton" and not router.model:
@@ -475,6 +539,32 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         by_model=by_model,
         model_lookup=lookup,
     )
+
+
+def _router_from_model(
+    name: str, router: RouterConfig, lookup: Mapping[str, str], by_model: Mapping[str, ProviderConfig], errors: list[str]
+) -> RouterConfig:
+    """`overrides.llm_routing_model`: the router is that declared model, called as an OpenAI-compatible
+    server (how plano serves Arch-Router: vLLM, Ollama, or a hosted endpoint)."""
+    where = "overrides.llm_routing_model"
+    full = lookup.get(name)
+    if full is None:
+        errors.append(f"{where}: '{name}' is not declared in model_providers")
+        return router
+    if "backend" in router.model_fields_set and router.backend != "openai":
+        errors.append(f"{where}: conflicts with routing.router.backend: {router.backend} (set one of them)")
+        return router
+    provider = by_model[full]
+    if provider.base_url:
+        url = provider.base_url
+    else:
+        facts = PROVIDERS.get(provider.interface)
+        if facts is None or facts.host is None:
+            errors.append(f"{where}: '{full}' needs a base_url to be called as the router")
+            return router
+        url = f"https://{facts.host}{facts.prefix}"
+    openai = router.openai.model_copy(update={"api_key": provider.access_key}) if provider.access_key else router.openai
+    return router.model_copy(update={"backend": "openai", "url": url, "model": provider.model_id, "openai": openai})
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, resolve_secrets: bool = True) -> PlanoConfig:

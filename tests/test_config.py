@@ -213,3 +213,35 @@ def test_duplicate_yaml_keys_and_bad_yaml():
     assert errors_of("- just a list\n") == [
         "(top level): the config must be a mapping of keys such as version, model_providers"
     ]
+
+
+def test_listener_keys_work_or_are_rejected():
+    listed = parse_config(BASE + "listeners:\n  - {name: egress, type: model, port: 10000, timeout: 90s, message_format: openai}\n", DEMO_ENV)
+    assert listed.listener.timeout_seconds == 90.0
+    assert errors_of(BASE + "listeners:\n  - {name: a, type: agent, port: 10000}\n")[0].startswith("listeners[0].type: 'agent' listeners")
+    errors = errors_of(BASE + "listeners:\n  egress_traffic: {port: 1}\n  ingress_traffic: {port: 2}\n")
+    assert any(e.startswith("listeners.ingress_traffic.type:") and "not supported" in e for e in errors)
+    assert any("message_format" in e for e in errors_of(BASE + "listeners:\n  - {name: a, message_format: anthropic}\n"))
+    assert any("duration" in e for e in errors_of(BASE + "listeners:\n  - {name: a, timeout: soon}\n"))
+    two = errors_of(BASE + "listeners:\n  - {name: a, port: 1}\n  - {name: b, port: 2}\n")
+    assert two == ["listeners: 2 model listeners; plano-extproc serves one (one Envoy listener per gateway)"]
+
+
+def test_overrides_work_or_are_rejected():
+    routed = parse_config(
+        BASE
+        + "  - model: arch/Arch-Router\n    base_url: http://vllm:8000/v1\n    access_key: $ROUTER_KEY\n"
+        + "overrides:\n  llm_routing_model: arch/Arch-Router\n  orchestrator_model_context_length: 4096\n  disable_signals: true\n",
+        {**DEMO_ENV, "ROUTER_KEY": "rk-123"},
+    )
+    router = routed.routing.router
+    assert (router.backend, router.url, router.model, router.prompt_max_tokens) == ("openai", "http://vllm:8000/v1", "Arch-Router", 4096)
+    assert router.openai.api_key is not None and router.openai.api_key.get_secret_value() == "rk-123"
+    assert errors_of(BASE + "overrides:\n  llm_routing_model: nope\n") == ["overrides.llm_routing_model: 'nope' is not declared in model_providers"]
+    conflict = errors_of(BASE + "overrides:\n  llm_routing_model: gpt-4o\nrouting:\n  router: {backend: triton, url: 'x:1', model: m}\n")
+    assert any("conflicts with routing.router.backend" in e for e in conflict)
+    for key in ("use_agent_orchestrator: true", "prompt_target_intent_matching_threshold: 0.5", "optimize_context_window: true"):
+        (error,) = errors_of(BASE + f"overrides:\n  {key}\n")
+        assert error.startswith("overrides: ") and "not supported by plano-extproc" in error
+    assert errors_of(BASE + "overrides:\n  disable_signals: false\n")[0].startswith("overrides.disable_signals:")
+    assert errors_of(BASE + "overrides:\n  surprise: 1\n") == ["overrides.surprise: unknown key"]

@@ -208,7 +208,7 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
             {"filter": DECISION_METADATA_NAMESPACE, "path": [{"key": "models"}], "value": {"present_match": True}}
         ]
         action = route["route"]
-        assert action["timeout"] == "0s"
+        assert action["timeout"] == "30s"  # the demo listener's timeout bounds the whole request
         policy = action["retry_policy"]
         assert set(policy["retry_on"].split(",")) >= {"5xx", "reset", "connect-failure", "retriable-status-codes"}
         assert policy["retriable_status_codes"] == [429]
@@ -373,3 +373,23 @@ def test_envoy_tracing_to_the_collector_validates(tmp_path) -> None:
     assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
     assert "plano_otel_collector" in _clusters(bootstrap)
     _validate(render_bootstrap_yaml(config, extproc_address="127.0.0.1:1"), tmp_path)
+
+
+def test_listener_timeout_bounds_the_request_and_none_means_no_limit() -> None:
+    text = DEMO_CONFIG.read_text()
+    unbounded = parse_config(text.replace("    timeout: 30s\n", ""), {}, resolve_secrets=False)
+    bounded = parse_config(text.replace("timeout: 30s", "timeout: 2m"), {}, resolve_secrets=False)
+    for config, expected in ((unbounded, "0s"), (bounded, "120s")):
+        routes = render_bootstrap(config, extproc_address="127.0.0.1:1")["static_resources"]["listeners"][0]
+        routes = routes["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+        timeouts = {r["route"]["timeout"] for r in routes if "route" in r}
+        assert timeouts == {expected}
+
+
+def test_overrides_reach_the_provider_clusters() -> None:
+    text = DEMO_CONFIG.read_text() + "\noverrides:\n  upstream_connect_timeout: 2s\n  upstream_tls_ca_path: /etc/my-ca.pem\n"
+    clusters = render_bootstrap(parse_config(text, {}, resolve_secrets=False), extproc_address="127.0.0.1:1")["static_resources"]["clusters"]
+    models = [c for c in clusters if c["name"].startswith("model.")]
+    assert models and all(c["connect_timeout"] == "2s" for c in models)
+    tls = [c["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"] for c in models if "transport_socket" in c]
+    assert tls and all(v["trusted_ca"]["filename"] == "/etc/my-ca.pem" for v in tls)

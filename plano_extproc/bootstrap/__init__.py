@@ -93,7 +93,7 @@ def build_bootstrap(
     observation = Observation.of(config)
     port = config.listener_port if listener_port is None else listener_port
     clusters = [extproc_cluster(extproc_address), decision_cluster()]
-    clusters += [model_cluster(p) for p in config.providers]
+    clusters += [model_cluster(p, config.overrides) for p in config.providers]
     if config.tracing.envoy_otlp_grpc:
         clusters.append(otel_cluster(config.tracing.envoy_otlp_grpc))
     clusters += [composite_cluster(attempts, fingerprint, observation) for attempts in prebuilt_attempt_lists(config)]

@@ -15,7 +15,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from plano_extproc.config import ProviderConfig
+from plano_extproc.config import Overrides, ProviderConfig, duration_seconds
 from plano_extproc.contract import DECISION_CLUSTER, EXTPROC_CLUSTER, composite_cluster_name, model_cluster_name
 from plano_extproc.providers import endpoint_for
 
@@ -67,10 +67,11 @@ def _cluster(name: str, *, connect_timeout_s: float, buffer_limit: bool = True, 
     return cluster
 
 
-def _tls(san: str) -> Any:
-    """TLS with SNI, the system CAs and the provider's name as the only accepted SAN."""
+def _tls(san: str, ca_bundle: str) -> Any:
+    """TLS with SNI, the system CAs (or `overrides.upstream_tls_ca_path`) and the provider's name as the
+    only accepted SAN."""
     validation = common_pb2.CertificateValidationContext(
-        trusted_ca=base_pb2.DataSource(filename=CA_BUNDLE),
+        trusted_ca=base_pb2.DataSource(filename=ca_bundle),
         match_typed_subject_alt_names=[
             common_pb2.SubjectAltNameMatcher(
                 san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher=string_pb2.StringMatcher(exact=san)
@@ -83,12 +84,13 @@ def _tls(san: str) -> Any:
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
 
 
-def model_cluster(provider: ProviderConfig) -> Any:
+def model_cluster(provider: ProviderConfig, overrides: Overrides) -> Any:
     endpoint = endpoint_for(provider.interface, provider.base_url)
     name = model_cluster_name(provider.model)
+    connect = overrides.upstream_connect_timeout
     cluster = _cluster(
         name,
-        connect_timeout_s=UPSTREAM_CONNECT_TIMEOUT_S,
+        connect_timeout_s=duration_seconds(connect) if connect else UPSTREAM_CONNECT_TIMEOUT_S,
         # the endpoint's hostname is what the route's auto_host_rewrite sends as this attempt's Host
         load_assignment=one_endpoint(
             name, socket_address(endpoint.host, endpoint.port), hostname=endpoint.host_header(provider.http_host)
@@ -103,7 +105,7 @@ def model_cluster(provider: ProviderConfig) -> Any:
         cluster.dns_lookup_family = _Cluster.V4_PREFERRED
     options = hpo_pb2.HttpProtocolOptions()
     if endpoint.tls:
-        cluster.transport_socket.CopyFrom(_tls(provider.http_host or endpoint.host))
+        cluster.transport_socket.CopyFrom(_tls(provider.http_host or endpoint.host, overrides.upstream_tls_ca_path or CA_BUNDLE))
         # HTTP/2 when the provider offers it through ALPN, else HTTP/1.1
         options.auto_config.http_protocol_options.SetInParent()
         options.auto_config.http2_protocol_options.SetInParent()

@@ -87,12 +87,13 @@ def retry_policy(num_retries: int) -> Any:
     return policy
 
 
-def _proxy_route(attempts: tuple[str, ...]) -> Any:
+def _proxy_route(attempts: tuple[str, ...], timeout_s: float) -> Any:
     name = composite_cluster_name(attempts)
     action = rc.RouteAction(
         cluster=name,
-        # no overall limit: the 15 s default kills long generations
-        timeout=seconds(0),
+        # the listener's timeout bounds the whole request, retries included; without one, no limit (Envoy's
+        # 15 s default kills long generations)
+        timeout=seconds(timeout_s),
         # exactly len-1 retries: one more would answer Envoy's own 503 "no healthy upstream" instead of the
         # last provider's error (finding (a)); the processor may lower it per request with
         # x-envoy-max-retries (finding (b))
@@ -118,13 +119,14 @@ def _proxy_route(attempts: tuple[str, ...]) -> Any:
 
 
 def route_config(config: PlanoConfig, observation: Observation) -> Any:
+    timeout_s = config.listener.timeout_seconds or 0
     # the processors record what they answer themselves; nothing to observe on these routes
     observer = (OBSERVE_FILTER,) if observation.enabled else ()
     decision = rc.Route(
         # decision only: the ext_proc answers with an ImmediateResponse, nothing goes upstream
         name="decision",
         match=rc.RouteMatch(prefix="/routing/v1/"),
-        route=rc.RouteAction(cluster=DECISION_CLUSTER, timeout=seconds(0)),
+        route=rc.RouteAction(cluster=DECISION_CLUSTER, timeout=seconds(timeout_s)),
         typed_per_filter_config=disabled(*observer),
     )
     models = rc.Route(
@@ -154,6 +156,6 @@ def route_config(config: PlanoConfig, observation: Observation) -> Any:
         domains=["*"],
         # the upstream processor learns the attempt number from x-envoy-attempt-count (finding (c))
         include_request_attempt_count=True,
-        routes=[decision, *map(_proxy_route, prebuilt_attempt_lists(config)), models, no_decision, not_found],
+        routes=[decision, *(_proxy_route(a, timeout_s) for a in prebuilt_attempt_lists(config)), models, no_decision, not_found],
     )
     return route_pb2.RouteConfiguration(name="plano_routes", virtual_hosts=[vhost])

@@ -70,7 +70,7 @@ class OpenAICompatibleRouter(RouterBackend):
     async def choose_route(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> str | None:
         if not routes or not conversation:
             return None
-        prompt = build_router_prompt(routes, conversation)
+        prompt = build_router_prompt(routes, conversation, self.settings.prompt_max_tokens)
         try:
             resp = await self._get_client().post("/chat/completions", json=self.request_body(prompt))
         except httpx.TimeoutException as exc:

@@ -183,7 +183,7 @@ class TritonRouter(RouterBackend):
     async def choose_route(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> str | None:
         if not routes or not conversation:
             return None
-        prompt = render_qwen_chatml(build_router_prompt(routes, conversation))
+        prompt = render_qwen_chatml(build_router_prompt(routes, conversation, self.settings.prompt_max_tokens))
         async with self._semaphore:
             inputs = await self._model_inputs()
             result = await self._call(
