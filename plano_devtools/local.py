@@ -20,11 +20,14 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from plano_extproc.config import PlanoConfig, parse_config
+
+if TYPE_CHECKING:
+    from plano_extproc.extproc.server import ExtProcServer
 
 MOCK_KEY = "mock-key-not-a-secret"
 
@@ -90,7 +93,7 @@ class LocalGateway:
         self.mocks: dict[str, Any] = {}
         self.triton: Any = None
         self.envoy: subprocess.Popen[bytes] | None = None
-        self.server = None
+        self.server: ExtProcServer | None = None
         self.config: PlanoConfig | None = None
 
     def _load(self) -> PlanoConfig:
@@ -193,5 +196,5 @@ class LocalGateway:
 
 
 def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback admin URL
+    with urllib.request.urlopen(url, timeout=1) as resp:
         return resp.status == 200

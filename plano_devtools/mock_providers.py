@@ -238,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -------------------------------------------------------------------------------------- verbs
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/__mock/requests":
             self._send_json(200, [{k: v for k, v in r.items() if k != "raw"} for r in self.mock.requests_snapshot()])
@@ -249,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, error_body(404, f"no route for GET {path}", anthropic=False))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         raw = self._read_body()
         try:

@@ -192,7 +192,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        envoy_died = asyncio.create_task(asyncio.to_thread(gateway.envoy.wait))
+        envoy = gateway.envoy
+        assert envoy is not None  # started
+        envoy_died = asyncio.create_task(asyncio.to_thread(envoy.wait))
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
         status = 0

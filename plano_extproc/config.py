@@ -293,7 +293,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key '{key}'", key_node.start_mark
@@ -336,6 +336,7 @@ def _parse_version(raw: Any) -> tuple[int, ...] | None:
 def _normalise_listeners(raw: Any, errors: list[str]) -> tuple[Listener, ...]:
     if raw is None:
         return (Listener(),)
+    entries: list[tuple[str, str | None, Any]]
     if isinstance(raw, list):
         entries = [(f"listeners[{i}]", None, body) for i, body in enumerate(raw)]
     elif isinstance(raw, dict):
@@ -379,7 +380,7 @@ def _resolve_secret(secret: SecretStr | None, env: Mapping[str, str], where: str
 def parse_config(text: str, env: Mapping[str, str] | None = None, *, resolve_secrets: bool = True) -> PlanoConfig:
     """Validate a config file's text. Raises ConfigError listing every problem with its path."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -474,18 +475,18 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
     prefs = list(raw.routing_preferences)
     legacy: dict[str, RoutePreference] = {}
     for i, p in enumerate(raw.model_providers):
-        for pref in p.routing_preferences:
+        for old_style in p.routing_preferences:
             if prefs:
                 errors.append(
                     f"model_providers[{i}].routing_preferences: routes are declared at the top level already; "
                     "move this one there too"
                 )
                 break
-            if pref.name in legacy:
-                old = legacy[pref.name]
-                legacy[pref.name] = old.model_copy(update={"models": old.models + (p.model,)})
+            if old_style.name in legacy:
+                old = legacy[old_style.name]
+                legacy[old_style.name] = old.model_copy(update={"models": (*old.models, p.model)})
             else:
-                legacy[pref.name] = RoutePreference(name=pref.name, description=pref.description, models=(p.model,))
+                legacy[old_style.name] = RoutePreference(name=old_style.name, description=old_style.description, models=(p.model,))
     if legacy and not prefs:
         warnings.append(
             "model_providers[].routing_preferences is deprecated: moved "

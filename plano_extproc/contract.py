@@ -103,7 +103,7 @@ class DecisionMetadata:
 
     def to_struct(self) -> struct_pb2.Struct:
         """The ``ProcessingResponse.dynamic_metadata`` value."""
-        fields: dict[str, object] = {DECIDED_KEY: ",".join(self.attempts), "api": self.api, "route": self.route or ""}
+        fields: dict[str, str | dict[str, str]] = {DECIDED_KEY: ",".join(self.attempts), "api": self.api, "route": self.route or ""}
         if self.client_credentials:
             fields["client_credentials"] = dict(self.client_credentials)
         struct = struct_pb2.Struct()

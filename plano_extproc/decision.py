@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import orjson
 
 from plano_extproc.affinity import AffinityEntry
-from plano_extproc.config import PlanoConfig, RoutePreference
 from plano_extproc.apis.base import InlinePreference, ParsedRequest
+from plano_extproc.config import PlanoConfig, RoutePreference
 from plano_extproc.router.base import RouteSpec
 
 
-class DecisionSource(str, enum.Enum):
+class DecisionSource(enum.StrEnum):
     ROUTER = "router"  # a configured route matched
     INLINE = "inline"  # a route given in the request matched
     AFFINITY = "affinity"  # pinned by X-Model-Affinity

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from plano_extproc import __version__
 from plano_extproc.affinity import AffinityCache
@@ -47,13 +49,13 @@ def outcome_of(status: int) -> str:
     return "client_error" if status < 500 else "server_error"
 
 
-class _CacheCollector:
+class _CacheCollector(Collector):
     """Reads a cache's counters at scrape time: nothing is paid on the request path."""
 
-    def __init__(self, cache: TtlLruCache, prefix: str, what: str) -> None:
+    def __init__(self, cache: TtlLruCache[Any, Any], prefix: str, what: str) -> None:
         self.cache, self.prefix, self.what = cache, prefix, what
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         stats = self.cache.stats
         lookups = CounterMetricFamily(f"{self.prefix}_lookups", f"{self.what} lookups", labels=["result"])
         lookups.add_metric(["hit"], stats.hits)
@@ -143,10 +145,10 @@ class Metrics:
     # recording ------------------------------------------------------------------------------------
 
     def watch_affinity(self, cache: AffinityCache) -> None:
-        self.registry.register(_CacheCollector(cache, "plano_affinity", "X-Model-Affinity (pinned sessions)"))  # type: ignore[arg-type]
+        self.registry.register(_CacheCollector(cache, "plano_affinity", "X-Model-Affinity (pinned sessions)"))
 
-    def watch_decision_cache(self, cache: TtlLruCache) -> None:
-        self.registry.register(_CacheCollector(cache, "plano_router_cache", "Router decision cache"))  # type: ignore[arg-type]
+    def watch_decision_cache(self, cache: TtlLruCache[Any, Any]) -> None:
+        self.registry.register(_CacheCollector(cache, "plano_router_cache", "Router decision cache"))
 
     def record_request(self, endpoint: str, api_format: str, status: int) -> None:
         self.requests.labels(endpoint, api_format, outcome_of(status)).inc()

@@ -39,12 +39,12 @@ class Tracer:
     """Span export to an OTLP/HTTP collector; inert unless configured."""
 
     def __init__(self, settings: TracingConfig | None) -> None:
-        self.enabled = bool(settings and settings.otlp_endpoint)
         self._tracer: Any = None
         self._provider: Any = None
-        if not self.enabled:
+        endpoint = settings.otlp_endpoint if settings is not None else None
+        self.enabled = bool(endpoint)
+        if settings is None or not endpoint:
             return
-        assert settings is not None
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
@@ -56,7 +56,7 @@ class Tracer:
                 "tracing.otlp_endpoint needs: pip install 'plano-extproc[tracing]' (if it is installed: xds-protos "
                 f"overwrote opentelemetry-proto's files; pip install --force-reinstall --no-deps opentelemetry-proto) ({exc})"
             ) from exc
-        endpoint = settings.otlp_endpoint.rstrip("/")
+        endpoint = endpoint.rstrip("/")
         if not endpoint.endswith("/v1/traces"):
             endpoint += "/v1/traces"
         self._provider = TracerProvider(

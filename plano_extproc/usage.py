@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -96,7 +96,7 @@ class UsageReader(Protocol):
 class JsonUsageReader:
     """A non-streaming JSON body, chunk by chunk: whole up to MAX_JSON_BYTES, then only its tail."""
 
-    __slots__ = ("_buf", "_size", "_tail_only", "_read")
+    __slots__ = ("_buf", "_read", "_size", "_tail_only")
 
     def __init__(self, read: PayloadUsage) -> None:
         self._read = read
@@ -120,7 +120,7 @@ class JsonUsageReader:
 class SseUsageReader:
     """Server-sent events, chunk by chunk: parses only ``data:`` lines that mention ``"usage"``."""
 
-    __slots__ = ("_partial", "_overflow", "_usage", "_read")
+    __slots__ = ("_overflow", "_partial", "_read", "_usage")
 
     def __init__(self, read: PayloadUsage) -> None:
         self._read = read
@@ -182,7 +182,7 @@ class SseUsageReader:
 class DecodingReader:
     """Undoes ``content-encoding: gzip | deflate`` before another reader (bounded output)."""
 
-    __slots__ = ("_inner", "_zlib", "_decoded", "_failed")
+    __slots__ = ("_decoded", "_failed", "_inner", "_zlib")
 
     def __init__(self, inner: UsageReader, encoding: str) -> None:
         self._inner = inner

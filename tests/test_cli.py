@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_up_serves_the_configured_port_and_stops_everything_on_sigterm():
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         for pid in envoys:
-            assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+            assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     finally:
         if proc.poll() is None:
             proc.kill()

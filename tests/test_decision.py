@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from plano_extproc.affinity import AffinityCache
+from plano_extproc.apis import OPENAI_CHAT
 from plano_extproc.decision import DecisionSource, RouterOutcome, decide_route, decision_payload
 from plano_extproc.engine import DecisionEngine
-from plano_extproc.apis import OPENAI_CHAT
 from plano_extproc.router.base import RouterBackend, RouterError
 from plano_extproc.router.chain import RouterChain
 

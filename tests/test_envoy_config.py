@@ -15,6 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from plano_extproc.bootstrap import (
+    BUFFER_LIMIT_BYTES,
+    parse_extproc_address,
+    render_bootstrap,
+    render_bootstrap_yaml,
+)
+from plano_extproc.config import load_config, parse_config
 from plano_extproc.contract import (
     CLUSTER_HEADER,
     COMPOSITE_PREFIX,
@@ -23,19 +30,16 @@ from plano_extproc.contract import (
     FINGERPRINT_METADATA,
     PHASE_METADATA,
     ROUTE_HEADER,
-    METADATA_NAMESPACE as DECISION_METADATA_NAMESPACE,
     attempt_list,
     composite_cluster_name,
     config_fingerprint,
     model_cluster_name,
-    prebuilt_attempt_lists as ranked_model_lists,
 )
-from plano_extproc.config import load_config, parse_config
-from plano_extproc.bootstrap import (
-    BUFFER_LIMIT_BYTES,
-    parse_extproc_address,
-    render_bootstrap,
-    render_bootstrap_yaml,
+from plano_extproc.contract import (
+    METADATA_NAMESPACE as DECISION_METADATA_NAMESPACE,
+)
+from plano_extproc.contract import (
+    prebuilt_attempt_lists as ranked_model_lists,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +278,7 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         assert up["metadata_options"]["forwarding_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
         strip = [f for f in filters if f["name"] == "envoy.filters.http.header_mutation"]
         removed = {m["remove"] for m in strip[0]["typed_config"]["mutations"]["request_mutations"]}
-        assert set((CLUSTER_HEADER, ROUTE_HEADER)) <= removed
+        assert {CLUSTER_HEADER, ROUTE_HEADER} <= removed
 
 
 def test_single_model_composite_retries_same_provider_once(demo_bootstrap: dict[str, Any]) -> None:

@@ -16,8 +16,8 @@ import grpc
 import openai
 import pytest
 
-from plano_extproc.api import routing_pb2, routing_pb2_grpc
 from plano_devtools.local import MOCK_KEY
+from plano_extproc.api import routing_pb2, routing_pb2_grpc
 from tests.conftest import DEMO_CONFIG
 from tests.harness import CLAUDE, CODE, FRANCE, REASONING, RunningGateway, claude, oai, post, user
 

@@ -403,7 +403,7 @@ def test_init_container_bootstrap_passes_envoy_validate(rendered, tmp_path, scen
     extproc = next(c for c in bootstrap["static_resources"]["clusters"] if "pipe" in json.dumps(c))
     assert "/var/run/plano/extproc.sock" in json.dumps(extproc)
     # the kubelet and Prometheus reach only /ready and /stats/prometheus, on the probe port
-    probes = next(l for l in bootstrap["static_resources"]["listeners"] if l["name"] == "plano_probes")
+    probes = next(x for x in bootstrap["static_resources"]["listeners"] if x["name"] == "plano_probes")
     assert probes["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9902}
     routes = probes["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     assert [r["match"].get("path") for r in routes if "route" in r] == ["/ready", "/stats/prometheus"]

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from plano_extproc.bootstrap import render_bootstrap
 from plano_extproc.config import load_config, parse_config
 from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Phase
-from plano_extproc.bootstrap import render_bootstrap
 from tests.conftest import DEMO_CONFIG
 from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
 
@@ -88,7 +89,7 @@ def test_observers_are_rendered_in_observability_mode() -> None:
 
 def scrape(gw: RunningGateway) -> Samples:
     url = f"http://127.0.0.1:{gw.gateway.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
@@ -228,7 +229,7 @@ def test_every_model_failing_is_a_server_error_outcome(gw):
     gw.anthropic_mock.fail_next(status=429)
     gw.openai_mock.fail_next(status=503)
     before = scrape(gw)
-    with pytest.raises(Exception):
+    with pytest.raises(openai.InternalServerError):
         oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
     # two observers report this: the request's (downstream) and the failed attempts' (upstream)
     now = wait_for(gw, lambda s: moved(before, "plano_requests_total", endpoint="proxy", outcome="server_error")(s)

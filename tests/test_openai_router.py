@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from plano_extproc.config import OpenAIRouterTuning, RouterConfig
 from plano_extproc.conversation import Turn
-from plano_extproc.router.base import RouteSpec, RouterError
+from plano_extproc.router.base import RouterError, RouteSpec
 from plano_extproc.router.openai_compatible import OpenAICompatibleRouter, api_base
 from plano_extproc.router.prompt import build_router_prompt
 from tests.conftest import DEMO_CONFIG

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plano_extproc.conversation import Turn
-from plano_extproc.router.base import RouteSpec, RouterError
+from plano_extproc.router.base import RouterError, RouteSpec
 from plano_extproc.router.prompt import build_router_prompt, parse_router_reply, render_qwen_chatml, select_turns
 
 ROUTES = [

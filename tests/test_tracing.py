@@ -35,7 +35,7 @@ class Collector:
             def log_message(self, *args):
                 pass
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
                 for resource in request.resource_spans:

@@ -18,7 +18,7 @@ import yaml
 
 from plano_extproc.config import RouterConfig, parse_config
 from plano_extproc.conversation import Turn
-from plano_extproc.router.base import RouteSpec, RouterError
+from plano_extproc.router.base import RouterError, RouteSpec
 from plano_extproc.router.triton import TritonRouter, grpc_target
 from tests.conftest import DEMO_CONFIG, ROOT
 
@@ -283,7 +283,7 @@ def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"content-type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
@@ -296,8 +296,8 @@ def _seed_requests() -> list[tuple[str, dict]]:
 
 
 def _expected_with_embedded() -> list[tuple[str | None, list[str]]]:
-    from plano_extproc.engine import DecisionEngine, build_router_chain
     from plano_extproc.apis import ENDPOINTS
+    from plano_extproc.engine import DecisionEngine, build_router_chain
 
     config = parse_config(DEMO_CONFIG.read_text(), {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
 

@@ -66,7 +66,7 @@ def responses_stream(prompt: int, completion: int, text: str = "hi") -> bytes:
 
 def feed_split(reader, data: bytes, cuts: list[int]):
     last = 0
-    for cut in sorted(set(c % (len(data) + 1) for c in cuts)):
+    for cut in sorted({c % (len(data) + 1) for c in cuts}):
         reader.feed(data[last:cut])
         last = cut
     reader.feed(data[last:])

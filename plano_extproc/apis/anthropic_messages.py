@@ -81,7 +81,7 @@ def read_usage(payload: dict[str, Any]) -> Usage | None:
     )
 
 
-def error_body(status: int, message: str, param: str | None = None) -> bytes:
+def error_body(status: int, message: str, param: str | None = None) -> bytes:  # noqa: ARG001 - Anthropic errors name no param
     kind = _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 

@@ -184,7 +184,7 @@ def _convert_policy(policy_raw: Any) -> tuple[InlinePreference, ...]:
     merged: dict[str, tuple[str, list[str]]] = {}
     for policy in policies:
         for route in policy.routing_preferences:
-            description, models = merged.setdefault(route.name, (route.description, []))
+            _, models = merged.setdefault(route.name, (route.description, []))
             if policy.model not in models:
                 models.append(policy.model)
     if len(merged) > MAX_INLINE_ROUTES:
@@ -241,7 +241,7 @@ class ConversationBuilder:
     continues the work of its latest user turn, so the conversation is cut after that turn: the router
     decides as it did for the user's request (and the decision cache recognises it)."""
 
-    __slots__ = ("turns", "last_is_tool")
+    __slots__ = ("last_is_tool", "turns")
 
     def __init__(self) -> None:
         self.turns: list[Turn] = []
@@ -274,7 +274,16 @@ def openai_error_body(types: dict[int, str]) -> ErrorBody:
     return body
 
 
-_OPENAI_CODES = {401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 429: "rate_limit_exceeded", 503: "service_unavailable", 504: "timeout"}
+_OPENAI_CODES = {
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 def usage_from_counts(input_tokens: Any, output_tokens: Any, *extra_input: Any) -> Usage | None:
@@ -286,7 +295,7 @@ def usage_from_counts(input_tokens: Any, output_tokens: Any, *extra_input: Any) 
     return None if inp is None and out is None else Usage(inp, out)
 
 
-def _count(value: Any) -> int | None:
+def _count(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value

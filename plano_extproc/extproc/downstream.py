@@ -96,7 +96,7 @@ class DownstreamContext:
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: the headers, then the buffered body."""
 
-    __slots__ = ("ctx", "info", "api", "decision_only", "trace_id", "parent_span", "started_ns")
+    __slots__ = ("api", "ctx", "decision_only", "info", "parent_span", "started_ns", "trace_id")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx

@@ -61,7 +61,9 @@ def continue_body(
     return ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
 
 
-def immediate(status: int, body: bytes, content_type: str = "application/json", extra: Iterable[tuple[str, str]] = (), details: str = "") -> ext.ProcessingResponse:
+def immediate(
+    status: int, body: bytes, content_type: str = "application/json", extra: Iterable[tuple[str, str]] = (), details: str = ""
+) -> ext.ProcessingResponse:
     return ext.ProcessingResponse(
         immediate_response=ext.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=status),

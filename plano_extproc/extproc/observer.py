@@ -24,6 +24,7 @@ from datetime import datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
+from plano_extproc.apis import BY_NAME
 from plano_extproc.contract import (
     ATTEMPT_COUNT_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
@@ -34,7 +35,6 @@ from plano_extproc.contract import (
 )
 from plano_extproc.extproc.tracking import InFlightRequests, RequestRecord
 from plano_extproc.metrics import Metrics
-from plano_extproc.apis import BY_NAME
 from plano_extproc.usage import UsageReader, usage_reader
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,18 @@ def _headers(headers: ext.HttpHeaders, wanted: tuple[str, ...]) -> dict[str, str
 
 
 def _int(value: object, default: int) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
+    if isinstance(value, (int, float, str)):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    return default
 
 
 class ResponseObserver:
     """One proxied request's response, as the client receives it."""
 
-    __slots__ = ("ctx", "request_id", "record", "status", "attempt", "model", "reader", "started_wall", "first_byte", "done")
+    __slots__ = ("attempt", "ctx", "done", "first_byte", "model", "reader", "record", "request_id", "started_wall", "status")
 
     def __init__(self, ctx: ObserverContext) -> None:
         self.ctx = ctx
@@ -99,7 +101,7 @@ class ResponseObserver:
 
     async def handle(self, request: ext.ProcessingRequest) -> None:
         if self.done:
-            return None
+            return
         try:
             kind = request.WhichOneof("request")
             if kind == "response_body":
@@ -118,7 +120,7 @@ class ResponseObserver:
         except Exception:  # observation never fails a request
             log.debug("response observer failed", exc_info=True)
             self.done = True
-        return None
+        return
 
     def _headers(self, request: ext.ProcessingRequest) -> None:
         attrs = _attributes(request)
@@ -194,7 +196,7 @@ class AttemptObserver:
 
     async def handle(self, request: ext.ProcessingRequest) -> None:
         if self.done or request.WhichOneof("request") != "response_headers":
-            return None
+            return
         self.done = True
         try:
             status = _int(_headers(request.response_headers, (":status",)).get(":status"), 0)
@@ -209,7 +211,7 @@ class AttemptObserver:
                 self.ctx.metrics.record_upstream_response(model_for_attempt(models, attempt), status)
         except Exception:  # observation never fails a request
             log.debug("attempt observer failed", exc_info=True)
-        return None
+        return
 
     def finish(self) -> None:
         self.done = True

@@ -9,25 +9,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import start_http_server
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
 
 from plano_extproc.api import routing_pb2, routing_pb2_grpc
-from plano_extproc.contract import FINGERPRINT_METADATA, PHASE_METADATA, Phase, config_fingerprint, prebuilt_attempt_lists
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
 from plano_extproc.config import PlanoConfig
+from plano_extproc.contract import FINGERPRINT_METADATA, PHASE_METADATA, Phase, config_fingerprint, prebuilt_attempt_lists
 from plano_extproc.decision import decision_payload
 from plano_extproc.engine import DecisionEngine, build_router_chain
-from plano_extproc.extproc.messages import immediate
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
+from plano_extproc.extproc.messages import immediate
 from plano_extproc.extproc.observer import OBSERVER_PHASES, ObserverContext
-from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
 from plano_extproc.extproc.tracking import InFlightRequests
-from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
+from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
 from plano_extproc.forwarding import Forwarder
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
@@ -49,7 +52,7 @@ def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
     return BY_NAME.get(routing_pb2.ApiFormat.Name(request.api_format).lower())
 
 
-class ExternalProcessor(ext_grpc.ExternalProcessorServicer):
+class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
     def __init__(
         self,
         downstream: DownstreamContext,
@@ -148,15 +151,15 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
             routed = await self.engine.route_raw(api, request.body, session)
         except RequestFormatError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-        payload = decision_payload(routed.decision, trace_id_from(request.traceparent), session)
+        decision = routed.decision
         return routing_pb2.DecideResponse(
-            models=payload["models"],
-            model=payload["model"],
-            route=payload["route"],
-            source=payload["source"],
-            trace_id=payload["trace_id"],
+            models=list(decision.models),
+            model=decision.model,
+            route=decision.route,
+            source=decision.source.value,
+            trace_id=trace_id_from(request.traceparent),
             session_id=session or "",
-            pinned=bool(payload.get("pinned", False)),
+            pinned=decision.pinned if session else False,
         )
 
 
@@ -168,7 +171,7 @@ class ExtProcServer:
         self.address = address
         #: host:port of the Prometheus /metrics endpoint; None = no HTTP endpoint
         self.metrics_address = metrics_address
-        self._metrics_http = None
+        self._metrics_http: WSGIServer | None = None
         self.metrics = Metrics(config)
         self.tracer = Tracer(config.tracing)
         self.inflight = InFlightRequests()
@@ -187,7 +190,7 @@ class ExtProcServer:
                 self.metrics,
                 config_fingerprint(config),
             ), self.server)
-        routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)
+        routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port(address)

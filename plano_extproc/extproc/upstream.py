@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 
+from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from plano_extproc.apis import DEFAULT_API, BY_NAME
+from plano_extproc.apis import BY_NAME, DEFAULT_API
 from plano_extproc.contract import ATTEMPT_COUNT_HEADER, DecisionMetadata
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
@@ -45,9 +46,9 @@ class UpstreamExchange:
             return self.on_body(request.request_body)
         return None
 
-    def on_headers(self, headers: ext.HttpHeaders, metadata: object) -> ext.ProcessingResponse:
+    def on_headers(self, headers: ext.HttpHeaders, metadata: base_pb2.Metadata) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        decision = DecisionMetadata.from_metadata(metadata)  # type: ignore[arg-type]
+        decision = DecisionMetadata.from_metadata(metadata)
         api = BY_NAME.get(decision.api) if decision is not None else None
         try:
             attempt = int(h.get(ATTEMPT_COUNT_HEADER, "1"))

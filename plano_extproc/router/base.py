@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from plano_extproc.conversation import Turn
 
-
 #: bounds of a route's example requests (config and inline): how many, and how long each may be
 MAX_ROUTE_EXAMPLES = 200
 MAX_EXAMPLE_CHARS = 2000

@@ -16,7 +16,7 @@ import httpx
 
 from plano_extproc.config import RouterConfig
 from plano_extproc.conversation import Turn
-from plano_extproc.router.base import RouterBackend, RouteSpec, RouterError
+from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec
 from plano_extproc.router.prompt import build_router_prompt, parse_router_reply
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class OpenAICompatibleRouter(RouterBackend):
             return False
         return resp.status_code < 500
 
-    async def warm_up(self, routes: Sequence[RouteSpec]) -> None:
+    async def warm_up(self, routes: Sequence[RouteSpec]) -> None:  # noqa: ARG002 - nothing to embed remotely
         if not await self.ready():
             log.warning("openai router %s not reachable at start-up; fallback until it is", self.base)
 

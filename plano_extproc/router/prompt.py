@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 from plano_extproc.conversation import Turn
-from plano_extproc.router.base import RouteSpec, RouterError
+from plano_extproc.router.base import RouterError, RouteSpec
 
 ARCH_ROUTER_TEMPLATE = (
     "\n"
@@ -118,7 +118,7 @@ def parse_router_reply(reply: str, route_names: Sequence[str] | frozenset[str]) 
     if not isinstance(parsed, dict):
         raise RouterError("bad_reply", f"router reply is not a JSON object: {reply[:80]!r}")
     route = parsed.get("route")
-    if route is None or route == "" or route == "other":
+    if route is None or route in ("", "other"):
         return None
     if not isinstance(route, str):
         raise RouterError("bad_reply", f"router reply's route is not a string: {reply[:80]!r}")

@@ -23,7 +23,7 @@ import numpy as np
 
 from plano_extproc.config import RouterConfig
 from plano_extproc.conversation import Turn
-from plano_extproc.router.base import RouterBackend, RouteSpec, RouterError
+from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec
 from plano_extproc.router.prompt import (
     QWEN_EOS_TOKEN_ID,
     QWEN_PAD_TOKEN_ID,
@@ -92,8 +92,8 @@ class TritonRouter(RouterBackend):
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from tritonclient.grpc import aio as grpcclient
             from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+            from tritonclient.grpc import aio as grpcclient
 
             self._client = grpcclient.InferenceServerClient(
                 self.url,
@@ -206,7 +206,7 @@ class TritonRouter(RouterBackend):
                 await client.is_server_ready(client_timeout=self.client_timeout_s)
                 and await client.is_model_ready(self.model, client_timeout=self.client_timeout_s)
             )
-        except Exception:  # noqa: BLE001 - any failure means "not ready"
+        except Exception:
             return False
 
     async def warm_up(self, routes: Sequence[RouteSpec]) -> None:
@@ -235,7 +235,7 @@ class TritonRouter(RouterBackend):
             client, self._client = self._client, None
             try:
                 await client.close()
-            except Exception:  # noqa: BLE001 - closing must not raise
+            except Exception:
                 log.debug("closing the triton client failed", exc_info=True)
 
 
