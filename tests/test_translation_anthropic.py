@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from itertools import cycle
+from itertools import cycle, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,9 @@ def golden_json(name: str) -> dict[str, Any]:
 
 
 def _transport(status: int, body: bytes, content_type: str) -> httpx.MockTransport:
-    return httpx.MockTransport(lambda request: httpx.Response(status, headers={"content-type": content_type}, content=body))
+    return httpx.MockTransport(
+        lambda request: httpx.Response(status, headers={"content-type": content_type}, content=body)
+    )
 
 
 def openai_client(body: bytes, *, status: int = 200, content_type: str = "text/event-stream") -> openai.OpenAI:
@@ -69,7 +71,10 @@ def anthropic_client(body: bytes, *, status: int = 200, content_type: str = "tex
         lambda request: httpx2.Response(status, headers={"content-type": content_type}, content=body)
     )
     return anthropic.Anthropic(
-        api_key="sk-ant-test", base_url="http://gateway.test", max_retries=0, http_client=httpx2.Client(transport=transport)
+        api_key="sk-ant-test",
+        base_url="http://gateway.test",
+        max_retries=0,
+        http_client=httpx2.Client(transport=transport),
     )
 
 
@@ -134,7 +139,9 @@ def feed(translator: Any, data: bytes, sizes: Iterable[int] = (1,)) -> bytes:
 
 
 def chat_stream(data: bytes, *, include_usage: bool = True, sizes: Iterable[int] = (1,)) -> bytes:
-    return feed(o2a.StreamTranslator(client_model="gpt-4o", include_usage=include_usage, created=1700000000), data, sizes)
+    return feed(
+        o2a.StreamTranslator(client_model="gpt-4o", include_usage=include_usage, created=1700000000), data, sizes
+    )
 
 
 def messages_stream(data: bytes, sizes: Iterable[int] = (1,)) -> bytes:
@@ -151,7 +158,7 @@ def assert_valid_anthropic_request(request: dict[str, Any]) -> None:
     assert isinstance(request["max_tokens"], int) and request["max_tokens"] > 0
     messages = request["messages"]
     assert messages
-    for previous, current in zip(messages, messages[1:]):
+    for previous, current in pairwise(messages):
         assert previous["role"] != current["role"], "roles must alternate"
     for i, message in enumerate(messages):
         assert message["role"] in ("user", "assistant")
@@ -305,7 +312,10 @@ def test_request_multipart_images_by_url_and_base64_and_a_pdf() -> None:
                         {"type": "text", "text": "Compare these."},
                         {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "high"}},
                         {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
-                        {"type": "file", "file": {"filename": "spec.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}},
+                        {
+                            "type": "file",
+                            "file": {"filename": "spec.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"},
+                        },
                     ],
                 }
             ]
@@ -333,8 +343,16 @@ def test_request_tool_calls_and_consecutive_tool_results_become_one_user_turn() 
                 "role": "assistant",
                 "content": "Checking both.",
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                    {"id": "functions.get_weather:1", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "functions.get_weather:1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""},
+                    },
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
@@ -366,7 +384,11 @@ def test_request_tool_calls_and_consecutive_tool_results_become_one_user_turn() 
         "role": "user",
         "content": [
             {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
-            {"type": "tool_result", "tool_use_id": "functions_get_weather_1", "content": [{"type": "text", "text": "25C"}]},
+            {
+                "type": "tool_result",
+                "tool_use_id": "functions_get_weather_1",
+                "content": [{"type": "text", "text": "25C"}],
+            },
             {"type": "text", "text": "Thanks, which is warmer?"},
         ],
     }
@@ -382,10 +404,18 @@ def test_request_tool_calls_and_consecutive_tool_results_become_one_user_turn() 
 
 def test_request_consecutive_same_role_messages_are_merged() -> None:
     request = o2a.translate_request(
-        {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": ""}]},
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "user", "content": "b"},
+                {"role": "assistant", "content": ""},
+            ]
+        },
         model_id=CLAUDE,
     )
-    assert request["messages"] == [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    assert request["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -482,7 +512,9 @@ def test_request_sampling(model: str, body: dict[str, Any], expected: dict[str, 
 
 
 def test_request_stop_sequences_drop_whitespace_only_entries() -> None:
-    request = o2a.translate_request({"messages": [{"role": "user", "content": "q"}], "stop": ["\n", "END", " "]}, model_id=CLAUDE)
+    request = o2a.translate_request(
+        {"messages": [{"role": "user", "content": "q"}], "stop": ["\n", "END", " "]}, model_id=CLAUDE
+    )
     assert request["stop_sequences"] == ["END"]
     single = o2a.translate_request({"messages": [{"role": "user", "content": "q"}], "stop": "###"}, model_id=CLAUDE)
     assert single["stop_sequences"] == ["###"]
@@ -504,7 +536,11 @@ def test_request_stop_sequences_drop_whitespace_only_entries() -> None:
     ],
 )
 def test_request_reasoning_effort_becomes_thinking(
-    model: str, effort: str, max_tokens: int | None, thinking: dict[str, Any] | None, output_config: dict[str, Any] | None
+    model: str,
+    effort: str,
+    max_tokens: int | None,
+    thinking: dict[str, Any] | None,
+    output_config: dict[str, Any] | None,
 ) -> None:
     body: dict[str, Any] = {"messages": [{"role": "user", "content": "Prove it."}], "reasoning_effort": effort}
     if max_tokens is not None:
@@ -566,7 +602,11 @@ def test_thinking_is_switched_off_when_the_last_tool_turn_has_no_signed_thinking
         {
             "messages": [
                 {"role": "user", "content": "q"},
-                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                },
                 {"role": "tool", "tool_call_id": "call_1", "content": "r"},
             ],
             "tools": [{"type": "function", "function": {"name": "f"}}],
@@ -579,8 +619,16 @@ def test_thinking_is_switched_off_when_the_last_tool_turn_has_no_signed_thinking
 
 
 def test_request_response_format() -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": False}
-    body = {"messages": [{"role": "user", "content": "q"}], "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    body = {
+        "messages": [{"role": "user", "content": "q"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}},
+    }
     native = o2a.translate_request(body, model_id=CLAUDE)
     assert native["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     assert "system" not in native
@@ -590,7 +638,10 @@ def test_request_response_format() -> None:
     assert json.dumps(schema, separators=(",", ":")) in older["system"][-1]["text"]
 
     json_mode = o2a.translate_request(
-        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}], "response_format": {"type": "json_object"}},
+        {
+            "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}],
+            "response_format": {"type": "json_object"},
+        },
         model_id=CLAUDE,
     )
     assert json_mode["system"][0] == {"type": "text", "text": "S"}
@@ -637,16 +688,31 @@ def test_request_drops_fields_anthropic_would_reject_and_keeps_native_extras() -
         model_id=CLAUDE,
     )
     assert_valid_anthropic_request(request)
-    assert "tools" not in request and request["messages"] == [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    assert "tools" not in request and request["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "q"}]}
+    ]
 
 
 @pytest.mark.parametrize(
     ("body", "param"),
     [
         ({"messages": [{"role": "user", "content": "q"}], "n": 3}, "n"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]}, "messages[0].content[0]"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0]",
+        ),
         ({"messages": [{"role": "user", "content": "q"}], "modalities": ["text", "audio"]}, "modalities"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}]}, "messages[0].content[0].file"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}]},
+            "messages[0].content[0].file",
+        ),
         ({"messages": [{"role": "tool", "content": "orphan"}]}, "messages[0].tool_call_id"),
         ({"messages": [{"role": "critic", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "system", "content": "only a system prompt"}]}, "messages"),
@@ -663,7 +729,10 @@ def test_request_ignores_shapes_it_does_not_use() -> None:
         {
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "q"}, {"type": "hologram", "x": 1}, 42]},
-                {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}, {"type": "text", "text": "ok  "}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "refusal", "refusal": "no"}, {"type": "text", "text": "ok  "}],
+                },
             ],
             "tools": "not-a-list",
             "stop": 5,
@@ -709,8 +778,16 @@ def test_response_golden_message_is_a_valid_chat_completion() -> None:
     ],
 )
 def test_response_stop_reasons(stop_reason: str, finish: str) -> None:
-    body = {"id": "msg_1", "type": "message", "role": "assistant", "model": CLAUDE, "content": [{"type": "text", "text": "x"}],
-            "stop_reason": stop_reason, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}
+    body = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": CLAUDE,
+        "content": [{"type": "text", "text": "x"}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
     completion = ChatCompletion.model_validate(o2a.translate_response(body, client_model="gpt-4o"))
     assert completion.choices[0].finish_reason == finish
 
@@ -743,10 +820,14 @@ def test_stream_text_and_tool_use_in_random_chunks() -> None:
     assert message.tool_calls is not None and len(message.tool_calls) == 1
     call = message.tool_calls[0]
     assert call.id == expected.content[1].id and call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == expected.content[1].input == {
-        "location": "San Francisco, CA",
-        "unit": "fahrenheit",
-    }
+    assert (
+        json.loads(call.function.arguments)
+        == expected.content[1].input
+        == {
+            "location": "San Francisco, CA",
+            "unit": "fahrenheit",
+        }
+    )
     assert completion.choices[0].finish_reason == "tool_calls"
     usage = openai_chunks(out)[-1]["usage"]
     assert usage["prompt_tokens"] == 472 + 100 + 2000 and usage["prompt_tokens_details"]["cached_tokens"] == 2000
@@ -772,7 +853,11 @@ def test_stream_thinking_redacted_thinking_and_three_parallel_tool_calls() -> No
     blocks = [b for c in chunks if c["choices"] for b in c["choices"][0]["delta"].get("thinking_blocks", [])]
     expected_blocks = [
         {"index": 0, "type": "thinking", "thinking": reasoning, "signature": SIG},
-        {"index": 1, "type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj"},
+        {
+            "index": 1,
+            "type": "redacted_thinking",
+            "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj",
+        },
     ]
     assert blocks == expected_blocks  # one complete, replayable block each, not one per delta
     snapshot = completion.choices[0].message.to_dict()
@@ -808,7 +893,9 @@ def test_stream_output_does_not_depend_on_chunking(sizes: list[int]) -> None:
 def test_stream_provider_error_mid_stream_is_an_openai_error_event() -> None:
     out = chat_stream(golden("anthropic_stream_overloaded.sse"))
     payloads = [json.loads(p) for _, p in sse_events(out) if p != "[DONE]"]
-    assert payloads[-1] == {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "overloaded"}}
+    assert payloads[-1] == {
+        "error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "overloaded"}
+    }
     assert b"[DONE]" not in out
     with pytest.raises(openai.APIError, match="Overloaded"):
         openai_final(out)
@@ -856,7 +943,11 @@ CLAUDE_CODE_LIKE: dict[str, Any] = {
     "max_tokens": 32000,
     "stream": True,
     "system": [
-        {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}},
+        {
+            "type": "text",
+            "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+            "cache_control": {"type": "ephemeral"},
+        },
         {"type": "text", "text": "You are an interactive CLI tool that helps users with software engineering tasks."},
     ],
     "messages": [
@@ -872,7 +963,12 @@ CLAUDE_CODE_LIKE: dict[str, Any] = {
             "content": [
                 {"type": "thinking", "thinking": "I'll run ls.", "signature": SIG},
                 {"type": "text", "text": "Let me look."},
-                {"type": "tool_use", "id": "toolu_01BashA", "name": "Bash", "input": {"command": "ls", "description": "List files"}},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01BashA",
+                    "name": "Bash",
+                    "input": {"command": "ls", "description": "List files"},
+                },
             ],
         },
         {
@@ -982,14 +1078,27 @@ def test_request_images_documents_and_tool_result_images() -> None:
                 {
                     "role": "user",
                     "content": [
-                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo"}},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo"},
+                        },
                         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
-                        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}, "title": "spec.pdf"},
-                        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain notes"}},
+                        {
+                            "type": "document",
+                            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+                            "title": "spec.pdf",
+                        },
+                        {
+                            "type": "document",
+                            "source": {"type": "text", "media_type": "text/plain", "data": "plain notes"},
+                        },
                         {"type": "text", "text": "Describe.", "cache_control": {"type": "ephemeral"}},
                     ],
                 },
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_shot", "name": "screenshot", "input": {}}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "toolu_shot", "name": "screenshot", "input": {}}],
+                },
                 {
                     "role": "user",
                     "content": [
@@ -998,7 +1107,10 @@ def test_request_images_documents_and_tool_result_images() -> None:
                             "tool_use_id": "toolu_shot",
                             "content": [
                                 {"type": "text", "text": "captured"},
-                                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                                {
+                                    "type": "image",
+                                    "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                                },
                             ],
                         }
                     ],
@@ -1017,7 +1129,10 @@ def test_request_images_documents_and_tool_result_images() -> None:
         {"type": "text", "text": "Describe."},
     ]
     assert request["messages"][2] == {"role": "tool", "tool_call_id": "toolu_shot", "content": "captured"}
-    assert request["messages"][3] == {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+    assert request["messages"][3] == {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+    }
 
 
 def test_request_long_tool_ids_are_shortened_consistently() -> None:
@@ -1054,7 +1169,10 @@ def test_request_anthropic_tool_choice(tool_choice: dict[str, Any], expected: An
         {
             "max_tokens": 10,
             "messages": [{"role": "user", "content": "q"}],
-            "tools": [{"name": "f", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "web_search"}],
+            "tools": [
+                {"name": "f", "input_schema": {"type": "object"}},
+                {"type": "web_search_20250305", "name": "web_search"},
+            ],
             "tool_choice": tool_choice,
         },
         model_id="gpt-4o",
@@ -1086,7 +1204,10 @@ def test_request_sampling_stop_sequences_and_structured_output() -> None:
     ("content", "param"),
     [
         ([{"type": "image", "source": {"type": "file", "file_id": "file_011"}}], "messages[0].content[0].source"),
-        ([{"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}], "messages[0].content[0].source"),
+        (
+            [{"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}],
+            "messages[0].content[0].source",
+        ),
     ],
 )
 def test_request_anthropic_inexpressible_input_raises(content: list[dict[str, Any]], param: str) -> None:
@@ -1126,8 +1247,13 @@ def test_response_finish_reasons(finish: str | None, tool_calls: bool, stop_reas
     message: dict[str, Any] = {"role": "assistant", "content": "x", "reasoning_content": "private chain of thought"}
     if tool_calls:
         message["tool_calls"] = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{"}}]
-    body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    }
     result = Message.model_validate(a2o.translate_response(body, client_model="claude"))
     assert result.stop_reason == stop_reason
     assert all(b.type != "thinking" for b in result.content)  # unsigned reasoning is never passed as thinking
@@ -1136,7 +1262,16 @@ def test_response_finish_reasons(finish: str | None, tool_calls: bool, stop_reas
 
 
 def test_response_refusal_is_text() -> None:
-    body = {"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."}, "finish_reason": "stop"}]}
+    body = {
+        "id": "c",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+                "finish_reason": "stop",
+            }
+        ],
+    }
     message = Message.model_validate(a2o.translate_response(body, client_model="claude"))
     assert message.content[0].type == "text" and message.content[0].text == "I can't help with that."
 
@@ -1153,7 +1288,11 @@ def test_messages_stream_text_is_what_the_anthropic_sdk_expects() -> None:
     assert message.content[0].type == "text"
     assert message.content[0].text == expected.choices[0].message.content == "Hello! Déjà vu — 你好"
     assert message.stop_reason == "max_tokens" and message.model == "claude-sonnet-4-5"
-    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (86, 1920, 300)
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (
+        86,
+        1920,
+        300,
+    )
 
 
 def test_messages_stream_parallel_tool_calls() -> None:
@@ -1162,15 +1301,26 @@ def test_messages_stream_parallel_tool_calls() -> None:
     out = messages_stream(source, sizes=(7, 1, 33))
     events = anthropic_events(out)
     message = anthropic_final(out)
-    assert [(b.type, b.id, b.input) for b in message.content] == [
-        ("tool_use", c.id, json.loads(c.function.arguments)) for c in expected
-    ] == [
-        ("tool_use", "call_Dn2RJJSxzDm49vlVTehseJ0k", {"city": "Paris"}),
-        ("tool_use", "call_mCGI3Bm7XYkqcq3Zh4G3Ig1u", {"city": "Tokyo"}),
-    ]
+    assert (
+        [(b.type, b.id, b.input) for b in message.content]
+        == [("tool_use", c.id, json.loads(c.function.arguments)) for c in expected]
+        == [
+            ("tool_use", "call_Dn2RJJSxzDm49vlVTehseJ0k", {"city": "Paris"}),
+            ("tool_use", "call_mCGI3Bm7XYkqcq3Zh4G3Ig1u", {"city": "Tokyo"}),
+        ]
+    )
     assert message.stop_reason == "tool_use"
-    sequence = [(e["type"], e.get("index")) for e in events if e["type"].startswith("content_block") and e["type"] != "content_block_delta"]
-    assert sequence == [("content_block_start", 0), ("content_block_stop", 0), ("content_block_start", 1), ("content_block_stop", 1)]
+    sequence = [
+        (e["type"], e.get("index"))
+        for e in events
+        if e["type"].startswith("content_block") and e["type"] != "content_block_delta"
+    ]
+    assert sequence == [
+        ("content_block_start", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_stop", 1),
+    ]
     assert [e["type"] for e in events[-2:]] == ["message_delta", "message_stop"]
     assert events[-2]["usage"]["output_tokens"] == 51 and events[-2]["usage"]["input_tokens"] == 82
 
@@ -1184,8 +1334,13 @@ def test_messages_stream_output_does_not_depend_on_chunking(sizes: list[int]) ->
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
-    chunk: dict[str, Any] = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "llama",
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "llama",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     if usage is not None:
         chunk["usage"] = usage
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
@@ -1194,16 +1349,18 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, An
 def test_messages_stream_from_a_compatible_server_without_done_and_with_usage_on_the_finish_chunk() -> None:
     """Groq/vLLM style: whole tool calls in one chunk, finish_reason "stop", usage on that chunk, no [DONE]."""
     source = _chunk({"role": "assistant", "content": "Using tools."}) + _chunk(
-        {"tool_calls": [
-            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
-            {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
-        ]},
+        {
+            "tool_calls": [
+                {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+                {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+            ]
+        },
         "stop",
         {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     )
     translator = a2o.StreamTranslator(client_model="claude")
     out = translator.feed(source)
-    assert out.endswith(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")  # closed without waiting
+    assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')  # closed without waiting
     assert translator.finish() == b""
     message = anthropic_final(out)
     assert [b.type for b in message.content] == ["text", "tool_use", "tool_use"]
@@ -1212,9 +1369,28 @@ def test_messages_stream_from_a_compatible_server_without_done_and_with_usage_on
 
 def test_messages_stream_interleaved_tool_call_deltas_reach_their_own_block() -> None:
     source = (
-        _chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}]})
-        + _chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": '{"b"'}}]})
-        + _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}, {"index": 1, "function": {"arguments": ": 2}"}}]})
+        _chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}
+                ]
+            }
+        )
+        + _chunk(
+            {
+                "tool_calls": [
+                    {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": '{"b"'}}
+                ]
+            }
+        )
+        + _chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "function": {"arguments": ": 1}"}},
+                    {"index": 1, "function": {"arguments": ": 2}"}},
+                ]
+            }
+        )
         + _chunk({}, "tool_calls")
         + b"data: [DONE]\n\n"
     )
@@ -1223,13 +1399,19 @@ def test_messages_stream_interleaved_tool_call_deltas_reach_their_own_block() ->
 
 
 def test_messages_stream_error_chunk_and_truncation() -> None:
-    error = messages_stream(_chunk({"content": "Hi"}) + b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\n\n')
+    error = messages_stream(
+        _chunk({"content": "Hi"})
+        + b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\n\n'
+    )
     events = anthropic_events(error)
     assert events[-1] == {"type": "error", "error": {"type": "api_error", "message": "The server had an error"}}
     with pytest.raises(anthropic.APIStatusError, match="The server had an error"):
         anthropic_final(error)
 
-    truncated = messages_stream(_chunk({"content": "Hi"}) + _chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"x'}}]}))
+    truncated = messages_stream(
+        _chunk({"content": "Hi"})
+        + _chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"x'}}]})
+    )
     events = anthropic_events(truncated)
     assert [e["type"] for e in events[-2:]] == ["content_block_stop", "error"]
     with pytest.raises(anthropic.APIStatusError, match="ended before"):
@@ -1253,15 +1435,33 @@ def test_error_context_length_reads_like_anthropic_prompt_too_long() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "error_type", "message"),
     [
-        (429, golden("openai_error_rate_limit.json"), "rate_limit_error", json.loads(golden("openai_error_rate_limit.json"))["error"]["message"]),
-        (401, b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}', "authentication_error", "Incorrect API key provided"),
+        (
+            429,
+            golden("openai_error_rate_limit.json"),
+            "rate_limit_error",
+            json.loads(golden("openai_error_rate_limit.json"))["error"]["message"],
+        ),
+        (
+            401,
+            b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}',
+            "authentication_error",
+            "Incorrect API key provided",
+        ),
         (502, b"<html>Bad Gateway</html>", "api_error", "<html>Bad Gateway</html>"),
-        (503, b'[{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}]', "overloaded_error", "The model is overloaded."),
+        (
+            503,
+            b'[{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}]',
+            "overloaded_error",
+            "The model is overloaded.",
+        ),
         (404, b'{"detail": "Not Found"}', "not_found_error", "Not Found"),
     ],
 )
 def test_error_shapes_into_anthropic(status: int, body: bytes, error_type: str, message: str) -> None:
-    assert json.loads(a2o.translate_error(status, body)) == {"type": "error", "error": {"type": error_type, "message": message}}
+    assert json.loads(a2o.translate_error(status, body)) == {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+    }
 
 
 # ====================================================================================== both directions
@@ -1273,10 +1473,25 @@ def test_round_trip_chat_request_through_anthropic_and_back_keeps_the_conversati
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Weather?"},
-            {"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"c":"Rome"}'}}]},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"c":"Rome"}'}}
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         ],
-        "tools": [{"type": "function", "function": {"name": "w", "description": "weather", "parameters": {"type": "object", "properties": {"c": {"type": "string"}}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "w",
+                    "description": "weather",
+                    "parameters": {"type": "object", "properties": {"c": {"type": "string"}}},
+                },
+            }
+        ],
         "tool_choice": "auto",
         "max_tokens": 500,
         "temperature": 0.4,
@@ -1287,9 +1502,14 @@ def test_round_trip_chat_request_through_anthropic_and_back_keeps_the_conversati
     assert back["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"c":"Rome"}'}}]},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"c":"Rome"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     ]
     assert back["tools"] == chat["tools"] and back["tool_choice"] == "auto"
     assert (back["max_tokens"], back["temperature"], back["stop"]) == (500, 0.4, ["END"])
-

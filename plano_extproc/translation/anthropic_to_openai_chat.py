@@ -330,7 +330,10 @@ def _assistant_message(content: Any, position: int) -> JsonObject | None:
                 {
                     "id": openai_tool_id(block.get("id"), f"call_{position}_{j}"),
                     "type": "function",
-                    "function": {"name": as_str(block.get("name")) or "", "arguments": dumps_str(block.get("input", {}))},
+                    "function": {
+                        "name": as_str(block.get("name")) or "",
+                        "arguments": dumps_str(block.get("input", {})),
+                    },
                 }
             )
         # thinking / redacted_thinking / server tool blocks: dropped (module docstring)
@@ -411,12 +414,15 @@ def _stop_reason(finish: str | None, has_tool_use: bool) -> str:
 def _message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(as_str(p.get("text")) or "" for p in as_list(content) if isinstance(p, dict) and p.get("type") == "text")
+    return "".join(
+        as_str(p.get("text")) or "" for p in as_list(content) if isinstance(p, dict) and p.get("type") == "text"
+    )
 
 
 def translate_response(body: JsonObject, *, client_model: str) -> JsonObject:
     if "error" in body and not body.get("choices"):
-        return orjson.loads(translate_error(500, dumps(body)))
+        error = parse_provider_error(500, dumps(body))
+        return _anthropic_error(500, error.message, error.type, error.code)
     choices = as_list(body.get("choices"))
     choice = as_object(choices[0]) if choices else None
     message = as_object(choice.get("message")) if choice else None
@@ -591,7 +597,7 @@ class StreamTranslator:
         if self._started:
             return
         self._started = True
-        message = {
+        message: JsonObject = {
             "id": message_id or "msg_unknown",
             "type": "message",
             "role": "assistant",
@@ -686,4 +692,3 @@ class StreamTranslator:
         payload = {"type": "error", "error": {"type": error_type, "message": message}}
         out.append(sse_named(b"error", dumps(payload)))
         self._done = True
-

@@ -191,9 +191,13 @@ def translate_request(body: JsonObject, *, model_id: str) -> JsonObject:
     output_config: JsonObject = dict(as_object(body.get("output_config")) or {})
     thinking = _thinking(body, facts, max_tokens, output_config)
     forced_tool = tool_choice is not None and tool_choice.get("type") in ("any", "tool")
-    if thinking is not None and thinking.get("type") != "disabled":
-        if forced_tool or _last_tool_turn_lacks_thinking(turns):
-            thinking = None
+    # Anthropic rejects thinking with a forced tool, and a thinking tool loop whose last tool turn lacks it
+    if (
+        thinking is not None
+        and thinking.get("type") != "disabled"
+        and (forced_tool or _last_tool_turn_lacks_thinking(turns))
+    ):
+        thinking = None
     thinking_on = thinking is not None and thinking.get("type") != "disabled"
     if thinking is not None:
         out["thinking"] = thinking
@@ -346,7 +350,11 @@ def _assistant_blocks(message: JsonObject, position: int, state: _RequestState) 
             continue
         if thinking.get("type") == "thinking" and as_str(thinking.get("signature")):
             blocks.append(
-                {"type": "thinking", "thinking": as_str(thinking.get("thinking")) or "", "signature": thinking["signature"]}
+                {
+                    "type": "thinking",
+                    "thinking": as_str(thinking.get("thinking")) or "",
+                    "signature": thinking["signature"],
+                }
             )
         elif thinking.get("type") == "redacted_thinking" and as_str(thinking.get("data")):
             blocks.append({"type": "redacted_thinking", "data": thinking["data"]})
@@ -362,14 +370,21 @@ def _assistant_blocks(message: JsonObject, position: int, state: _RequestState) 
             function = as_object(call.get("function")) or {}
             name, tool_input = as_str(function.get("name")) or "", json_object_or_empty(function.get("arguments"))
         blocks.append(
-            {"type": "tool_use", "id": anthropic_tool_id(call.get("id"), fallback_id), "name": name, "input": tool_input}
+            {
+                "type": "tool_use",
+                "id": anthropic_tool_id(call.get("id"), fallback_id),
+                "name": name,
+                "input": tool_input,
+            }
         )
     legacy = as_object(message.get("function_call"))
     if legacy is not None:
         name = as_str(legacy.get("name")) or ""
         call_id = f"toolu_legacy_{position}"
         state.legacy_calls.setdefault(name, []).append(call_id)
-        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": json_object_or_empty(legacy.get("arguments"))})
+        blocks.append(
+            {"type": "tool_use", "id": call_id, "name": name, "input": json_object_or_empty(legacy.get("arguments"))}
+        )
     return blocks
 
 
@@ -554,7 +569,7 @@ def _stop_sequences(stop: Any) -> list[str]:
 
 def translate_response(body: JsonObject, *, client_model: str) -> JsonObject:
     if body.get("type") == "error":
-        return orjson.loads(translate_error(500, dumps(body)))
+        return _openai_error_of(500, dumps(body))
     text: list[str] = []
     tool_calls: list[JsonObject] = []
     reasoning: list[str] = []
@@ -570,7 +585,10 @@ def translate_response(body: JsonObject, *, client_model: str) -> JsonObject:
                 {
                     "id": as_str(block.get("id")) or f"call_{len(tool_calls)}",
                     "type": "function",
-                    "function": {"name": as_str(block.get("name")) or "", "arguments": dumps_str(block.get("input", {}))},
+                    "function": {
+                        "name": as_str(block.get("name")) or "",
+                        "arguments": dumps_str(block.get("input", {})),
+                    },
                 }
             )
         elif kind == "thinking":
@@ -614,9 +632,13 @@ def _openai_error(anthropic_type: str | None, message: str, status: int, param: 
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def translate_error(status: int, body: bytes) -> bytes:
+def _openai_error_of(status: int, body: bytes) -> JsonObject:
     error = parse_provider_error(status, body)
-    return dumps(_openai_error(error.type, error.message, status, error.param))
+    return _openai_error(error.type, error.message, status, error.param)
+
+
+def translate_error(status: int, body: bytes) -> bytes:
+    return dumps(_openai_error_of(status, body))
 
 
 # ============================================================================================== stream
@@ -725,8 +747,8 @@ class StreamTranslator:
             out.append(_PING)
         elif kind == "error":
             error = as_object(payload.get("error")) or {}
-            message = as_str(error.get("message")) or "the provider reported an error"
-            out.append(sse_data(dumps(_openai_error(as_str(error.get("type")), message, 500))))
+            text = as_str(error.get("message")) or "the provider reported an error"
+            out.append(sse_data(dumps(_openai_error(as_str(error.get("type")), text, 500))))
             self._done = True
 
     def _start(self, out: list[bytes], message_id: str | None) -> None:
@@ -741,7 +763,9 @@ class StreamTranslator:
             + dumps(self._model)
             + b',"choices":[{"index":0,"delta":'
         )
-        out.append(self._prefix + b'{"role":"assistant","content":""},"logprobs":null,"finish_reason":null' + self._suffix)
+        out.append(
+            self._prefix + b'{"role":"assistant","content":""},"logprobs":null,"finish_reason":null' + self._suffix
+        )
 
     def _delta(self, delta: bytes, out: list[bytes]) -> None:
         if not self._prefix:
@@ -820,8 +844,11 @@ class StreamTranslator:
             call.streamed = True
             arguments = dumps_str(call.start_input) if call.start_input else "{}"
             self._delta(
-                b'{"tool_calls":[{"index":' + str(call.index).encode() + b',"function":{"arguments":'
-                + dumps(arguments) + b"}}]}",
+                b'{"tool_calls":[{"index":'
+                + str(call.index).encode()
+                + b',"function":{"arguments":'
+                + dumps(arguments)
+                + b"}}]}",
                 out,
             )
         thinking = self._thinking.pop(index, None)

@@ -23,7 +23,7 @@ class SseEvent:
 class SseParser:
     """Bytes in, complete events out. `max_pending` bounds the partial event kept between chunks."""
 
-    __slots__ = ("_buffer", "_scan", "_after_cr", "_max_pending")
+    __slots__ = ("_after_cr", "_buffer", "_max_pending", "_scan")
 
     def __init__(self, max_pending: int = 16 * 1024 * 1024) -> None:
         self._buffer = bytearray()
