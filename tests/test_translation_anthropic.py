@@ -866,6 +866,44 @@ def test_stream_thinking_redacted_thinking_and_three_parallel_tool_calls() -> No
     assert completion.choices[0].finish_reason == "tool_calls"
 
 
+def test_streamed_thinking_blocks_replay_into_the_next_request() -> None:
+    """The OpenAI SDK's own accumulator builds the assistant message; sent back, its signed blocks lead the
+    tool turn of the next Anthropic request."""
+    completion = openai_final(chat_stream(golden("anthropic_stream_thinking_parallel_tools.sse"), sizes=(11,)))
+    assistant = completion.choices[0].message.to_dict()
+    results = [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in assistant["tool_calls"]]
+    request = o2a.translate_request(
+        {
+            "messages": [{"role": "user", "content": "Weather in Paris and Tokyo, and the time?"}, assistant, *results],
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather"}},
+                {"type": "function", "function": {"name": "get_time"}},
+            ],
+            "reasoning_effort": "low",
+        },
+        model_id=CLAUDE,
+    )
+    assert request["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    turn = request["messages"][1]["content"]
+    assert turn[0] == {
+        "type": "thinking",
+        "thinking": "The user wants weather in two cities.\n\nI will call get_weather twice.",
+        "signature": SIG,
+    }
+    assert turn[1]["type"] == "redacted_thinking" and [b["type"] for b in turn[2:]] == ["tool_use"] * 3
+    assert_valid_anthropic_request(request)
+
+
+def test_stream_translator_for_request_reads_stream_options() -> None:
+    with_usage = o2a.StreamTranslator.for_request(
+        {"stream": True, "stream_options": {"include_usage": True}}, client_model="m"
+    )
+    without = o2a.StreamTranslator.for_request({"stream": True}, client_model="m")
+    source = golden("anthropic_stream_text.sse")
+    assert openai_chunks(feed(with_usage, source))[-1]["choices"] == []
+    assert openai_chunks(feed(without, source))[-1]["choices"] != []
+
+
 def test_stream_usage_chunk_only_when_the_client_asked_for_it() -> None:
     out = chat_stream(golden("anthropic_stream_text.sse"), include_usage=False)
     chunks = openai_chunks(out)
@@ -1367,6 +1405,19 @@ def test_messages_stream_from_a_compatible_server_without_done_and_with_usage_on
     assert message.stop_reason == "tool_use" and message.usage.output_tokens == 5
 
 
+def test_messages_stream_drops_unsigned_reasoning_from_compatible_servers() -> None:
+    source = (
+        _chunk({"role": "assistant", "reasoning_content": "Let me think."})
+        + _chunk({"reasoning": "More thoughts."})
+        + _chunk({"content": "42"})
+        + _chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    message = anthropic_final(messages_stream(source))
+    assert [(b.type, getattr(b, "text", None)) for b in message.content] == [("text", "42")]
+    assert message.stop_reason == "end_turn"
+
+
 def test_messages_stream_interleaved_tool_call_deltas_reach_their_own_block() -> None:
     source = (
         _chunk(
@@ -1513,3 +1564,35 @@ def test_round_trip_chat_request_through_anthropic_and_back_keeps_the_conversati
     ]
     assert back["tools"] == chat["tools"] and back["tool_choice"] == "auto"
     assert (back["max_tokens"], back["temperature"], back["stop"]) == (500, 0.4, ["END"])
+
+
+@pytest.mark.parametrize("direction", ["chat_to_messages", "messages_to_chat"])
+def test_translate_request_leaves_the_client_body_untouched(direction: str) -> None:
+    """Translation runs once per attempt on the same client body (a fall-over translates it again)."""
+    import copy
+
+    if direction == "chat_to_messages":
+        body: dict[str, Any] = {
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "user", "content": "q", "cache_control": {"type": "ephemeral"}},
+                {
+                    "role": "assistant",
+                    "content": "a  ",
+                    "thinking_blocks": [{"type": "thinking", "thinking": "t", "signature": "s"}],
+                },
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"properties": {}}}}],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+            "reasoning_effort": "high",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            "output_config": {"effort": "low"},
+        }
+        translate = lambda b: o2a.translate_request(b, model_id=CLAUDE)
+    else:
+        body = copy.deepcopy(CLAUDE_CODE_LIKE)
+        translate = lambda b: a2o.translate_request(b, model_id="o3")
+    before = copy.deepcopy(body)
+    first = translate(body)
+    assert body == before
+    assert translate(body) == first

@@ -680,6 +680,12 @@ class StreamTranslator:
         self._finished = False  # the finish chunk went out
         self._done = False  # nothing more will be written
 
+    @classmethod
+    def for_request(cls, client_body: JsonObject, *, client_model: str) -> StreamTranslator:
+        """The translator for the client's (OpenAI Chat) request body: honours its ``stream_options``."""
+        options = as_object(client_body.get("stream_options")) or {}
+        return cls(client_model=client_model, include_usage=options.get("include_usage") is True)
+
     # ------------------------------------------------------------------ public
 
     def feed(self, chunk: bytes) -> bytes:
