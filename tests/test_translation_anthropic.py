@@ -1596,3 +1596,65 @@ def test_translate_request_leaves_the_client_body_untouched(direction: str) -> N
     first = translate(body)
     assert body == before
     assert translate(body) == first
+
+
+def test_tool_names_over_openais_64_characters_are_shortened_and_restored() -> None:
+    long_name = "mcp__plugin_design_figma-desktop-bridge__get_design_context_for_selection"
+    assert len(long_name) > 64
+    body = {
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": long_name, "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]},
+        ],
+        "tools": [
+            {"name": long_name, "input_schema": {"type": "object"}},
+            {"name": "Bash", "input_schema": {"type": "object"}},
+        ],
+        "tool_choice": {"type": "tool", "name": long_name},
+    }
+    request = a2o.translate_request(body, model_id="gpt-4o")
+    short = request["tools"][0]["function"]["name"]
+    assert (
+        len(short) == 64
+        and short.startswith("mcp__plugin_design")
+        and request["tools"][1]["function"]["name"] == "Bash"
+    )
+    assert request["messages"][1]["tool_calls"][0]["function"]["name"] == short
+    assert request["tool_choice"] == {"type": "function", "function": {"name": short}}
+    names = a2o.tool_name_map(body)
+    assert names == {short: long_name}
+
+    completion = {
+        "id": "c",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "call_9", "type": "function", "function": {"name": short, "arguments": "{}"}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    assert (
+        a2o.translate_response(completion, client_model="claude", tool_names=names)["content"][0]["name"] == long_name
+    )
+    stream = (
+        _chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "call_9", "type": "function", "function": {"name": short, "arguments": "{}"}}
+                ]
+            }
+        )
+        + _chunk({}, "tool_calls")
+        + b"data: [DONE]\n\n"
+    )
+    message = anthropic_final(feed(a2o.StreamTranslator(client_model="claude", tool_names=names), stream))
+    assert message.content[0].name == long_name

@@ -20,7 +20,9 @@ document (PDF base64 / text)       ``file`` part with a ``data:`` URL / text par
                                    only carry text)
 assistant text / ``tool_use``      content / ``tool_calls`` (input serialised); ids over OpenAI's 40-character
                                    limit are replaced by a stable hash, in the call and in its result alike
-tools (custom)                     ``{type: function, function: {name, description, parameters}}``
+tools (custom)                     ``{type: function, function: {name, description, parameters}}``; names over
+                                   OpenAI's 64 characters are shortened (start + stable hash) here, in
+                                   tool_choice and in history; `tool_name_map` restores them on the way back
 tool_choice auto/any/tool/none     "auto" / "required" / {type: function, function: {name}} / "none"
 disable_parallel_tool_use          ``parallel_tool_calls: false``
 max_tokens                         ``max_tokens`` (``max_completion_tokens`` for o-series / GPT-5), clamped to the
@@ -74,6 +76,7 @@ silently truncated message.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +108,8 @@ __all__ = [
     "StreamTranslator",
     "TranslationError",
     "openai_tool_id",
+    "openai_tool_name",
+    "tool_name_map",
     "translate_error",
     "translate_request",
     "translate_response",
@@ -112,6 +117,7 @@ __all__ = [
 
 _MAX_STOP = 4
 _MAX_TOOL_ID = 40
+_MAX_TOOL_NAME = 64
 _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 #: Anthropic tool types that are plain client tools; every other ``type`` is a server or Anthropic-defined tool
 _CLIENT_TOOL_TYPES = (None, "custom")
@@ -201,6 +207,26 @@ def _system_texts(system: Any, where: str) -> list[str]:
         if text:
             texts.append(text)
     return texts
+
+
+def openai_tool_name(name: str) -> str:
+    """OpenAI limits function names to 64 characters, Anthropic allows longer ones (Claude Code's MCP tools,
+    ``mcp__<server>__<tool>``, often exceed 64): a long name keeps its start and gains a stable hash."""
+    if len(name) <= _MAX_TOOL_NAME:
+        return name
+    return name[: _MAX_TOOL_NAME - 9] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def tool_name_map(client_body: JsonObject) -> dict[str, str]:
+    """{name sent to the provider: the client's name} for every tool whose name had to be shortened. Give it
+    to `translate_response` / `StreamTranslator` so tool calls come back under the names the client
+    declared; empty (and unnecessary) when no name is longer than 64 characters."""
+    names: dict[str, str] = {}
+    for tool in as_list(client_body.get("tools")):
+        name = as_str(tool.get("name")) if isinstance(tool, dict) else None
+        if name and len(name) > _MAX_TOOL_NAME:
+            names[openai_tool_name(name)] = name
+    return names
 
 
 def openai_tool_id(tool_id: Any, fallback: str) -> str:
@@ -331,7 +357,7 @@ def _assistant_message(content: Any, position: int) -> JsonObject | None:
                     "id": openai_tool_id(block.get("id"), f"call_{position}_{j}"),
                     "type": "function",
                     "function": {
-                        "name": as_str(block.get("name")) or "",
+                        "name": openai_tool_name(as_str(block.get("name")) or ""),
                         "arguments": dumps_str(block.get("input", {})),
                     },
                 }
@@ -354,7 +380,7 @@ def _tools(tools: Any) -> list[JsonObject]:
         name = as_str(tool.get("name"))
         if not name:
             continue
-        function: JsonObject = {"name": name}
+        function: JsonObject = {"name": openai_tool_name(name)}
         description = as_str(tool.get("description"))
         if description:
             function["description"] = description
@@ -375,7 +401,7 @@ def _tool_choice(choice: JsonObject | None, names: set[str]) -> str | JsonObject
     if kind == "none":
         return "none"
     if kind == "tool":
-        name = as_str(choice.get("name"))
+        name = openai_tool_name(as_str(choice.get("name")) or "")
         return {"type": "function", "function": {"name": name}} if name in names else "auto"
     return None
 
@@ -404,6 +430,10 @@ def _response_format(body: JsonObject) -> JsonObject | None:
 # ============================================================================================== response
 
 
+def _client_name(name: str, tool_names: Mapping[str, str] | None) -> str:
+    return tool_names.get(name, name) if tool_names else name
+
+
 def _stop_reason(finish: str | None, has_tool_use: bool) -> str:
     stop = OPENAI_TO_ANTHROPIC_STOP.get(finish or "stop", "end_turn")
     if has_tool_use and stop == "end_turn":
@@ -419,7 +449,10 @@ def _message_text(content: Any) -> str:
     )
 
 
-def translate_response(body: JsonObject, *, client_model: str) -> JsonObject:
+def translate_response(
+    body: JsonObject, *, client_model: str, tool_names: Mapping[str, str] | None = None
+) -> JsonObject:
+    """``tool_names``: `tool_name_map` of the client's request, when it had names over 64 characters."""
     if "error" in body and not body.get("choices"):
         error = parse_provider_error(500, dumps(body))
         return _anthropic_error(500, error.message, error.type, error.code)
@@ -443,7 +476,7 @@ def translate_response(body: JsonObject, *, client_model: str) -> JsonObject:
             {
                 "type": "tool_use",
                 "id": as_str(call.get("id")) or f"toolu_{k}",
-                "name": as_str(function.get("name")) or "",
+                "name": _client_name(as_str(function.get("name")) or "", tool_names),
                 "input": json_object_or_empty(function.get("arguments")),
             }
         )
@@ -504,11 +537,13 @@ class _Block:
 
 
 class StreamTranslator:
-    """OpenAI ``chat.completion.chunk`` SSE in, Anthropic Messages SSE out."""
+    """OpenAI ``chat.completion.chunk`` SSE in, Anthropic Messages SSE out. ``tool_names``: `tool_name_map`
+    of the client's request, when it had tool names over 64 characters."""
 
-    def __init__(self, *, client_model: str) -> None:
+    def __init__(self, *, client_model: str, tool_names: Mapping[str, str] | None = None) -> None:
         self._parser = SseParser()
         self._model = client_model
+        self._tool_names = tool_names
         self._started = False
         self._blocks: list[_Block] = []
         self._open: _Block | None = None
@@ -658,7 +693,7 @@ class StreamTranslator:
             start = {
                 "type": "tool_use",
                 "id": as_str(call.get("id")) or f"toolu_{len(self._blocks)}",
-                "name": as_str(function.get("name")) or "",
+                "name": _client_name(as_str(function.get("name")) or "", self._tool_names),
                 "input": {},
             }
             block = self._open_block("tool_use", start, out)

@@ -160,8 +160,9 @@ def translate_request(body: JsonObject, *, model_id: str) -> JsonObject:
             raise TranslationError(f"{where} must be an object", where)
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend(b for b in _content_blocks(message.get("content"), where, state) if b["type"] == "text")
-            _message_cache_control(message, system, state)
+            texts = [b for b in _content_blocks(message.get("content"), where, state) if b["type"] == "text"]
+            _message_cache_control(message, texts, state)
+            system.extend(texts)
         elif role == "user":
             blocks = _content_blocks(message.get("content"), where, state)
             _message_cache_control(message, blocks, state)
