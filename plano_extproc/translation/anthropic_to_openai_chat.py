@@ -12,7 +12,7 @@ Anthropic                          OpenAI
 ``system`` (string or blocks)      one leading system message, blocks joined by a blank line; ``messages[]``
                                    entries with role system (Claude Code sends them) are appended to it, after
                                    the top-level prompt so that stable prefix stays cacheable
-user text blocks                   string content (all-text turns) or text parts
+user text blocks                   one string (an all-text turn, blocks joined by a blank line) or parts
 image (base64 / url)               ``image_url`` (``data:`` URL / the URL)
 document (PDF base64 / text)       ``file`` part with a ``data:`` URL / text part
 ``tool_result`` blocks             one ``tool`` message each, before the rest of that user turn; text joined;

@@ -236,7 +236,7 @@ def translate_request(body: JsonObject, *, model_id: str) -> JsonObject:
     user = as_str(body.get("user")) or as_str(body.get("safety_identifier"))
     if user:
         out["metadata"] = {"user_id": user[:_METADATA_USER_MAX]}
-    if not state.explicit_cache and (body.get("prompt_cache_key") or body.get("prompt_cache_retention")):
+    if not state.explicit_cache and body.get("prompt_cache_key"):
         out["cache_control"] = {"type": "ephemeral"}
     return out
 
