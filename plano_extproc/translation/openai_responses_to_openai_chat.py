@@ -579,7 +579,7 @@ def translate_response(body: Json, *, client_model: str, request: Json | None = 
     output: list[Json] = []
     reasoning = _reasoning_of(message)
     if reasoning:
-        output.append(_reasoning_item(f"rs_{base}_{len(output)}", reasoning, status))
+        output.append(_reasoning_item(f"rs_{base}_{len(output)}", reasoning, "completed"))
     text = _text_of(message.get("content"))
     refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else None
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
@@ -592,7 +592,7 @@ def translate_response(body: Json, *, client_model: str, request: Json | None = 
     if refusal:
         parts.append({"type": "refusal", "refusal": refusal})
     if parts or not (calls or output):
-        output.append(_message_item_out(f"msg_{base}_{len(output)}", parts or [_text_part("")], status))
+        output.append(_message_item_out(f"msg_{base}_{len(output)}", parts or [_text_part("")], "completed"))
     for n, call in enumerate(calls):
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         assert isinstance(function, dict)
@@ -601,7 +601,9 @@ def translate_response(body: Json, *, client_model: str, request: Json | None = 
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
-        output.append(_call_item(str(call_id), str(name), arguments, custom, status))
+        output.append(_call_item(str(call_id), str(name), arguments, custom, "completed"))
+    if status == "incomplete" and "status" in output[-1]:
+        output[-1]["status"] = "incomplete"  # the item being written when the answer was cut; earlier ones are whole
     response = _response_shell(request, client_model, f"resp_{base}", created)
     response["status"] = status
     if finish in _INCOMPLETE:
