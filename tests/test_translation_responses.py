@@ -814,3 +814,67 @@ def test_translation_does_not_mutate_inputs() -> None:
     translate_request(req, model_id="m")
     translate_response(body, client_model="m", request=req)
     assert req == frozen and body == frozen_body
+
+
+# ------------------------------------------------------------------------ sse.py (shared by the translators)
+
+_SSE_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["message", "error", "response.completed"])), st.lists(_SSE_TEXT, min_size=1, max_size=3)), max_size=8),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.booleans(),
+    st.data(),
+)
+def test_sse_parser_reads_events_whatever_the_line_ends_and_chunking(
+    events: list[tuple[str | None, list[str]]], nl: str, comments: bool, data: st.DataObject
+) -> None:
+    raw = ""
+    for name, lines in events:
+        if comments:
+            raw += f": keep-alive{nl}"
+        if name is not None:
+            raw += f"event: {name}{nl}"
+        raw += "".join(f"data: {line}{nl}" for line in lines) + nl
+    blob = raw.encode()
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(blob)), max_size=20)))
+    parser = SseParser()
+    got = [e for i, j in zip([0, *cuts], [*cuts, len(blob)], strict=True) for e in parser.feed(blob[i:j])] + parser.finish()
+    assert [(e.event, e.data) for e in got] == [(name, "\n".join(lines)) for name, lines in events]
+
+
+def test_sse_parser_keeps_unicode_line_separators_inside_data() -> None:
+    """JSON may carry U+2028, U+2029 and U+0085 unescaped (Node's JSON.stringify, orjson do); they are not
+    SSE line ends, so a model writing one must not cut its chunk in two."""
+    text = "a\u2028b\u2029c\x85d"
+    raw = b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+    (event,) = SseParser().feed(raw)
+    assert orjson.loads(event.data)["choices"][0]["delta"]["content"] == text
+    _, final = check_stream(run_stream(chat_sse([chunk({"content": text}), chunk({}, "stop")])))
+    assert final.output_text == text
+
+
+def test_sse_parser_last_event_without_blank_line_and_size_bound() -> None:
+    parser = SseParser()
+    assert parser.feed(b"event: x\ndata: 1") == []
+    assert [(e.event, e.data) for e in parser.finish()] == [("x", "1")]
+    bounded = SseParser(max_pending=64)
+    with pytest.raises(ValueError):
+        bounded.feed(b"data: " + b"x" * 100)
+
+
+def test_sse_parser_is_linear_in_the_bytes_fed() -> None:
+    """A large buffer of many events, and one huge event arriving in small pieces (a whole tool call from a
+    provider that does not stream arguments), both parse in time proportional to their size."""
+    import time
+
+    many = b"".join(b'data: {"choices":[{"index":0,"delta":{"content":"word "}}]}\n\n' for _ in range(40_000))
+    huge = b"data: " + orjson.dumps({"x": "a" * 4_000_000}) + b"\n\n"
+    started = time.perf_counter()
+    assert len(SseParser().feed(many)) == 40_000
+    parser = SseParser()
+    got = [e for i in range(0, len(huge), 512) for e in parser.feed(huge[i : i + 512])]
+    assert len(got) == 1 and len(got[0].data) == len(huge) - 8
+    assert time.perf_counter() - started < 5.0  # quadratic parsing took minutes here
