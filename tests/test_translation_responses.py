@@ -495,6 +495,15 @@ def test_output_items_round_trip_as_the_next_turns_input() -> None:
     ]
 
 
+def test_a_given_response_id_names_the_response_and_its_items() -> None:
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    resp = translate_response(chat_completion({"content": "x", "tool_calls": calls}, "tool_calls"), client_model="m", response_id="resp_0af3")
+    assert resp["id"] == "resp_0af3" and resp["output"][0]["id"] == "msg_0af3_0"
+    t = StreamTranslator(client_model="m", response_id="resp_0af3")
+    payloads, _ = check_stream(t.feed(text_stream("hi")) + t.finish())
+    assert {p["response"]["id"] for p in payloads if "response" in p} == {"resp_0af3"}
+
+
 def test_odd_provider_bodies_still_give_a_valid_response() -> None:
     bodies: list[Json] = [{}, {"choices": []}, {"choices": [{"index": 0, "message": {"content": [{"type": "text", "text": "from parts"}]}}]}]
     for body in bodies:

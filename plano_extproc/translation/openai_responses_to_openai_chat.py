@@ -101,7 +101,8 @@ Anthropic thinking)                      ``encrypted_content``
 The response echoes the request fields the Responses object carries (instructions, tools, tool_choice,
 temperature, top_p, max_output_tokens, text, reasoning, metadata, parallel_tool_calls...). Ids are derived
 from the provider's completion id (``resp_<id>``, ``msg_<id>_<n>``, ``fc_<call id>``) so one upstream
-answer always translates to the same bytes.
+answer always translates to the same bytes; ``response_id=`` replaces it where provider ids repeat (Ollama's
+are three random digits).
 
 Streams: chat chunks become ``response.created``, ``response.in_progress``, then per item
 ``output_item.added`` -> ``content_part.added`` -> ``output_text.delta``... -> ``output_text.done`` ->
@@ -167,26 +168,6 @@ class ChatTarget:
 
 PORTABLE: Final = ChatTarget()
 
-# tools the provider would have to run itself; see the module docstring
-_BUILTIN_TOOL_TYPES: Final = frozenset(
-    {
-        "web_search",
-        "web_search_preview",
-        "web_search_preview_2025_03_11",
-        "web_search_2025_08_26",
-        "file_search",
-        "computer",
-        "computer_use",
-        "computer_use_preview",
-        "code_interpreter",
-        "image_generation",
-        "mcp",
-        "local_shell",
-        "shell",
-        "apply_patch",
-        "tool_search",
-    }
-)
 _TEXT_PARTS: Final = frozenset({"input_text", "output_text", "text"})
 _IMAGE_DETAILS: Final = frozenset({"low", "high", "auto"})
 _STATE_ITEMS: Final = {
@@ -566,9 +547,10 @@ _INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_
 _FAILED_CODES: Final = {"rate_limit_exceeded", "server_error", "invalid_prompt"}
 
 
-def translate_response(body: Json, *, client_model: str, request: Json | None = None) -> Json:
-    """A `chat.completion` body -> a Responses `response` object."""
-    base = _base_id(body.get("id"))
+def translate_response(body: Json, *, client_model: str, request: Json | None = None, response_id: str | None = None) -> Json:
+    """A `chat.completion` body -> a Responses `response` object. `response_id` (default: derived from the
+    completion id) names the response and its items; pass one when the provider's ids are not unique."""
+    base = response_id.removeprefix("resp_") if response_id else _base_id(body.get("id"))
     created = _created(body.get("created"))
     choice = _first_choice(body.get("choices"))
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
@@ -604,7 +586,7 @@ def translate_response(body: Json, *, client_model: str, request: Json | None = 
         output.append(_call_item(str(call_id), str(name), arguments, custom, "completed"))
     if status == "incomplete" and "status" in output[-1]:
         output[-1]["status"] = "incomplete"  # the item being written when the answer was cut; earlier ones are whole
-    response = _response_shell(request, client_model, f"resp_{base}", created)
+    response = _response_shell(request, client_model, _resp_id(base), created)
     response["status"] = status
     if finish in _INCOMPLETE:
         response["incomplete_details"] = {"reason": _INCOMPLETE[finish]}
@@ -623,6 +605,10 @@ def _first_choice(choices: object) -> Json:
 
 def _base_id(raw: object) -> str:
     return raw if isinstance(raw, str) and raw else uuid.uuid4().hex
+
+
+def _resp_id(base: str) -> str:
+    return f"resp_{base}"
 
 
 def _created(raw: object) -> int:
@@ -806,8 +792,9 @@ class _Reasoning:
 class StreamTranslator:
     """Chat Completions SSE bytes in (any chunking) -> Responses SSE bytes out, incrementally."""
 
-    def __init__(self, *, client_model: str, request: Json | None = None) -> None:
+    def __init__(self, *, client_model: str, request: Json | None = None, response_id: str | None = None) -> None:
         self._client_model = client_model
+        self._response_id = response_id
         self._request = request
         self._custom = _custom_names(request)
         self._parser = SseParser()
@@ -924,14 +911,14 @@ class StreamTranslator:
         if self._started:
             return
         self._started = True
-        self._base = _base_id(chunk.get("id"))
+        self._base = self._response_id.removeprefix("resp_") if self._response_id else _base_id(chunk.get("id"))
         self._created = _created(chunk.get("created"))
         shell = self._shell()
         self._emit("response.created", {"type": "response.created", "response": shell})
         self._emit("response.in_progress", {"type": "response.in_progress", "response": shell})
 
     def _shell(self) -> Json:
-        return _response_shell(self._request, self._client_model, f"resp_{self._base}", self._created)
+        return _response_shell(self._request, self._client_model, _resp_id(self._base), self._created)
 
     def _status(self) -> str:
         """The status items get when they close: incomplete when cut short or when the stream failed."""
