@@ -620,6 +620,15 @@ def test_stream_cut_before_the_end_fails_cleanly() -> None:
     assert payloads[-1]["type"] == "response.failed" and final.output_text == "Once upon"
 
 
+def test_stream_event_too_large_to_buffer_fails_cleanly() -> None:
+    t = StreamTranslator(client_model="m")
+    t._parser = SseParser(max_pending=1024)  # the bound, made small for the test
+    out = t.feed(chat_sse([chunk({"content": "ok"})], done=False)) + t.feed(b"data: " + b"x" * 2048)
+    out += t.feed(b"more\n\n") + t.finish()
+    payloads, final = check_stream(out)
+    assert payloads[-1]["type"] == "response.failed" and final.output_text == "ok"
+
+
 def test_stream_without_done_marker_but_finished_completes() -> None:
     raw = chat_sse([chunk({"content": "Done."}), chunk({}, "stop")], done=False)
     payloads, final = check_stream(run_stream(raw))

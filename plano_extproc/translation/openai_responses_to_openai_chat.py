@@ -818,7 +818,12 @@ class StreamTranslator:
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
             return b""
-        for event in self._parser.feed(chunk):
+        try:
+            events = self._parser.feed(chunk)
+        except ValueError as e:  # one event larger than the parser's bound: the stream cannot go on
+            self._fail({"message": f"the provider's stream could not be read: {e}", "type": "server_error"})
+            return self._drain()
+        for event in events:
             self._on_event(event)
             if self._done:
                 break
