@@ -21,16 +21,17 @@ from typing import Any, Literal
 
 import orjson
 
+from plano_extproc.apis.base import RequestFormatError
+
 JsonObject = dict[str, Any]
 
 
-class TranslationError(Exception):
-    """The client's request cannot be expressed in the provider's API. `param` names the offending field."""
+class TranslationError(RequestFormatError):
+    """The client's request cannot be expressed in the provider's API. `param` names the offending field;
+    the caller answers 400 in the client's error shape."""
 
     def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+        super().__init__(message, param=param, status=400)
 
 
 # --------------------------------------------------------------------------------------------- JSON, SSE
