@@ -1588,10 +1588,12 @@ def test_translate_request_leaves_the_client_body_untouched(direction: str) -> N
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
             "output_config": {"effort": "low"},
         }
-        translate = lambda b: o2a.translate_request(b, model_id=CLAUDE)
+        def translate(b: dict[str, Any]) -> dict[str, Any]:
+            return o2a.translate_request(b, model_id=CLAUDE)
     else:
         body = copy.deepcopy(CLAUDE_CODE_LIKE)
-        translate = lambda b: a2o.translate_request(b, model_id="o3")
+        def translate(b: dict[str, Any]) -> dict[str, Any]:
+            return a2o.translate_request(b, model_id="o3")
     before = copy.deepcopy(body)
     first = translate(body)
     assert body == before

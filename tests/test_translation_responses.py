@@ -610,7 +610,7 @@ def test_stream_provider_error_mid_stream() -> None:
 
 def test_stream_rate_limit_error_keeps_its_code() -> None:
     out = run_stream(b'event: error\ndata: {"error": {"message": "Rate limit reached, try again in 2s", "code": "rate_limit_exceeded"}}\n\n')
-    payloads, final = check_stream(out)
+    _, final = check_stream(out)
     assert final.error is not None and final.error.code == "rate_limit_exceeded"
 
 
@@ -636,9 +636,9 @@ def test_stream_without_done_marker_but_finished_completes() -> None:
 
 
 def test_empty_stream_and_empty_answer() -> None:
-    payloads, final = check_stream(run_stream(b""))
+    _, final = check_stream(run_stream(b""))
     assert final.status == "failed"
-    payloads, final = check_stream(run_stream(chat_sse([chunk({"role": "assistant", "content": ""}), chunk({}, "stop")])))
+    _, final = check_stream(run_stream(chat_sse([chunk({"role": "assistant", "content": ""}), chunk({}, "stop")])))
     assert final.status == "completed" and final.output_text == "" and [o.type for o in final.output] == ["message"]
 
 

@@ -67,20 +67,20 @@ def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def as_count(value: Any) -> int:
+def as_count(value: object) -> int:
     """A token count, 0 when absent or not a non-negative int."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return 0
     return value
 
 
-def as_number(value: Any) -> float | None:
+def as_number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
 
 
-def positive_int(value: Any) -> int | None:
+def positive_int(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return None
     return value
