@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from plano_extproc.config import PlanoConfig
 
 #: bumped whenever the meaning of anything below changes; part of the fingerprint
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 
 class Phase(enum.StrEnum):
@@ -42,6 +42,7 @@ class Phase(enum.StrEnum):
     UPSTREAM = "upstream"  # per retry attempt on a composite cluster: fit the request to attempt N's provider
     OBSERVE = "observe"  # response observer after the routing filter (observability_mode)
     UPSTREAM_OBSERVE = "upstream-observe"  # response headers of each failed attempt (observability_mode)
+    TRANSLATE = "translate"  # the response of a request some attempt of which is translated
 
 
 #: gRPC initial metadata keys set by every rendered ext_proc filter
@@ -59,8 +60,15 @@ ROUTE_HEADER = "x-plano-route"  # the matched route (informational, for access l
 ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
 #: set by the downstream processor; overrides the route's retry budget for this request
 MAX_RETRIES_HEADER = "x-envoy-max-retries"
+#: set by the downstream processor on every proxied request: "1" when some attempt is translated (the
+#: response then passes the translate processor), "0" when none is (its filter is skipped)
+TRANSLATE_HEADER = "x-plano-translate"
+#: set by the downstream processor: "ready" when it prepared attempt 1 itself (the per-attempt processor
+#: is then skipped for it), "translate" when attempt 1 is translated by the per-attempt processor
+FIRST_ATTEMPT_HEADER = "x-plano-first"
+FIRST_READY, FIRST_TRANSLATE = "ready", "translate"
 #: removed after the upstream processor, before the provider sees the request
-STRIPPED_BEFORE_PROVIDER = (CLUSTER_HEADER, ROUTE_HEADER, ATTEMPT_COUNT_HEADER)
+STRIPPED_BEFORE_PROVIDER = (CLUSTER_HEADER, ROUTE_HEADER, ATTEMPT_COUNT_HEADER, TRANSLATE_HEADER, FIRST_ATTEMPT_HEADER)
 
 # ------------------------------------------------------------------------------------------- filters
 
@@ -69,6 +77,7 @@ ROUTING_FILTER = "plano.routing"
 OBSERVE_FILTER = "plano.observe"
 UPSTREAM_FILTER = "plano.upstream"
 UPSTREAM_OBSERVE_FILTER = "plano.upstream_observe"
+TRANSLATE_FILTER = "plano.translate"
 
 #: attributes Envoy sends the observers with the response headers (docs/envoy.md finding (f))
 REQUEST_ID_ATTRIBUTE = "request.id"
@@ -76,6 +85,7 @@ REQUEST_TIME_ATTRIBUTE = "request.time"
 ATTEMPT_COUNT_ATTRIBUTE = "upstream.request_attempt_count"
 OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, REQUEST_TIME_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
 UPSTREAM_OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
+TRANSLATE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
 
 # ------------------------------------------------------------------------------------------- metadata
 

@@ -2,9 +2,12 @@
 
 `Forwarder.plan` turns a decision's ranked models into an attempt list and the composite cluster that
 walks it (contract.py); `Forwarder.prepare` makes the request fit attempt N's provider — Host, path,
-credentials, the provider's model id in the body. The same `prepare` serves attempt 1 (in the downstream
-processor, before Envoy routes) and attempt N (in the upstream processor, on retries), so the two can
-never disagree.
+credentials, the provider's model id, and the body translated when that provider does not speak the
+client's API (`Route`). The same `prepare` serves attempt 1 (in the downstream processor, before Envoy
+routes) and attempt N (in the upstream processor), so the two can never disagree.
+
+The body that leaves the downstream processor is always in the client's API — it is what Envoy sends to
+every later attempt — so a translated attempt 1 is prepared by the upstream processor like any other.
 
 Header mutations made for attempt N persist into attempt N+1 (docs/envoy.md finding (d)): every attempt
 therefore removes every header any provider's credentials could have set before setting its own.
@@ -13,14 +16,15 @@ therefore removes every header any provider's credentials could have set before 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from plano_extproc.apis import ClientApi
+from plano_extproc.apis import CLIENT_APIS, ClientApi
 from plano_extproc.config import PlanoConfig, ProviderConfig
 from plano_extproc.contract import attempt_list, composite_cluster_name
-from plano_extproc.jsonbody import with_model
-from plano_extproc.providers import provider_named
+from plano_extproc.jsonbody import dumps, exact_loads, with_model
+from plano_extproc.providers import PROVIDER_APIS, provider_named
 from plano_extproc.providers.base import Headers, endpoint_of
+from plano_extproc.translation import TRANSLATIONS, Dialect, Translation
 
 #: request headers that carry a client's credentials; never forwarded unless passthrough_auth
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
@@ -33,10 +37,13 @@ class Upstream:
     model: str  # full declared name, "openai/gpt-4o"
     model_id: str  # what the provider calls it, "gpt-4o"
     host: str  # Host / :authority
-    #: client API name -> the path it is served at natively
+    #: API name -> the path the provider serves it at, in the provider API's order of preference
     paths: Mapping[str, str]
     headers: Headers  # auth + fixed + configured extra headers; secret values inside
     passthrough_auth: bool
+    dialect: Dialect = field(default_factory=Dialect)
+    #: feature headers of other provider API families (a client's anthropic-beta never reaches OpenAI)
+    foreign_headers: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # never print the auth headers
         return f"Upstream(model={self.model!r}, host={self.host!r})"
@@ -58,7 +65,37 @@ def build_upstream(provider: ProviderConfig) -> Upstream:
     key = provider.access_key.get_secret_value() if provider.access_key else None
     headers = facts.api.fixed_headers + (facts.api.auth(key) if key else ())
     headers += tuple((k.lower(), v) for k, v in provider.headers.items())
-    return Upstream(provider.model, provider.model_id, endpoint.host_header(provider.http_host), paths, headers, provider.passthrough_auth)
+    foreign = frozenset(h for api in PROVIDER_APIS if api is not facts.api for h in api.feature_headers) - set(facts.api.feature_headers)
+    return Upstream(
+        provider.model,
+        provider.model_id,
+        endpoint.host_header(provider.http_host),
+        paths,
+        headers,
+        provider.passthrough_auth,
+        facts.dialect,
+        foreign,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one client API reaches one model: the API the request is sent in, translated or not."""
+
+    wire: str  # the API name the provider is spoken to in
+    translation: Translation | None  # None: the client's own API
+
+
+def route_to(upstream: Upstream, api: ClientApi) -> Route | None:
+    """The client's own API when the provider speaks it; else the first API of the provider's that a
+    translation reaches; None when neither."""
+    if api.name in upstream.paths:
+        return Route(api.name, None)
+    for wire in upstream.paths:
+        translation = TRANSLATIONS.get((api.name, wire))
+        if translation is not None:
+            return Route(wire, translation)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +131,12 @@ class Forwarder:
     def __init__(self, upstreams: Iterable[Upstream], prebuilt: Iterable[tuple[str, ...]]) -> None:
         self.upstreams = {u.model: u for u in upstreams}
         self.prebuilt = frozenset(prebuilt)
+        self.routes: dict[tuple[str, str], Route] = {}
+        for upstream in self.upstreams.values():
+            for api in CLIENT_APIS:
+                route = route_to(upstream, api)
+                if route is not None:
+                    self.routes[(api.name, upstream.model)] = route
         #: client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them
         self.any_passthrough = any(u.passthrough_auth for u in self.upstreams.values())
         injected = {name for u in self.upstreams.values() for name, _ in u.headers}
@@ -103,9 +146,16 @@ class Forwarder:
     def from_config(cls, config: PlanoConfig, prebuilt: Iterable[tuple[str, ...]]) -> Forwarder:
         return cls((build_upstream(p) for p in config.providers), prebuilt)
 
+    def route(self, api: ClientApi, model: str) -> Route | None:
+        return self.routes.get((api.name, model))
+
+    def translated(self, api: ClientApi, model: str) -> bool:
+        route = self.routes.get((api.name, model))
+        return route is not None and route.translation is not None
+
     def servable(self, api: ClientApi, models: Iterable[str]) -> tuple[str, ...]:
-        """The models whose provider can serve `api`, in order (no translation yet: natively only)."""
-        return tuple(m for m in models if m in self.upstreams and api.name in self.upstreams[m].paths)
+        """The models whose provider can serve `api` (natively or translated), in order."""
+        return tuple(m for m in models if (api.name, m) in self.routes)
 
     def plan(self, api: ClientApi, models: Iterable[str]) -> AttemptPlan | None:
         servable = self.servable(api, models)
@@ -120,6 +170,7 @@ class Forwarder:
     def attempt_headers(self, request: ForwardRequest, model: str, present: Collection[str]) -> tuple[list[tuple[str, str]], list[str]]:
         """(headers to set, headers to remove) for attempt on `model`, given the header names `present`."""
         upstream = self.upstreams[model]
+        route = self.routes[(request.api.name, model)]
         credentials = request.client_credentials
         if upstream.passthrough_auth and credentials:
             auth = list(credentials.items())  # the client's own credentials
@@ -127,11 +178,21 @@ class Forwarder:
             auth = list(upstream.headers)
         set_names = {k for k, _ in auth}
         remove = [k for k in self.stale_headers if k in present and k not in set_names]
-        return [(":authority", upstream.host), (":path", upstream.paths[request.api.name]), *auth], remove
+        remove += [k for k in upstream.foreign_headers if k in present]
+        return [(":authority", upstream.host), (":path", upstream.paths[route.wire]), *auth], remove
 
     def attempt_body(self, request: ForwardRequest, model: str) -> bytes:
-        """The body for an attempt on `model`. Raises ValueError when `request.raw` is not JSON."""
-        return with_model(request.raw, self.upstreams[model].model_id, request.routing_fields)
+        """The body for an attempt on `model`: the client's bytes with the provider's model id, or the
+        translated body. Raises ValueError when `request.raw` is not JSON, TranslationError when the
+        request cannot be expressed in the provider's API."""
+        upstream = self.upstreams[model]
+        translation = self.routes[(request.api.name, model)].translation
+        if translation is None:
+            return with_model(request.raw, upstream.model_id, request.routing_fields)
+        body = exact_loads(request.raw)
+        for key in request.routing_fields:
+            body.pop(key, None)
+        return dumps(translation.request(body, upstream.model_id, upstream.dialect))
 
     def prepare(self, request: ForwardRequest, model: str, present: Collection[str]) -> PreparedAttempt:
         """Attempt for `model`: headers and body together."""

@@ -59,6 +59,17 @@ def with_model(raw: bytes, model_id: str, remove: Iterable[str] = ()) -> bytes:
     return dumps(body)
 
 
+def without(raw: bytes, keys: Iterable[str]) -> bytes:
+    """`raw` with the top-level `keys` removed (the bytes themselves when there is none to remove)."""
+    keys = tuple(keys)
+    if not keys:
+        return raw
+    body = exact_loads(raw)
+    for key in keys:
+        body.pop(key, None)
+    return dumps(body)
+
+
 def _splice_model(raw: bytes, model_id: str) -> bytes | None:
     new_value = orjson.dumps(model_id)
     found = list(_MODEL_KEY.finditer(raw))

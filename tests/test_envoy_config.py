@@ -170,7 +170,7 @@ def test_listener_address_port_and_buffer_limit(demo_bootstrap: dict[str, Any]) 
 def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     filters = _hcm(demo_bootstrap)["http_filters"]
     # the response observer (tests/test_observability.py) sits between the routing processor and the router
-    assert [f["name"] for f in filters] == ["plano.routing", "plano.observe", "envoy.filters.http.router"]
+    assert [f["name"] for f in filters] == ["plano.routing", "plano.translate", "plano.observe", "envoy.filters.http.router"]
     ext = filters[0]["typed_config"]
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     fingerprint = {"key": FINGERPRINT_METADATA, "value": config_fingerprint(_demo())}
@@ -222,7 +222,7 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
     assert not [r for r in routes if "cluster_header" in r.get("route", {})]
     # /v1/ requests match this route before the processor decided: it must keep the processor enabled
     no_decision = next(r for r in routes if r["match"] == {"prefix": "/v1/"})
-    assert no_decision["direct_response"]["status"] == 404 and "typed_per_filter_config" not in no_decision
+    assert no_decision["direct_response"]["status"] == 404 and set(no_decision["typed_per_filter_config"]) == {"plano.translate"}
     # anything else: an OpenAI-style JSON 404, without a processor round trip
     last = routes[-1]
     assert last["match"] == {"prefix": "/"} and last["direct_response"]["status"] == 404
@@ -262,11 +262,13 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         filters = composite["typed_extension_protocol_options"][HPO]["http_filters"]
         assert filters[0]["name"] == "plano.upstream"
         assert filters[-1]["name"] == "envoy.filters.http.upstream_codec"
-        # the per-attempt processor is skipped on attempt 1 (the downstream processor prepared it)
+        # the per-attempt processor is skipped on attempt 1 when the downstream processor prepared it
         delegate = filters[0]["typed_config"]
-        tree = delegate["xds_matcher"]["matcher_tree"]
-        assert tree["input"]["typed_config"]["header_name"] == "x-envoy-attempt-count"
-        assert list(tree["exact_match_map"]["map"]) == ["1"]
+        (rule,) = delegate["xds_matcher"]["matcher_list"]["matchers"]
+        both = rule["predicate"]["and_matcher"]["predicate"]
+        tested = {(p["single_predicate"]["input"]["typed_config"]["header_name"], p["single_predicate"]["value_match"]["exact"]) for p in both}
+        assert tested == {("x-envoy-attempt-count", "1"), ("x-plano-first", "ready")}
+        assert "skip" in str(rule["on_match"])
         up = delegate["extension_config"]["typed_config"]
         assert up["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
         assert up["grpc_service"]["initial_metadata"][0] == {"key": PHASE_METADATA, "value": "upstream"}

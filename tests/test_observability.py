@@ -54,6 +54,8 @@ def _with_responses(mode: str):
 def test_observers_are_rendered_in_observability_mode() -> None:
     config = load_config(DEMO_CONFIG, env={}, resolve_secrets=False)
     downstream, upstream = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
+    # routing processor, response translator (behind its matcher), observer, router
+    downstream = [f for f in downstream if f["name"] != "plano.translate"]
     assert [_phase(f) for f in downstream[:2]] == ["downstream", Phase.OBSERVE.value]
     observe = downstream[1]["typed_config"]
     assert downstream[1]["name"] == OBSERVE_FILTER
@@ -76,9 +78,9 @@ def test_observers_are_rendered_in_observability_mode() -> None:
         assert chain[-1]["name"] == "envoy.filters.http.upstream_codec"
 
     headers_only, _ = _filters(render_bootstrap(_with_responses("headers"), extproc_address="127.0.0.1:1"))
-    assert "response_body_mode" not in headers_only[1]["typed_config"]["processing_mode"]  # NONE
+    assert "response_body_mode" not in headers_only[2]["typed_config"]["processing_mode"]  # NONE
     off_down, off_up = _filters(render_bootstrap(_with_responses("off"), extproc_address="127.0.0.1:1"))
-    assert [f["name"] for f in off_down] == ["plano.routing", "envoy.filters.http.router"]
+    assert [f["name"] for f in off_down] == ["plano.routing", "plano.translate", "envoy.filters.http.router"]
     assert all(len(chain) == 3 for chain in off_up)
     # the config alone decides: the renderer reads no environment
     assert render_bootstrap(config, extproc_address="127.0.0.1:1") == render_bootstrap(_with_responses("bodies"), extproc_address="127.0.0.1:1")
@@ -260,7 +262,7 @@ def test_no_label_value_is_unbounded(gw):
         "router", "affinity", "alias", "direct", "default", "fallback",
         "1xx", "2xx", "3xx", "4xx", "5xx",
         "input", "output", "timeout", "error", "bad_reply", "breaker_open", "hit", "miss",
-        "downstream", "upstream", Phase.OBSERVE.value, Phase.UPSTREAM_OBSERVE.value,
+        *(p.value for p in Phase),
         "request_headers", "request_body", "response_headers", "response_body", "response_trailers", "request_trailers",
     }
     bad = []

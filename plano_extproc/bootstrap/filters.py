@@ -25,18 +25,24 @@ from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf.message import Message
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2
+from xds.type.matcher.v3 import string_pb2 as string_matcher_pb2
 
 from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import (
     ATTEMPT_COUNT_HEADER,
     EXTPROC_CLUSTER,
     FINGERPRINT_METADATA,
+    FIRST_ATTEMPT_HEADER,
+    FIRST_READY,
     METADATA_NAMESPACE,
     OBSERVE_ATTRIBUTES,
     OBSERVE_FILTER,
     PHASE_METADATA,
     ROUTING_FILTER,
     STRIPPED_BEFORE_PROVIDER,
+    TRANSLATE_ATTRIBUTES,
+    TRANSLATE_FILTER,
+    TRANSLATE_HEADER,
     UPSTREAM_FILTER,
     UPSTREAM_OBSERVE_ATTRIBUTES,
     UPSTREAM_OBSERVE_FILTER,
@@ -137,13 +143,65 @@ def routing_filter(config: PlanoConfig, fingerprint: str) -> Any:
 
 
 def upstream_filter(fingerprint: str) -> Any:
-    """The per-attempt processor (attempt N's model id, credentials, Host, path), skipped on attempt 1:
-    the downstream processor prepared it, which saves a gRPC stream on almost every request."""
+    """The per-attempt processor (attempt N's model id, credentials, Host, path, translated body), skipped
+    on attempt 1 when the downstream processor prepared it (``x-plano-first: ready``), which saves a gRPC
+    stream on almost every request."""
     processor = _processor(Phase.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS)
     # the decision reaches every attempt as metadata, never as a header (finding (d))
     processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
-    attempt = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=ATTEMPT_COUNT_HEADER)
-    return _skip_when(UPSTREAM_FILTER, processor, ATTEMPT_COUNT_HEADER, attempt, exact="1")
+    both = matcher_pb2.Matcher.MatcherList.Predicate.PredicateList(
+        predicate=[_header_is(ATTEMPT_COUNT_HEADER, "1"), _header_is(FIRST_ATTEMPT_HEADER, FIRST_READY)]
+    )
+    rule = matcher_pb2.Matcher.MatcherList.FieldMatcher(
+        predicate=matcher_pb2.Matcher.MatcherList.Predicate(and_matcher=both), on_match=_skip()
+    )
+    delegate = extension_matcher_pb2.ExtensionWithMatcher(
+        extension_config=typed_extension(UPSTREAM_FILTER, processor),
+        xds_matcher=matcher_pb2.Matcher(matcher_list=matcher_pb2.Matcher.MatcherList(matchers=[rule])),
+    )
+    return _http_filter(UPSTREAM_FILTER, delegate)
+
+
+def _header_is(header: str, value: str) -> Any:
+    request_header = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=header)
+    return matcher_pb2.Matcher.MatcherList.Predicate(
+        single_predicate=matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate(
+            input=_xds_extension(header, request_header), value_match=string_matcher_pb2.StringMatcher(exact=value)
+        )
+    )
+
+
+def _skip() -> Any:
+    return matcher_pb2.Matcher.OnMatch(action=_xds_extension("skip", skip_action_pb2.SkipFilter()))
+
+
+def translate_filter(fingerprint: str) -> Any:
+    """The response translator: for requests some attempt of which goes to a provider in another API
+    (``x-plano-translate: 1``; skipped otherwise, so same-API traffic pays nothing). After the routing
+    processor, so on the response path it sees the provider's answer after the observer did. It reads the
+    response headers, then switches the body mode per answer (finding (m)): none when the attempt that
+    answered spoke the client's API, buffered for JSON, streamed for SSE."""
+    processor = ext_proc_pb2.ExternalProcessor(
+        grpc_service=_service(Phase.TRANSLATE, fingerprint),
+        # a translator that cannot run must not hand the client another API's bytes
+        failure_mode_allow=False,
+        allow_mode_override=True,
+        processing_mode=_Mode(
+            request_header_mode=_Mode.SKIP,
+            request_body_mode=_Mode.NONE,
+            response_header_mode=_Mode.SEND,
+            response_body_mode=_Mode.STREAMED,
+            request_trailer_mode=_Mode.SKIP,
+            response_trailer_mode=_Mode.SKIP,
+        ),
+        response_attributes=list(TRANSLATE_ATTRIBUTES),
+        message_timeout=milliseconds(UPSTREAM_EXTPROC_TIMEOUT_MS),
+        max_message_timeout=seconds(MAX_MESSAGE_TIMEOUT_S),
+        mutation_rules=mutation_rules_pb2.HeaderMutationRules(),
+    )
+    processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
+    translate = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=TRANSLATE_HEADER)
+    return _skip_when(TRANSLATE_FILTER, processor, TRANSLATE_HEADER, translate, exact="0")
 
 
 def _observer(phase: Phase, fingerprint: str, *, bodies: bool, attributes: tuple[str, ...]) -> Any:
@@ -201,7 +259,7 @@ def _skip_when(
 ) -> Any:
     """The filter ``name`` wrapped in match_delegate: skipped (no gRPC stream at all) when ``header``, read
     by ``header_input``, equals ``exact`` or starts with ``prefix``."""
-    skip = matcher_pb2.Matcher.OnMatch(action=_xds_extension("skip", skip_action_pb2.SkipFilter()))
+    skip = _skip()
     tree = matcher_pb2.Matcher.MatcherTree(input=_xds_extension(header, header_input))
     if exact is not None:
         tree.exact_match_map.map[exact].CopyFrom(skip)
@@ -243,7 +301,7 @@ def disabled(*names: str) -> dict[str, Any]:
 
 
 def downstream_chain(config: PlanoConfig, fingerprint: str, observation: Observation) -> list[Any]:
-    chain = [routing_filter(config, fingerprint)]
+    chain = [routing_filter(config, fingerprint), translate_filter(fingerprint)]
     if observation.enabled:
         # after the routing processor: on the response path it sees what the router hands back
         chain.append(observer_filter(fingerprint, bodies=observation.bodies))

@@ -19,9 +19,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from plano_extproc.apis import DEFAULT_API, ENDPOINTS, ClientApi, ParsedRequest, RequestFormatError
 from plano_extproc.contract import (
     CLUSTER_HEADER,
+    FIRST_ATTEMPT_HEADER,
+    FIRST_READY,
+    FIRST_TRANSLATE,
     INTERNAL_PREFIX,
     MAX_RETRIES_HEADER,
     ROUTE_HEADER,
+    TRANSLATE_HEADER,
     DecisionMetadata,
     retry_budget,
 )
@@ -31,7 +35,7 @@ from plano_extproc.engine import DecisionEngine, RoutedRequest
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.forwarding import CREDENTIAL_HEADERS, Forwarder, ForwardRequest
-from plano_extproc.jsonbody import BodyTooDeep
+from plano_extproc.jsonbody import BodyTooDeep, without
 from plano_extproc.logs import DecisionLog
 from plano_extproc.metrics import Metrics
 from plano_extproc.tracing import Tracer, new_traceparent, parse_traceparent
@@ -115,6 +119,9 @@ class DownstreamExchange:
             return await self.on_body(request.request_body)
         return None
 
+    def finish(self) -> None:
+        pass
+
     @property
     def endpoint(self) -> str:
         return "routing" if self.decision_only else "proxy"
@@ -173,6 +180,8 @@ class DownstreamExchange:
             return self._forward(info, request, routed.decision)
         except BodyTooDeep as exc:
             return self._error(400, str(exc))
+        except RequestFormatError as exc:  # attempt 1 cannot be expressed in its provider's API
+            return self._error(exc.status, exc.message, exc.param)
 
     def _forward(self, info: RequestInfo, request: ParsedRequest, decision: Decision) -> ext.ProcessingResponse:
         api = request.api
@@ -182,24 +191,35 @@ class DownstreamExchange:
             names = ", ".join(decision.models)
             return self._error(400, f"no model chosen for this request ({names}) is served by this gateway for {api.title}", "model")
         credentials = info.credentials if forwarder.any_passthrough and info.credentials else None
-        first = forwarder.prepare(ForwardRequest(api, request.raw, request.routing_fields, plan.attempts, credentials), plan.attempts[0], info.present)
-        if info.request_id:
-            # retries prepare themselves from attempt 1's body (routing fields already gone)
-            kept = ForwardRequest(api, first.body, (), plan.attempts, credentials)
-            self.ctx.inflight.open(info.request_id, plan.attempts, api.name, decision.route, kept)
+        translated = [forwarder.translated(api, m) for m in plan.attempts]
         sets = [
             (CLUSTER_HEADER, plan.cluster),
             # Attempts beyond the composite's sub-clusters end in Envoy's own 503; this also overwrites
             # any x-envoy-max-retries the client sent.
             (MAX_RETRIES_HEADER, str(retry_budget(plan.attempts))),
-            *first.set_headers,
+            (TRANSLATE_HEADER, "1" if any(translated) else "0"),
         ]
+        remove: list[str] = []
+        if translated[0]:
+            # the body stays in the client's API (every later attempt starts from it); the per-attempt
+            # processor translates attempt 1 like any other
+            body = without(request.raw, request.routing_fields)
+            sets += [(FIRST_ATTEMPT_HEADER, FIRST_TRANSLATE), ("content-length", str(len(body)))]
+        else:
+            first = forwarder.prepare(ForwardRequest(api, request.raw, request.routing_fields, plan.attempts, credentials), plan.attempts[0], info.present)
+            body = first.body
+            sets += [(FIRST_ATTEMPT_HEADER, FIRST_READY), *first.set_headers]
+            remove = first.remove_headers
+        if info.request_id:
+            # the attempts after the first prepare themselves from the body as it leaves here
+            kept = ForwardRequest(api, body, (), plan.attempts, credentials)
+            self.ctx.inflight.open(info.request_id, plan.attempts, api.name, decision.route, kept, request.body if any(translated) else None)
         if decision.route:
             sets.append((ROUTE_HEADER, decision.route))
         if self.parent_span is None:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
-        response = continue_body(header_mutation(sets, first.remove_headers), first.body, clear_route_cache=True)
+        response = continue_body(header_mutation(sets, remove), body, clear_route_cache=True)
         metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials)
         response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.type.v3 import http_status_pb2
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+class Exchange(Protocol):
+    """One ext_proc stream's processor: a reply per message (None for observers), `finish` at the end."""
+
+    async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None: ...
+
+    def finish(self) -> None: ...
 
 
 def header_dict(headers: ext.HttpHeaders) -> dict[str, str]:

@@ -34,6 +34,7 @@ from plano_extproc.contract import (
     model_for_attempt,
 )
 from plano_extproc.extproc.tracking import InFlightRequests, RequestRecord
+from plano_extproc.forwarding import Forwarder
 from plano_extproc.metrics import Metrics
 from plano_extproc.usage import UsageReader, usage_reader
 
@@ -48,12 +49,11 @@ _MAX_CLOCK_SKEW = 86_400.0
 class ObserverContext:
     """Shared by all observer streams: the metrics and the in-flight request records."""
 
-    def __init__(self, metrics: Metrics, inflight: InFlightRequests) -> None:
+    def __init__(self, metrics: Metrics, inflight: InFlightRequests, forwarder: Forwarder) -> None:
         self.metrics = metrics
         self.inflight = inflight
+        self.forwarder = forwarder
 
-    def exchange(self, phase: Phase) -> ResponseObserver | AttemptObserver:
-        return AttemptObserver(self) if phase is Phase.UPSTREAM_OBSERVE else ResponseObserver(self)
 
 
 def _attributes(request: ext.ProcessingRequest) -> dict[str, object]:
@@ -141,9 +141,12 @@ class ResponseObserver:
         self.ctx.inflight.responding(self.request_id)  # no more attempts: the kept body can go
         self.started_wall = _parse_time(attrs.get(REQUEST_TIME_ATTRIBUTE))
         if 200 <= self.status < 300:
+            # the observer sees the provider's answer (before any translation): read it in the API it was in
             api = BY_NAME.get(record.api)
-            if api is not None:
-                self.reader = usage_reader(api.read_usage, h.get("content-type", ""), h.get("content-encoding", ""))
+            route = self.ctx.forwarder.route(api, self.model) if api is not None else None
+            if route is not None:
+                wire = BY_NAME[route.wire]
+                self.reader = usage_reader(wire.read_usage, h.get("content-type", ""), h.get("content-encoding", ""))
         if headers.end_of_stream:
             self.finish()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
 from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import FINGERPRINT_METADATA, PHASE_METADATA, Phase, config_fingerprint, prebuilt_attempt_lists
-from plano_extproc.decision import decision_payload
 from plano_extproc.engine import DecisionEngine, build_router_chain
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
-from plano_extproc.extproc.messages import immediate
-from plano_extproc.extproc.observer import OBSERVER_PHASES, ObserverContext
+from plano_extproc.extproc.messages import Exchange, immediate
+from plano_extproc.extproc.observer import OBSERVER_PHASES, AttemptObserver, ObserverContext, ResponseObserver
 from plano_extproc.extproc.tracking import InFlightRequests
+from plano_extproc.extproc.translate import TranslateContext, TranslateExchange
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
 from plano_extproc.forwarding import Forwarder
 from plano_extproc.logs import DecisionLog
@@ -53,21 +53,14 @@ def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
-    def __init__(
-        self,
-        downstream: DownstreamContext,
-        upstream: UpstreamContext,
-        metrics: Metrics,
-        fingerprint: str,
-        observer: ObserverContext | None = None,
-    ) -> None:
-        self.downstream = downstream
-        self.upstream = upstream
+    """Envoy's streams, each handed to the exchange of its processor (contract.Phase)."""
+
+    def __init__(self, exchanges: Mapping[Phase, Callable[[], Exchange]], metrics: Metrics, fingerprint: str) -> None:
+        self.exchanges = exchanges
         self.metrics = metrics
         self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.fingerprint = fingerprint
         self._mismatches_seen: set[str] = set()
-        self.observer = observer or ObserverContext(metrics, downstream.inflight)
 
     def _mismatch(self, theirs: str) -> None:
         self.metrics.config_mismatches.inc()
@@ -111,9 +104,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 yield immediate(503, DEFAULT_API.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
                 return
             return
-        # response observers (observability_mode): Envoy ignores replies, so they never send one
-        observer = self.observer.exchange(phase) if phase in OBSERVER_PHASES else None
-        exchange = observer or (UpstreamExchange(self.upstream) if phase is Phase.UPSTREAM else DownstreamExchange(self.downstream))
+        exchange = self.exchanges[phase]()
         inflight, durations = self._instruments(phase.value)
         inflight.inc()
         try:
@@ -132,8 +123,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                     yield response
         finally:
             inflight.dec()
-            if observer is not None:
-                observer.finish()  # a response cut short still records what was seen
+            exchange.finish()  # a response cut short still records what was seen
 
 
 class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
@@ -177,6 +167,18 @@ class ExtProcServer:
         self.inflight = InFlightRequests()
         self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
         forwarder = Forwarder.from_config(config, prebuilt_attempt_lists(config))
+        downstream = DownstreamContext(self.engine, forwarder, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer)
+        upstream = UpstreamContext(forwarder, self.inflight)
+        observer = ObserverContext(self.metrics, self.inflight, forwarder)
+        translate = TranslateContext(forwarder, self.inflight)
+        exchanges: dict[Phase, Callable[[], Exchange]] = {
+            Phase.DOWNSTREAM: lambda: DownstreamExchange(downstream),
+            Phase.UPSTREAM: lambda: UpstreamExchange(upstream),
+            Phase.TRANSLATE: lambda: TranslateExchange(translate),
+            # response observers (observability_mode): Envoy ignores replies, so they never send one
+            Phase.OBSERVE: lambda: ResponseObserver(observer),
+            Phase.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
+        }
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -184,12 +186,7 @@ class ExtProcServer:
                 ("grpc.max_concurrent_streams", 10_000),
             ]
         )
-        ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(
-                DownstreamContext(self.engine, forwarder, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer),
-                UpstreamContext(forwarder, self.inflight),
-                self.metrics,
-                config_fingerprint(config),
-            ), self.server)
+        ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(exchanges, self.metrics, config_fingerprint(config)), self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from plano_extproc.forwarding import ForwardRequest
 from plano_extproc.ttl_cache import TtlLruCache
@@ -29,12 +30,21 @@ class RequestRecord:
     route: str | None
     started: float
     forward: ForwardRequest | None = None
+    #: the client's parsed body, kept until the response when some attempt is translated (the response
+    #: translators read the client's request: stream options, tool names)
+    client_body: dict[str, Any] | None = None
+    client_bytes: int = 0  # the JSON size of `client_body`, for the byte bound
     tried: int = 0  # the latest attempt number seen
     model: str = ""  # the model of the latest attempt
 
 
 def _weight(key: str, record: RequestRecord) -> int:
-    return len(key) + _RECORD_BYTES + (len(record.forward.raw) if record.forward is not None else 0)
+    weight = len(key) + _RECORD_BYTES
+    if record.forward is not None:
+        weight += len(record.forward.raw)
+    if record.client_body is not None:
+        weight += 3 * record.client_bytes  # a parsed body takes a few times its JSON size
+    return weight
 
 
 class InFlightRequests:
@@ -57,11 +67,20 @@ class InFlightRequests:
     def bytes(self) -> int:
         return self._records.bytes
 
-    def open(self, request_id: str, attempts: tuple[str, ...], api: str, route: str | None, forward: ForwardRequest | None = None) -> RequestRecord:
-        record = RequestRecord(attempts, api, route, self._clock(), forward, model=attempts[0] if attempts else "")
+    def open(
+        self,
+        request_id: str,
+        attempts: tuple[str, ...],
+        api: str,
+        route: str | None,
+        forward: ForwardRequest | None = None,
+        client_body: dict[str, Any] | None = None,
+    ) -> RequestRecord:
+        size = len(forward.raw) if forward is not None and client_body is not None else 0
+        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=attempts[0] if attempts else "")
         if not self._records.put(request_id, record) and forward is not None:
             # too big to keep with its body: keep the rest, the retries read the body from Envoy
-            record.forward = None
+            record.forward = record.client_body = None
             self._records.put(request_id, record)
         return record
 

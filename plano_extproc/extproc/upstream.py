@@ -4,7 +4,8 @@ Envoy's retry moves attempt N to the composite's sub-cluster N (contract.model_f
 processor makes the request fit that attempt's provider with the same `Forwarder.prepare` that prepared
 attempt 1. When the request's record is at hand (the usual case) the attempt's body is sent with the
 headers reply (`CONTINUE_AND_REPLACE`) and Envoy never sends the body again; otherwise it is rewritten
-from the body message. Attempt 1 never reaches this filter (match_delegate on x-envoy-attempt-count).
+from the body message. Attempt 1 reaches this filter only when it is translated (match_delegate on
+x-envoy-attempt-count and x-plano-first).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from plano_extproc.apis import BY_NAME, DEFAULT_API
+from plano_extproc.apis import BY_NAME, DEFAULT_API, RequestFormatError
 from plano_extproc.contract import ATTEMPT_COUNT_HEADER, DecisionMetadata
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
@@ -46,6 +47,9 @@ class UpstreamExchange:
             return self.on_body(request.request_body)
         return None
 
+    def finish(self) -> None:
+        pass
+
     def on_headers(self, headers: ext.HttpHeaders, metadata: base_pb2.Metadata) -> ext.ProcessingResponse:
         h = header_dict(headers)
         decision = DecisionMetadata.from_metadata(metadata)
@@ -70,6 +74,8 @@ class UpstreamExchange:
                 prepared = self.ctx.forwarder.prepare(record.forward, model, present)
             except BodyTooDeep as exc:
                 return immediate(400, api.error_body(400, str(exc), None))
+            except RequestFormatError as exc:  # this attempt's provider API cannot express the request
+                return immediate(exc.status, api.error_body(exc.status, exc.message, exc.param))
             return continue_headers(
                 header_mutation(prepared.set_headers, prepared.remove_headers), body=prepared.body
             )
@@ -86,6 +92,8 @@ class UpstreamExchange:
             new_body = self.ctx.forwarder.attempt_body(_request(decision, body.body), model)
         except BodyTooDeep as exc:
             return immediate(400, api.error_body(400, str(exc), None))
+        except RequestFormatError as exc:
+            return immediate(exc.status, api.error_body(exc.status, exc.message, exc.param))
         except ValueError:  # not JSON: nothing we can rewrite
             log.error("attempt for %s: the body Envoy sent is not the JSON we forwarded", model)
             return immediate(500, api.error_body(500, "internal error in the routing step", None))

@@ -1,8 +1,8 @@
 """Provider API: Anthropic Messages (`x-api-key` + `anthropic-version`).
 
-Anthropic also offers an OpenAI-compatible Chat Completions endpoint; it is used for Chat clients only
-until translation to the native Messages API is in place, because the compatibility layer loses prompt
-caching, extended thinking and parts of tool use.
+Only the native Messages API is used: OpenAI clients are translated to it (plano_extproc.translation)
+rather than sent to Anthropic's OpenAI-compatible endpoint, which ignores prompt caching, thinking
+signatures and parts of tool use.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _x_api_key(key: str) -> Headers:
 ANTHROPIC = ProviderApi(
     name="anthropic",
     auth=_x_api_key,
-    native={"anthropic_messages": "/messages", "openai_chat": "/chat/completions"},
+    native={"anthropic_messages": "/messages"},
     fixed_headers=(("anthropic-version", ANTHROPIC_VERSION),),
     auth_header_names=("x-api-key",),
     feature_headers=("anthropic-version", "anthropic-beta"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from plano_extproc.providers.base import Headers, Provider, ProviderApi
+from plano_extproc.translation import Dialect
+from plano_extproc.translation.openai_responses_to_openai_chat import ChatTarget
 
 
 def _api_key(key: str) -> Headers:
@@ -16,5 +18,6 @@ PROVIDERS: dict[str, Provider] = {
         AZURE_OPENAI,
         None,
         path_template={"openai_chat": "/openai/deployments/{model}/chat/completions"},
+        dialect=Dialect(ChatTarget(max_tokens_field="max_completion_tokens", openai_extensions=True)),
     ),
 }

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from plano_extproc.translation import Dialect
+
 Headers = tuple[tuple[str, str], ...]
 
 
@@ -46,6 +48,8 @@ class Provider:
     path_template: Mapping[str, str] = field(default_factory=dict)
     #: a query string every request carries (Azure: api-version)
     default_query: str = ""
+    #: what its implementation of the API accepts, for translated requests
+    dialect: Dialect = field(default_factory=Dialect)
 
     @property
     def requires_base_url(self) -> bool:

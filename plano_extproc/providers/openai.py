@@ -7,6 +7,14 @@ Completions under their own version prefix.
 from __future__ import annotations
 
 from plano_extproc.providers.base import Provider, ProviderApi, bearer
+from plano_extproc.translation import Dialect
+from plano_extproc.translation.openai_responses_to_openai_chat import ChatTarget
+
+#: OpenAI's own chat endpoint: max_completion_tokens (reasoning models refuse max_tokens) and its
+#: extensions (prompt_cache_key, user, service tier...)
+_OPENAI_CHAT = Dialect(ChatTarget(max_tokens_field="max_completion_tokens", openai_extensions=True))
+#: Mistral rejects stream_options (and reports usage in streams anyway)
+_MISTRAL = Dialect(ChatTarget(stream_usage=False))
 
 OPENAI = ProviderApi(
     name="openai",
@@ -18,11 +26,11 @@ OPENAI_COMPATIBLE = ProviderApi(name="openai_compatible", auth=bearer, native={"
 
 #: provider name -> where it lives
 PROVIDERS: dict[str, Provider] = {
-    "openai": Provider(OPENAI, "api.openai.com"),
+    "openai": Provider(OPENAI, "api.openai.com", dialect=_OPENAI_CHAT),
     "gemini": Provider(OPENAI_COMPATIBLE, "generativelanguage.googleapis.com", "/v1beta/openai"),
     "groq": Provider(OPENAI_COMPATIBLE, "api.groq.com", "/openai/v1"),
     "deepseek": Provider(OPENAI_COMPATIBLE, "api.deepseek.com"),
-    "mistral": Provider(OPENAI_COMPATIBLE, "api.mistral.ai"),
+    "mistral": Provider(OPENAI_COMPATIBLE, "api.mistral.ai", dialect=_MISTRAL),
     "xai": Provider(OPENAI_COMPATIBLE, "api.x.ai"),
     "together_ai": Provider(OPENAI_COMPATIBLE, "api.together.xyz"),
     "ollama": Provider(OPENAI_COMPATIBLE, None),
