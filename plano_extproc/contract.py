@@ -3,8 +3,8 @@
 The renderer (`plano_extproc.bootstrap`) and the processors (`plano_extproc.extproc`) both import this
 module and nothing of each other. It says:
 
-* which processor a gRPC stream belongs to (`Phase`, sent as gRPC initial metadata by each filter);
-* which config the bootstrap was rendered from (`config_fingerprint`, sent beside the phase; a processor
+* which processor a gRPC stream belongs to (`Processor`, sent as gRPC initial metadata by each filter);
+* which config the bootstrap was rendered from (`config_fingerprint`, sent beside it; a processor
   serving another config refuses the stream instead of naming clusters Envoy does not have);
 * the internal headers (the cluster header the downstream processor sets, the attempt counter Envoy sets);
 * the decision the downstream processor hands to every upstream attempt (`DecisionMetadata`, carried as
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 CONTRACT_VERSION = 2
 
 
-class Phase(enum.StrEnum):
-    """Which processor a stream is for; the value travels as ``PHASE_METADATA``."""
+class Processor(enum.StrEnum):
+    """Which processor a stream is for; the value travels as ``PROCESSOR_METADATA``."""
 
     DOWNSTREAM = "downstream"  # router level: parse, decide, answer or choose the composite cluster
     UPSTREAM = "upstream"  # per retry attempt on a composite cluster: fit the request to attempt N's provider
@@ -46,7 +46,7 @@ class Phase(enum.StrEnum):
 
 
 #: gRPC initial metadata keys set by every rendered ext_proc filter
-PHASE_METADATA = "x-plano-phase"
+PROCESSOR_METADATA = "x-plano-processor"
 FINGERPRINT_METADATA = "x-plano-config"
 
 # ------------------------------------------------------------------------------------------- headers

@@ -28,7 +28,7 @@ from plano_extproc.contract import (
     DECISION_CLUSTER,
     EXTPROC_CLUSTER,
     FINGERPRINT_METADATA,
-    PHASE_METADATA,
+    PROCESSOR_METADATA,
     ROUTE_HEADER,
     attempt_list,
     composite_cluster_name,
@@ -174,7 +174,7 @@ def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     ext = filters[0]["typed_config"]
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     fingerprint = {"key": FINGERPRINT_METADATA, "value": config_fingerprint(_demo())}
-    assert ext["grpc_service"]["initial_metadata"] == [{"key": PHASE_METADATA, "value": "downstream"}, fingerprint]
+    assert ext["grpc_service"]["initial_metadata"] == [{"key": PROCESSOR_METADATA, "value": "downstream"}, fingerprint]
     assert ext.get("failure_mode_allow", False) is False  # fail closed (the default)
     assert ext["processing_mode"] == {  # response_body_mode: NONE is the default
         "request_header_mode": "SEND",
@@ -271,7 +271,7 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         assert "skip" in str(rule["on_match"])
         up = delegate["extension_config"]["typed_config"]
         assert up["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
-        assert up["grpc_service"]["initial_metadata"][0] == {"key": PHASE_METADATA, "value": "upstream"}
+        assert up["grpc_service"]["initial_metadata"][0] == {"key": PROCESSOR_METADATA, "value": "upstream"}
         assert "request_attributes" not in up  # the attempt number comes from x-envoy-attempt-count
         assert up["processing_mode"]["request_header_mode"] == "SEND"
         assert up["processing_mode"]["request_body_mode"] == "BUFFERED"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plano_extproc.bootstrap import render_bootstrap
 from plano_extproc.config import load_config, parse_config
-from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Phase
+from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Processor
 from tests.conftest import DEMO_CONFIG
 from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
 
@@ -56,7 +56,7 @@ def test_observers_are_rendered_in_observability_mode() -> None:
     downstream, upstream = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
     # routing processor, response translator (behind its matcher), observer, router
     downstream = [f for f in downstream if f["name"] != "plano.translate"]
-    assert [_phase(f) for f in downstream[:2]] == ["downstream", Phase.OBSERVE.value]
+    assert [_phase(f) for f in downstream[:2]] == ["downstream", Processor.OBSERVE.value]
     observe = downstream[1]["typed_config"]
     assert downstream[1]["name"] == OBSERVE_FILTER
     assert observe["observability_mode"] is True and observe["failure_mode_allow"] is True
@@ -68,10 +68,10 @@ def test_observers_are_rendered_in_observability_mode() -> None:
     for chain in upstream:
         # both upstream processors sit behind a matcher (attempt count / response status)
         inner = [f["typed_config"]["extension_config"] for f in chain if "extension_config" in f["typed_config"]]
-        assert [_phase(f) for f in inner] == ["upstream", Phase.UPSTREAM_OBSERVE.value]
+        assert [_phase(f) for f in inner] == ["upstream", Processor.UPSTREAM_OBSERVE.value]
         wrapped = chain[1]["typed_config"]
         attempt = wrapped["extension_config"]["typed_config"]
-        assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == Phase.UPSTREAM_OBSERVE.value
+        assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == Processor.UPSTREAM_OBSERVE.value
         assert "response_body_mode" not in attempt["processing_mode"]  # NONE, the default
         # 2xx attempts skip the filter: no stream for a successful attempt (finding (j))
         assert list(wrapped["xds_matcher"]["matcher_tree"]["prefix_match_map"]["map"]) == ["2"]
@@ -262,7 +262,7 @@ def test_no_label_value_is_unbounded(gw):
         "router", "affinity", "alias", "direct", "default", "fallback",
         "1xx", "2xx", "3xx", "4xx", "5xx",
         "input", "output", "timeout", "error", "bad_reply", "breaker_open", "hit", "miss",
-        *(p.value for p in Phase),
+        *(p.value for p in Processor),
         "request_headers", "request_body", "response_headers", "response_body", "response_trailers", "request_trailers",
     }
     bad = []

@@ -3,7 +3,7 @@ header strip before a provider, and Envoy's terminal filters.
 
 Two chains are built here: the downstream one on the listener (routing processor, response observer,
 router) and the upstream one on every composite cluster (per-attempt processor, per-attempt observer,
-header strip, codec). Filter names, phases, attributes and the metadata namespace come from
+header strip, codec). Filter names, processors, attributes and the metadata namespace come from
 `plano_extproc.contract`, which the processors read too.
 """
 
@@ -37,7 +37,7 @@ from plano_extproc.contract import (
     METADATA_NAMESPACE,
     OBSERVE_ATTRIBUTES,
     OBSERVE_FILTER,
-    PHASE_METADATA,
+    PROCESSOR_METADATA,
     ROUTING_FILTER,
     STRIPPED_BEFORE_PROVIDER,
     TRANSLATE_ATTRIBUTES,
@@ -46,7 +46,7 @@ from plano_extproc.contract import (
     UPSTREAM_FILTER,
     UPSTREAM_OBSERVE_ATTRIBUTES,
     UPSTREAM_OBSERVE_FILTER,
-    Phase,
+    Processor,
 )
 
 from .common import milliseconds, pack, seconds, typed_extension
@@ -86,13 +86,13 @@ def _http_filter(name: str, config: Message) -> Any:
     return hcm_pb2.HttpFilter(name=name, typed_config=pack(config))
 
 
-def _service(phase: Phase, fingerprint: str) -> Any:
+def _service(processor: Processor, fingerprint: str) -> Any:
     """Our gRPC service; the initial metadata tells it which processor a stream is for and which config
     this bootstrap was rendered from (a processor serving another config refuses the stream)."""
     return grpc_service_pb2.GrpcService(
         envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
         initial_metadata=[
-            base_pb2.HeaderValue(key=PHASE_METADATA, value=phase.value),
+            base_pb2.HeaderValue(key=PROCESSOR_METADATA, value=processor.value),
             base_pb2.HeaderValue(key=FINGERPRINT_METADATA, value=fingerprint),
         ],
     )
@@ -102,10 +102,10 @@ def _namespaces() -> Any:
     return ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[METADATA_NAMESPACE])
 
 
-def _processor(phase: Phase, fingerprint: str, *, message_timeout_ms: int) -> Any:
+def _processor(which: Processor, fingerprint: str, *, message_timeout_ms: int) -> Any:
     """A request processor (routing or per-attempt): headers sent, body buffered, fail closed."""
     processor = ext_proc_pb2.ExternalProcessor(
-        grpc_service=_service(phase, fingerprint),
+        grpc_service=_service(which, fingerprint),
         # Fail closed: when the processor is down or too slow the client gets a 5xx (500 when it is
         # unreachable, finding (c)) instead of being sent, unrouted and without credentials, upstream.
         failure_mode_allow=False,
@@ -136,7 +136,7 @@ def routing_filter(config: PlanoConfig, fingerprint: str) -> Any:
     # The router model is called inside the body message, so the message timeout is the router's timeout
     # plus a margin; a message timeout is answered by Envoy with 504 (fail closed).
     processor = _processor(
-        Phase.DOWNSTREAM, fingerprint, message_timeout_ms=config.routing.router.timeout_ms + EXTPROC_MARGIN_MS
+        Processor.DOWNSTREAM, fingerprint, message_timeout_ms=config.routing.router.timeout_ms + EXTPROC_MARGIN_MS
     )
     processor.metadata_options.receiving_namespaces.CopyFrom(_namespaces())
     return _http_filter(ROUTING_FILTER, processor)
@@ -146,7 +146,7 @@ def upstream_filter(fingerprint: str) -> Any:
     """The per-attempt processor (attempt N's model id, credentials, Host, path, translated body), skipped
     on attempt 1 when the downstream processor prepared it (``x-plano-first: ready``), which saves a gRPC
     stream on almost every request."""
-    processor = _processor(Phase.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS)
+    processor = _processor(Processor.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS)
     # the decision reaches every attempt as metadata, never as a header (finding (d))
     processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
     both = matcher_pb2.Matcher.MatcherList.Predicate.PredicateList(
@@ -182,7 +182,7 @@ def translate_filter(fingerprint: str) -> Any:
     response headers, then switches the body mode per answer (finding (m)): none when the attempt that
     answered spoke the client's API, buffered for JSON, streamed for SSE."""
     processor = ext_proc_pb2.ExternalProcessor(
-        grpc_service=_service(Phase.TRANSLATE, fingerprint),
+        grpc_service=_service(Processor.TRANSLATE, fingerprint),
         # a translator that cannot run must not hand the client another API's bytes
         failure_mode_allow=False,
         allow_mode_override=True,
@@ -204,10 +204,10 @@ def translate_filter(fingerprint: str) -> Any:
     return _skip_when(TRANSLATE_FILTER, processor, TRANSLATE_HEADER, translate, exact="0")
 
 
-def _observer(phase: Phase, fingerprint: str, *, bodies: bool, attributes: tuple[str, ...]) -> Any:
+def _observer(which: Processor, fingerprint: str, *, bodies: bool, attributes: tuple[str, ...]) -> Any:
     """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
     return ext_proc_pb2.ExternalProcessor(
-        grpc_service=_service(phase, fingerprint),
+        grpc_service=_service(which, fingerprint),
         observability_mode=True,
         # observation must never cost a request anything: a processor that is down is ignored
         failure_mode_allow=True,
@@ -229,14 +229,14 @@ def observer_filter(fingerprint: str, *, bodies: bool) -> Any:
     """The downstream observer. No decision metadata: it would come with every body chunk (finding (g));
     the observer reads the processor's in-process record instead. Its own name lets routes disable it
     apart from the routing processor (finding (i))."""
-    observer = _observer(Phase.OBSERVE, fingerprint, bodies=bodies, attributes=OBSERVE_ATTRIBUTES)
+    observer = _observer(Processor.OBSERVE, fingerprint, bodies=bodies, attributes=OBSERVE_ATTRIBUTES)
     return _http_filter(OBSERVE_FILTER, observer)
 
 
 def upstream_observer_filter(fingerprint: str) -> Any:
     """Per-attempt response headers (findings (g), (j)): only failed attempts open a stream; the
     downstream observer counts the final 2xx."""
-    observer = _observer(Phase.UPSTREAM_OBSERVE, fingerprint, bodies=False, attributes=UPSTREAM_OBSERVE_ATTRIBUTES)
+    observer = _observer(Processor.UPSTREAM_OBSERVE, fingerprint, bodies=False, attributes=UPSTREAM_OBSERVE_ATTRIBUTES)
     # one headers message per attempt, so the decision metadata is cheap here (finding (g))
     observer.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
     status = http_inputs_pb2.HttpResponseHeaderMatchInput(header_name=":status")

@@ -30,7 +30,7 @@ from plano_extproc.contract import (
     REQUEST_ID_ATTRIBUTE,
     REQUEST_TIME_ATTRIBUTE,
     DecisionMetadata,
-    Phase,
+    Processor,
     model_for_attempt,
 )
 from plano_extproc.extproc.tracking import InFlightRequests, RequestRecord
@@ -40,8 +40,8 @@ from plano_extproc.usage import UsageReader, usage_reader
 
 log = logging.getLogger(__name__)
 
-#: the phases whose streams are observers (Envoy ignores their replies)
-OBSERVER_PHASES = frozenset({Phase.OBSERVE, Phase.UPSTREAM_OBSERVE})
+#: the processors whose streams are observers (Envoy ignores their replies)
+OBSERVERS = frozenset({Processor.OBSERVE, Processor.UPSTREAM_OBSERVE})
 
 _MAX_CLOCK_SKEW = 86_400.0
 

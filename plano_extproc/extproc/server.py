@@ -1,7 +1,7 @@
-"""The gRPC server: Envoy's ext_proc (downstream and upstream phases), our RoutingService, health.
+"""The gRPC server: Envoy's ext_proc streams (one processor each, contract.Processor), our RoutingService, health.
 
 Which processor a stream gets is told by gRPC metadata the rendered Envoy config sets on each filter
-(`x-plano-phase: downstream | upstream`); a missing value means downstream.
+(`x-plano-processor: downstream | upstream`); a missing value means downstream.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
 from plano_extproc.config import PlanoConfig
-from plano_extproc.contract import FINGERPRINT_METADATA, PHASE_METADATA, Phase, config_fingerprint, prebuilt_attempt_lists
+from plano_extproc.contract import FINGERPRINT_METADATA, PROCESSOR_METADATA, Processor, config_fingerprint, prebuilt_attempt_lists
 from plano_extproc.engine import DecisionEngine, build_router_chain
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
-from plano_extproc.extproc.observer import OBSERVER_PHASES, AttemptObserver, ObserverContext, ResponseObserver
+from plano_extproc.extproc.observer import OBSERVERS, AttemptObserver, ObserverContext, ResponseObserver
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.extproc.translate import TranslateContext, TranslateExchange
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
@@ -53,9 +53,9 @@ def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
-    """Envoy's streams, each handed to the exchange of its processor (contract.Phase)."""
+    """Envoy's streams, each handed to the exchange of its processor (contract.Processor)."""
 
-    def __init__(self, exchanges: Mapping[Phase, Callable[[], Exchange]], metrics: Metrics, fingerprint: str) -> None:
+    def __init__(self, exchanges: Mapping[Processor, Callable[[], Exchange]], metrics: Metrics, fingerprint: str) -> None:
         self.exchanges = exchanges
         self.metrics = metrics
         self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -73,39 +73,39 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 self.fingerprint,
             )
 
-    def _instruments(self, phase: str) -> tuple[Any, dict[str, Any]]:
-        """The in-flight gauge and per-message histograms of a phase, resolved once (labels() is not free)."""
-        found = self._children.get(phase)
+    def _instruments(self, processor: Processor) -> tuple[Any, dict[str, Any]]:
+        """The in-flight gauge and per-message histograms of a processor, resolved once (labels() is not free)."""
+        found = self._children.get(processor)
         if found is None:
-            found = self._children[phase] = (self.metrics.inflight.labels(phase), {})
+            found = self._children[processor] = (self.metrics.inflight.labels(processor.value), {})
         return found
 
-    def _stream_phase(self, context: grpc.aio.ServicerContext) -> tuple[Phase, str | None]:
-        """The stream's phase (default downstream) and the fingerprint of the config its bootstrap was
+    def _stream_processor(self, context: grpc.aio.ServicerContext) -> tuple[Processor, str | None]:
+        """The stream's processor (default downstream) and the fingerprint of the config its bootstrap was
         rendered from (None when the bootstrap was not rendered by us)."""
-        phase, fingerprint = Phase.DOWNSTREAM, None
+        processor, fingerprint = Processor.DOWNSTREAM, None
         for key, value in context.invocation_metadata() or ():
-            if key == PHASE_METADATA:
-                phase = Phase(value)
+            if key == PROCESSOR_METADATA:
+                processor = Processor(value)
             elif key == FINGERPRINT_METADATA:
                 fingerprint = value
-        return phase, fingerprint
+        return processor, fingerprint
 
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         try:
-            phase, fingerprint = self._stream_phase(context)
+            processor, fingerprint = self._stream_processor(context)
         except ValueError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown {PHASE_METADATA}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown {PROCESSOR_METADATA}")
         if fingerprint is not None and fingerprint != self.fingerprint:
             self._mismatch(fingerprint)
-            if phase in OBSERVER_PHASES:
+            if processor in OBSERVERS:
                 return
             async for _ in request_iterator:
                 yield immediate(503, DEFAULT_API.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
                 return
             return
-        exchange = self.exchanges[phase]()
-        inflight, durations = self._instruments(phase.value)
+        exchange = self.exchanges[processor]()
+        inflight, durations = self._instruments(processor)
         inflight.inc()
         try:
             async for message in request_iterator:
@@ -114,10 +114,10 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                     response = await exchange.handle(message)
                 except Exception:
                     # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
-                    log.exception("ext_proc %s processing failed", phase)
+                    log.exception("ext_proc %s processing failed", processor)
                     response = immediate(500, DEFAULT_API.error_body(500, "internal error in the routing step", None))
-                kind = message.WhichOneof("request") or "unknown"
-                histogram = durations.get(kind) or durations.setdefault(kind, self.metrics.phase_duration.labels(phase, kind))
+                phase = message.WhichOneof("request") or "unknown"  # the message kind: request_headers, ...
+                histogram = durations.get(phase) or durations.setdefault(phase, self.metrics.phase_duration.labels(processor.value, phase))
                 histogram.observe(time.perf_counter() - started)
                 if response is not None:
                     yield response
@@ -171,13 +171,13 @@ class ExtProcServer:
         upstream = UpstreamContext(forwarder, self.inflight)
         observer = ObserverContext(self.metrics, self.inflight, forwarder)
         translate = TranslateContext(forwarder, self.inflight)
-        exchanges: dict[Phase, Callable[[], Exchange]] = {
-            Phase.DOWNSTREAM: lambda: DownstreamExchange(downstream),
-            Phase.UPSTREAM: lambda: UpstreamExchange(upstream),
-            Phase.TRANSLATE: lambda: TranslateExchange(translate),
+        exchanges: dict[Processor, Callable[[], Exchange]] = {
+            Processor.DOWNSTREAM: lambda: DownstreamExchange(downstream),
+            Processor.UPSTREAM: lambda: UpstreamExchange(upstream),
+            Processor.TRANSLATE: lambda: TranslateExchange(translate),
             # response observers (observability_mode): Envoy ignores replies, so they never send one
-            Phase.OBSERVE: lambda: ResponseObserver(observer),
-            Phase.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
+            Processor.OBSERVE: lambda: ResponseObserver(observer),
+            Processor.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
         }
         self.server = grpc.aio.server(
             options=[
