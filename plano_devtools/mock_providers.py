@@ -9,7 +9,7 @@ One ``MockProvider`` serves, on one port, with the standard library only (HTTP/1
 
 Each answer says who answered ("mock-openai answered as gpt-4o") so a test can tell which provider and
 model served a request. ``stream: true`` answers are server-sent events, flushed one chunk at a time
-(``chunk_delay`` seconds apart).
+(``chunk_delay`` seconds apart); ``answer_delay`` holds every answer back that long.
 
 Control, in process or over HTTP:
 
@@ -82,6 +82,8 @@ class MockProvider:
     def __init__(self, name: str = "mock", *, chunk_delay: float = 0.0, host: str = "127.0.0.1") -> None:
         self.name = name
         self.chunk_delay = chunk_delay
+        #: seconds to wait before answering at all (a slow or hung provider)
+        self.answer_delay = 0.0
         self.host = host
         self.port: int | None = None
         self.requests: list[dict[str, Any]] = []
@@ -303,6 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         entry["status"] = 200
         self.mock._record(entry)
+        if self.mock.answer_delay > 0:
+            time.sleep(self.mock.answer_delay)
         text = self.mock.reply_text(model)
         prompt_tokens = max(1, len(raw) // 4)
         stream = bool(body.get("stream"))

@@ -121,6 +121,8 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 histogram.observe(time.perf_counter() - started)
                 if response is not None:
                     yield response
+                if exchange.done:
+                    break
         finally:
             inflight.dec()
             exchange.finish()  # a response cut short still records what was seen
@@ -184,6 +186,12 @@ class ExtProcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_concurrent_streams", 10_000),
+                # Envoy keeps its connection to us alive with HTTP/2 pings (every 30 s, bootstrap); grpc-core's
+                # default server policy answers pings on a connection without data flow with GOAWAY
+                # too_many_pings after two, which killed long requests (docs/envoy.md finding (n))
+                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
         ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(exchanges, self.metrics, config_fingerprint(config)), self.server)
@@ -198,7 +206,12 @@ class ExtProcServer:
         await self.engine.warm_up()
         if self.metrics_address:
             host, _, port = self.metrics_address.rpartition(":")
-            self._metrics_http, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
+            try:
+                self._metrics_http, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot serve /metrics on {self.metrics_address} ({exc.strerror}): pick a free port with --metrics (serve) or --metrics-port (up)"
+                ) from None
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 

@@ -61,7 +61,7 @@ def _body_reply(body: bytes, sets: list[tuple[str, str]] | None = None) -> ext.P
 class TranslateExchange:
     """One response. `translation` is set when the answer must be translated; `stream` for SSE."""
 
-    __slots__ = ("api", "client_body", "ctx", "failed", "model_id", "status", "stream", "translation")
+    __slots__ = ("api", "client_body", "ctx", "done", "failed", "model_id", "status", "stream", "translation")
 
     def __init__(self, ctx: TranslateContext) -> None:
         self.ctx = ctx
@@ -72,12 +72,17 @@ class TranslateExchange:
         self.model_id = ""
         self.status = 0
         self.failed = False
+        self.done = False
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
         if kind == "response_headers":
-            return self.on_headers(request)
+            response = self.on_headers(request)
+            # no translation for this answer (body mode none), or a body-less answer
+            self.done = self.translation is None or request.response_headers.end_of_stream
+            return response
         if kind == "response_body":
+            self.done = request.response_body.end_of_stream
             return self.on_body(request.response_body)
         return None
 
