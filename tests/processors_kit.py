@@ -99,7 +99,7 @@ class Gateway:
     def __init__(self, config: PlanoConfig | None = None, inflight: InFlightRequests | None = None) -> None:
         self.config = config or demo_config()
         self.metrics = Metrics(self.config)
-        self.inflight = inflight or InFlightRequests()
+        self.inflight = inflight if inflight is not None else InFlightRequests()
         self.router = KeywordRouter()
         self.engine = DecisionEngine(self.config, RouterChain(self.router, 5.0), self.metrics)
         self.forwarder = Forwarder.from_config(self.config, prebuilt_attempt_lists(self.config))
