@@ -534,3 +534,29 @@ async def test_feature_headers_of_another_provider_api_are_removed(gateway):
     flow = await gateway.proxy("openai_chat", "code_generation: quicksort", headers={"openai-beta": "assistants=v2"})
     (reply,) = await flow.attempt(1)  # Claude, translated
     assert "openai-beta" in removed_headers(reply) and "openai-beta" not in flow.headers
+
+
+@pytest.mark.parametrize(
+    ("api", "text", "attempt"),
+    [
+        ("openai_chat", "code_generation: quicksort", 1),  # Claude, translated by the per-attempt processor
+        ("anthropic_messages", "code_generation: a parser", 2),  # fall-over to GPT-4o, translated
+        ("openai_responses", "code_generation: a lexer", 1),
+    ],
+)
+@pytest.mark.parametrize("record", [True, False], ids=["from-record", "from-body"])
+async def test_a_translated_attempt_asks_the_provider_for_an_answer_the_translator_can_read(gateway, api, text, attempt, record):
+    """SDK clients send accept-encoding: gzip (httpx does by default); a provider that honours it answers a
+    compressed body that the response translator cannot parse, and the client would get a 502."""
+    flow = await gateway.proxy(api, text, headers={"accept-encoding": "gzip, deflate, br"})
+    await _prepare_until(flow, attempt)
+    replies = await flow.attempt(attempt, gateway=None if record else Gateway())
+    assert set_headers(replies[0])["accept-encoding"] == "identity"
+    assert flow.headers["accept-encoding"] == "identity"
+
+
+async def test_a_native_attempt_leaves_the_clients_accept_encoding_alone(gateway):
+    """Its answer reaches the client untouched, compressed as the client allows."""
+    flow = await gateway.proxy("openai_chat", "complex_reasoning", headers={"accept-encoding": "gzip"})
+    assert "accept-encoding" not in set_headers(flow.body_reply) and "accept-encoding" not in removed_headers(flow.body_reply)
+    assert flow.headers["accept-encoding"] == "gzip"
