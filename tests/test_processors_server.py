@@ -19,6 +19,7 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
+from plano_extproc.apis import BY_NAME
 from plano_extproc.contract import FINGERPRINT_METADATA, PROCESSOR_METADATA, REQUEST_TIME_ATTRIBUTE, Processor, config_fingerprint
 from plano_extproc.extproc.server import ExtProcServer
 from plano_extproc.forwarding import Forwarder
@@ -26,12 +27,14 @@ from plano_extproc.router.chain import RouterChain
 from tests.processors_kit import (
     CLAUDE,
     KeywordRouter,
+    Mode,
     apply_mutation,
     assert_error_shape,
     body_of,
     client_body,
     client_headers,
     common_of,
+    decision_metadata,
     demo_config,
     envoy_metadata,
     immediate_of,
@@ -43,6 +46,7 @@ from tests.processors_kit import (
     set_headers,
 )
 
+API_NAMES = ("openai_chat", "anthropic_messages", "openai_responses")
 CALL_TIMEOUT_S = 10  # a hung stream fails the test instead of hanging it; never reached when all is well
 
 
@@ -106,9 +110,10 @@ async def served() -> AsyncIterator[Served]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def decision_request(api_path: str = "/routing/v1/chat/completions", text: str = "code_generation: a trie") -> list[ext.ProcessingRequest]:
-    raw = client_body("openai_chat", text)
-    return [request_headers_msg(client_headers(api_path, raw, "req-s1")), request_body_msg(raw)]
+def decision_request(api: str = "openai_chat", text: str = "code_generation: a trie", routing: bool = True) -> list[ext.ProcessingRequest]:
+    raw = client_body(api, text)
+    path = ("/routing" if routing else "") + BY_NAME[api].path
+    return [request_headers_msg(client_headers(path, raw, "req-s1")), request_body_msg(raw)]
 
 
 @pytest.mark.parametrize("processor", ["downstream", None], ids=["named", "unnamed-is-downstream"])
@@ -122,15 +127,27 @@ async def test_a_stream_is_served_by_the_processor_it_names(served, processor, f
     assert served.sample("plano_config_mismatch_total") == 0
 
 
+def first_message(processor: str, api: str) -> ext.ProcessingRequest:
+    """The first message of a stream of `processor` for a request of client API `api`."""
+    metadata = decision_metadata({"models": "openai/gpt-4o,openai/gpt-4o", "api": api, "route": ""})
+    if processor == "downstream":
+        return decision_request(api, routing=False)[0]
+    if processor == "upstream":  # the decision metadata is forwarded to it; the path may be a provider's already
+        headers = {**client_headers("/v1/chat/completions", b"{}", "req-s1"), "x-envoy-attempt-count": "2"}
+        return request_headers_msg(headers, metadata=metadata)
+    return response_headers_msg(200, {"content-type": "application/json"}, attributes=response_attributes("req-s1", 1), metadata=metadata)
+
+
+@pytest.mark.parametrize("api", API_NAMES)
 @pytest.mark.parametrize("processor", ["downstream", "upstream", "translate"])
-async def test_a_stream_from_a_bootstrap_of_another_config_is_refused_with_503(served, processor):
-    first = decision_request()[0] if processor != "translate" else response_headers_msg(200, {"content-type": "application/json"})
+async def test_a_stream_from_a_bootstrap_of_another_config_is_refused_with_503(served, processor, api):
+    first = first_message(processor, api)
     replies, code = await served.lockstep(processor, [first], fingerprint="0123456789abcdef")
     assert code == grpc.StatusCode.OK
     (reply,) = replies
     answer = immediate_of(reply)
     assert answer.status == 503
-    assert_error_shape("openai_chat", answer.body, "Envoy runs a bootstrap rendered from another config")
+    assert_error_shape(api, answer.body, "Envoy runs a bootstrap rendered from another config")
     assert served.sample("plano_config_mismatch_total") == 1
     await served.lockstep(processor, [first], fingerprint="0123456789abcdef")
     assert served.sample("plano_config_mismatch_total") == 2  # counted per refused stream
@@ -152,7 +169,8 @@ async def test_an_unknown_processor_name_is_invalid_argument(served):
     assert PROCESSOR_METADATA in raised.value.details()
 
 
-async def test_an_exception_in_the_downstream_processor_is_a_clean_500_and_the_server_goes_on(served, monkeypatch):
+@pytest.mark.parametrize("api", API_NAMES)
+async def test_an_exception_in_the_downstream_processor_is_a_clean_500_and_the_server_goes_on(served, monkeypatch, api):
     real_route = served.server.engine.route
     calls = []
 
@@ -163,11 +181,11 @@ async def test_an_exception_in_the_downstream_processor_is_a_clean_500_and_the_s
         return await real_route(*args, **kwargs)
 
     monkeypatch.setattr(served.server.engine, "route", route_once_broken)
-    replies, code = await served.lockstep("downstream", decision_request())
+    replies, code = await served.lockstep("downstream", decision_request(api))
     assert code == grpc.StatusCode.OK
     answer = immediate_of(replies[-1])
     assert answer.status == 500
-    assert_error_shape("openai_chat", answer.body, "internal error in the routing step")
+    assert_error_shape(api, answer.body, "internal error in the routing step")
     assert "a bug" not in orjson.dumps(answer.body).decode()  # no traceback or detail to the client
     replies, code = await served.lockstep("downstream", decision_request())
     assert immediate_of(replies[-1]).status == 200
@@ -186,7 +204,26 @@ async def test_an_exception_in_the_per_attempt_processor_is_a_clean_500(served, 
     headers = {**client_headers("/v1/chat/completions", raw, "req-u1"), "x-envoy-attempt-count": "2"}
     replies, code = await served.lockstep("upstream", [request_headers_msg(headers, metadata=metadata)])
     assert code == grpc.StatusCode.OK
-    assert immediate_of(replies[0]).status == 500
+    answer = immediate_of(replies[0])
+    assert answer.status == 500
+    assert_error_shape("openai_chat", answer.body, "internal error in the routing step")
+
+
+async def test_an_exception_in_the_translator_is_a_500_in_the_clients_shape(served, monkeypatch):
+    from plano_extproc.extproc.translate import TranslateExchange
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(TranslateExchange, "on_body", broken)
+    first = first_message("translate", "anthropic_messages")
+    metadata = decision_metadata({"models": ",".join((CLAUDE, "openai/gpt-4o")), "api": "openai_chat", "route": ""})
+    first.metadata_context.CopyFrom(metadata)  # attempt 1 is Claude for a Chat client: translated
+    replies, code = await served.lockstep("translate", [first, response_body_msg(b"{}", end_of_stream=True)])
+    assert code == grpc.StatusCode.OK and replies[0].mode_override.response_body_mode == Mode.BUFFERED
+    answer = immediate_of(replies[1])
+    assert answer.status == 500
+    assert_error_shape("openai_chat", answer.body, "internal error")
 
 
 async def test_one_request_through_every_processor_shares_one_record(served):
