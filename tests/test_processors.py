@@ -560,3 +560,28 @@ async def test_a_native_attempt_leaves_the_clients_accept_encoding_alone(gateway
     flow = await gateway.proxy("openai_chat", "complex_reasoning", headers={"accept-encoding": "gzip"})
     assert "accept-encoding" not in set_headers(flow.body_reply) and "accept-encoding" not in removed_headers(flow.body_reply)
     assert flow.headers["accept-encoding"] == "gzip"
+
+
+def _attempt_body(replies) -> bytes:
+    """The body an attempt sends: the headers reply's replacement, or the body message's rewrite."""
+    if common_of(replies[0]).status == REPLACE:
+        return common_of(replies[0]).body_mutation.body
+    return body_of(replies[1])
+
+
+async def test_two_requests_in_flight_with_one_x_request_id_never_trade_bodies(gateway):
+    """Envoy keeps a client's own x-request-id (the rendered listener does not regenerate it), so two
+    requests may share one. Each attempt must still carry its own request's conversation."""
+    alice = await gateway.proxy("openai_chat", "complex_reasoning: alice's private question", headers={"x-request-id": "same-id"})
+    bob = await gateway.proxy("openai_chat", "complex_reasoning: bob's question", headers={"x-request-id": "same-id"})
+    for flow, mine, theirs in ((alice, b"alice", b"bob"), (bob, b"bob", b"alice")):
+        body = _attempt_body(await flow.attempt(2))  # Claude, translated
+        assert mine in body and theirs not in body
+
+
+async def test_two_requests_with_one_x_request_id_never_trade_credentials():
+    gateway = Gateway(passthrough_config())
+    alice = await gateway.proxy("openai_chat", "hosted_chat: hi", headers={"x-request-id": "same-id", "authorization": "Bearer alice-key"})
+    await gateway.proxy("openai_chat", "hosted_chat: hi", headers={"x-request-id": "same-id", "authorization": "Bearer bob-key"})
+    replies = await alice.attempt(2)  # the passthrough provider gets the client's own key: Alice's
+    assert set_headers(replies[0])["authorization"] == "Bearer alice-key"
