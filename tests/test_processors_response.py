@@ -444,3 +444,34 @@ async def test_the_attempt_observer_names_the_attempts_model_from_metadata_or_re
     assert await gateway.attempt_observer().handle(message) is None
     expected = 0 if source == "neither" else 1
     assert gateway.sample("plano_upstream_responses_total", model=GPT4O, provider="openai", status_class="4xx") == expected
+
+
+@pytest.mark.parametrize("last_empty", [True, False], ids=["empty-last-message", "data-in-last-message"])
+async def test_the_closing_events_come_with_the_end_of_stream_message(last_empty):
+    gateway = Gateway()
+    flow = await _flow(gateway, "anthropic_messages", "complex_reasoning", 1)
+    exchange = gateway.translate()
+    await exchange.handle(_response_headers(flow, 200, "text/event-stream", 1))
+    chunks = split(CHAT_STREAM_UNTERMINATED, 64)
+    if last_empty:
+        chunks.append(b"")
+    out = [body_of(await exchange.handle(response_body_msg(c, end_of_stream=i == len(chunks) - 1))) for i, c in enumerate(chunks)]
+    names = [n for n, _ in sse_payloads(out[-1])]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert anthropic_stream_text(sse_payloads(b"".join(out))) == "Hello world"
+
+
+async def test_a_stream_that_cannot_be_translated_is_closed_cleanly_in_the_clients_api():
+    """An event longer than the parser's bound: the client's stream gets an error event and ends, and no
+    provider byte of another API reaches it afterwards."""
+    gateway = Gateway()
+    flow = await _flow(gateway, "openai_chat", "code_generation", 1)
+    exchange = gateway.translate()
+    await exchange.handle(_response_headers(flow, 200, "text/event-stream", 1))
+    first = body_of(await exchange.handle(response_body_msg(ANTHROPIC_STREAM[:400])))
+    assert b"chat.completion.chunk" in first
+    failed = body_of(await exchange.handle(response_body_msg(b"data: " + b"x" * (16 * 1024 * 1024 + 1))))
+    ((_, payload),) = sse_payloads(failed)
+    assert_error_shape("openai_chat", orjson.loads(payload))
+    assert body_of(await exchange.handle(response_body_msg(ANTHROPIC_STREAM[400:]))) == b""
+    assert body_of(await exchange.handle(response_body_msg(b"", end_of_stream=True))) == b""
