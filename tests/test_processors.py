@@ -399,23 +399,23 @@ async def test_the_gateways_key_never_reaches_a_passthrough_provider_on_a_fall_o
 # ============================================================================ upstream: attempt N
 
 ATTEMPTS = [
-    # (api, text, attempt, provider headers it sets, path, headers it removes, body check)
-    ("anthropic_messages", "code_generation: a parser", 2, OPENAI_AUTH, "/v1/chat/completions", ["anthropic-version", "x-api-key"], "chat"),
-    ("openai_chat", "complex_reasoning: trains", 2, ANTHROPIC_AUTH, "/v1/messages", ["authorization"], "anthropic"),
-    ("openai_chat", "code_generation: binary search", 1, ANTHROPIC_AUTH, "/v1/messages", [], "anthropic"),
-    ("openai_responses", "code_generation: a lexer", 1, ANTHROPIC_AUTH, "/v1/messages", [], "anthropic"),
-    ("openai_responses", "complex_reasoning: proofs", 2, ANTHROPIC_AUTH, "/v1/messages", ["authorization"], "anthropic"),
-    ("anthropic_messages", "complex_reasoning: proofs", 1, OPENAI_AUTH, "/v1/chat/completions", [], "chat"),
-    ("anthropic_messages", "complex_reasoning: proofs", 2, ANTHROPIC_AUTH, "/v1/messages", ["authorization"], "native"),
-    ("anthropic_messages", "hello", 2, ANTHROPIC_AUTH, "/v1/messages", [], "native"),
+    # (api, text, model field, attempt, provider headers it sets, path, headers it removes, body check)
+    ("anthropic_messages", "code_generation: a parser", None, 2, OPENAI_AUTH, "/v1/chat/completions", ["anthropic-version", "x-api-key"], "chat"),
+    ("openai_chat", "complex_reasoning: trains", None, 2, ANTHROPIC_AUTH, "/v1/messages", ["authorization"], "anthropic"),
+    ("openai_chat", "code_generation: binary search", None, 1, ANTHROPIC_AUTH, "/v1/messages", [], "anthropic"),
+    ("openai_responses", "code_generation: a lexer", None, 1, ANTHROPIC_AUTH, "/v1/messages", [], "anthropic"),
+    ("openai_responses", "complex_reasoning: proofs", None, 2, ANTHROPIC_AUTH, "/v1/messages", ["authorization"], "anthropic"),
+    ("anthropic_messages", "complex_reasoning: proofs", None, 1, OPENAI_AUTH, "/v1/chat/completions", [], "chat"),
+    ("anthropic_messages", "complex_reasoning: proofs", None, 2, ANTHROPIC_AUTH, "/v1/messages", ["authorization"], "native"),
+    ("anthropic_messages", "hello", CLAUDE_ID, 2, ANTHROPIC_AUTH, "/v1/messages", [], "native"),  # same-provider retry
 ]
 
 
-def provider_body(kind: str, body: bytes, api: str, text: str, model_id: str) -> None:
+def provider_body(kind: str, body: bytes, api: str, text: str, model_field: str | None, model_id: str) -> None:
     parsed = orjson.loads(body)
     assert parsed["model"] == model_id
     if kind == "native":
-        assert parsed == {**orjson.loads(client_body(api, text)), "model": model_id}
+        assert parsed == {**orjson.loads(client_body(api, text, model=model_field)), "model": model_id}
     elif kind == "anthropic":  # Anthropic Messages
         assert parsed["messages"][-1]["role"] == "user" and isinstance(parsed["max_tokens"], int)
         assert text in orjson.dumps(parsed["messages"]).decode()
@@ -432,9 +432,12 @@ async def _prepare_until(flow, attempt: int) -> None:
             await flow.attempt(earlier)
 
 
-@pytest.mark.parametrize(("api", "text", "attempt", "provider_headers", "path", "removed", "kind"), ATTEMPTS)
-async def test_attempt_n_is_prepared_from_the_kept_record_in_the_headers_reply(gateway, api, text, attempt, provider_headers, path, removed, kind):
-    flow = await gateway.proxy(api, text, model=CLAUDE_ID if text == "hello" else None, headers={"authorization": "Bearer client-own"} if attempt == 1 else None)
+ATTEMPT_FIELDS = ("api", "text", "model_field", "attempt", "provider_headers", "path", "removed", "kind")
+
+
+@pytest.mark.parametrize(ATTEMPT_FIELDS, ATTEMPTS)
+async def test_attempt_n_is_prepared_from_the_kept_record_in_the_headers_reply(gateway, api, text, model_field, attempt, provider_headers, path, removed, kind):
+    flow = await gateway.proxy(api, text, model=model_field, headers={"authorization": "Bearer client-own"} if attempt == 1 else None)
     await _prepare_until(flow, attempt)
     (reply,) = await flow.attempt(attempt)  # headers only: Envoy sends no body message after it
     common = common_of(reply)
@@ -446,15 +449,14 @@ async def test_attempt_n_is_prepared_from_the_kept_record_in_the_headers_reply(g
     body = common.body_mutation.body
     assert sets["content-length"] == str(len(body))
     model = decided(flow).model_for_attempt(attempt)
-    provider_body(kind, body, api, text, gateway.forwarder.upstreams[model].model_id)
+    provider_body(kind, body, api, text, model_field, gateway.forwarder.upstreams[model].model_id)
     assert gateway.inflight.get(flow.request_id).tried == attempt and gateway.inflight.get(flow.request_id).model == model
 
 
-@pytest.mark.parametrize(("api", "text", "attempt", "provider_headers", "path", "removed", "kind"), ATTEMPTS)
-async def test_without_the_record_the_attempt_is_rewritten_from_the_body_message(gateway, api, text, attempt, provider_headers, path, removed, kind):
+@pytest.mark.parametrize(ATTEMPT_FIELDS, ATTEMPTS)
+async def test_without_the_record_the_attempt_is_rewritten_from_the_body_message(gateway, api, text, model_field, attempt, provider_headers, path, removed, kind):
     """Another worker process served the downstream phase: the same attempt, prepared from the body Envoy sends."""
     other = Gateway()
-    model_field = CLAUDE_ID if text == "hello" else None
     kept, cold = await gateway.proxy(api, text, model=model_field), await gateway.proxy(api, text, model=model_field)
     await _prepare_until(kept, attempt)
     await _prepare_until(cold, attempt)
