@@ -21,9 +21,16 @@ from plano_extproc.api import routing_pb2, routing_pb2_grpc
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
-from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
+from plano_extproc.apis import BY_NAME, DEFAULT_API, ENDPOINTS, ClientApi, RequestFormatError
 from plano_extproc.config import PlanoConfig
-from plano_extproc.contract import FINGERPRINT_METADATA, PROCESSOR_METADATA, Processor, config_fingerprint, prebuilt_attempt_lists
+from plano_extproc.contract import (
+    FINGERPRINT_METADATA,
+    PROCESSOR_METADATA,
+    DecisionMetadata,
+    Processor,
+    config_fingerprint,
+    prebuilt_attempt_lists,
+)
 from plano_extproc.engine import DecisionEngine, build_router_chain
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
@@ -50,6 +57,23 @@ def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
     if request.api_format == routing_pb2.API_FORMAT_UNSPECIFIED:
         return None
     return BY_NAME.get(routing_pb2.ApiFormat.Name(request.api_format).lower())
+
+
+def _client_api(message: ext.ProcessingRequest, exchange: Exchange | None = None) -> ClientApi:
+    """The client API whose error shape a refused or failed stream answers in: the one its exchange
+    learnt, else the decision metadata's, else the one the request path names; OpenAI's when none says."""
+    api = getattr(exchange, "api", None)
+    if isinstance(api, ClientApi):
+        return api
+    decision = DecisionMetadata.from_metadata(message.metadata_context)
+    if decision is not None and decision.api in BY_NAME:
+        return BY_NAME[decision.api]
+    if message.WhichOneof("request") == "request_headers":
+        for h in message.request_headers.headers.headers:
+            if h.key == ":path":
+                endpoint = ENDPOINTS.get((h.raw_value.decode("utf-8", "replace") or h.value).split("?", 1)[0])
+                return endpoint[0] if endpoint is not None else DEFAULT_API
+    return DEFAULT_API
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
@@ -100,8 +124,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
             self._mismatch(fingerprint)
             if processor in OBSERVERS:
                 return
-            async for _ in request_iterator:
-                yield immediate(503, DEFAULT_API.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
+            async for first in request_iterator:
+                api = _client_api(first)
+                yield immediate(503, api.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
                 return
             return
         exchange = self.exchanges[processor]()
@@ -115,7 +140,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 except Exception:
                     # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
                     log.exception("ext_proc %s processing failed", processor)
-                    response = immediate(500, DEFAULT_API.error_body(500, "internal error in the routing step", None))
+                    response = immediate(500, _client_api(message, exchange).error_body(500, "internal error in the routing step", None))
                 phase = message.WhichOneof("request") or "unknown"  # the message kind: request_headers, ...
                 histogram = durations.get(phase) or durations.setdefault(phase, self.metrics.phase_duration.labels(processor.value, phase))
                 histogram.observe(time.perf_counter() - started)
