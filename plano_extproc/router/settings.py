@@ -48,6 +48,9 @@ class EmbeddedRouterSettings(BaseModel):
     #: description texts are also embedded as requests ("Can you help with <text>?"), which bridges
     #: noun-phrase descriptions and imperative requests (off = descriptions as written)
     request_templates: bool = True
+    #: the route's name ("code_generation" -> "code generation") as one more text of the route (off:
+    #: it fixed one seed request but cost 3 points on llm_tasks and 0.5 on CLINC, docs/routing.md)
+    route_names: bool = False
 
     # -- what of the prompt is read (bounds the work per request) -------------------------------
     #: tokens of the whole prompt the encoder reads
@@ -76,8 +79,8 @@ class EmbeddedRouterSettings(BaseModel):
     learned_refit_seconds: float = Field(default=30.0, ge=0.0)
 
     # -- conversations --------------------------------------------------------------------------
-    #: when the latest user turn alone gets no route, route the previous user turn instead (a
-    #: follow-up such as "now do it in Java" keeps its route); measured in docs/routing.md
+    #: a latest user turn that only refers back ("now do it in Java", "make it shorter") is routed by
+    #: the user turn it follows; any other turn is routed on its own (measured in docs/routing.md)
     follow_up: bool = True
 
     # -- caches ---------------------------------------------------------------------------------
