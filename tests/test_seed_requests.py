@@ -1,4 +1,4 @@
-"""The seed's own requests (tests/data/seed_requests.json, verbatim) route as the seed shows, on the seed
+"""The seed's own requests (plano_devtools/seed_requests.json, verbatim; `make demo` sends the same file) route as the seed shows, on the seed
 config's routes or the inline routes they carry, through the real request parsers and the embedded router."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from plano_extproc.formats import ApiFormat, parse_request
 from plano_extproc.router.embedded import EmbeddedRouter
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 
-DATA = Path(__file__).parent / "data" / "seed_requests.json"
+DATA = Path(__file__).resolve().parents[1] / "plano_devtools" / "seed_requests.json"
 SEED_CONFIG = Path(__file__).resolve().parents[1] / "plano_extproc" / "demo" / "config.yaml"
 FORMATS = {
     "/routing/v1/chat/completions": ApiFormat.OPENAI_CHAT,

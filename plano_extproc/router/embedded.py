@@ -270,12 +270,30 @@ def _top_k_mean(sims: np.ndarray, pad_mask: np.ndarray, k: int) -> np.ndarray:
     return np.where(finite, top, 0.0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1)
 
 
-def _user_texts(conversation: Sequence[Turn]) -> list[str]:
-    """User turns' own words, oldest first; the newest turn of any role when there is no user text."""
-    texts = [t for t in (strip_context_blocks(turn.content) for turn in conversation if turn.role == "user") if t]
+#: context blocks are looked for within this many times the characters the router reads (a block that
+#: straddles the cut counts as unclosed and is dropped, see strip_context_blocks)
+_STRIP_WINDOW = 4
+
+
+def _user_texts(conversation: Sequence[Turn], limit: int, head_chars: int, tail_chars: int) -> list[str]:
+    """The newest `limit` user turns' own words, oldest first (the newest turn of any role when there is
+    no user text). Only the turns needed are looked at, each only within a bounded window."""
+    window = (_STRIP_WINDOW * head_chars, _STRIP_WINDOW * tail_chars)
+    texts: list[str] = []
+    for turn in reversed(conversation):
+        if turn.role != "user":
+            continue
+        text = strip_context_blocks(bounded_text(turn.content, *window))
+        if text:
+            texts.append(text)
+            if len(texts) >= limit:
+                break
     if not texts:
-        texts = [t.content.strip() for t in conversation if t.content.strip()][-1:]
-    return texts
+        for turn in reversed(conversation):
+            text = bounded_text(turn.content, *window).strip()
+            if text:
+                return [text]
+    return texts[::-1]
 
 
 #: general requests embedded per encoder (~0.3 s of work each; routers sharing an encoder share them)
@@ -355,11 +373,7 @@ class EmbeddedRouter(RouterBackend):
                 if hit is not None:
                     self._queries.move_to_end(key)
                     return hit
-        parts = views(text) if st.segment_tokens else (text,)
-        enc = self.encoder
-        vecs = [enc.encode_one(parts[0], st.whole_tokens)]
-        vecs += [enc.encode_one(p, st.segment_tokens) for p in parts[1:]]
-        q = _Query(np.stack(vecs).astype(np.float32, copy=False), frozenset(content_stems(text)))
+        q = self._query_uncached(text)
         q.vectors.setflags(write=False)
         if size:
             with self._cache_lock:
@@ -537,9 +551,12 @@ class EmbeddedRouter(RouterBackend):
 
     # -- decisions -------------------------------------------------------------------------------
 
+    def _texts(self, conversation: Sequence[Turn], limit: int) -> list[str]:
+        return _user_texts(conversation, limit, self.settings.head_chars, self.settings.tail_chars)
+
     def scores_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> dict[str, float]:
         """Route name -> similarity of the latest user turn (what the no-route bar is compared with)."""
-        texts = _user_texts(conversation)
+        texts = self._texts(conversation, 1)
         if not routes or not texts:
             return {}
         rs = self._route_set(routes)
@@ -548,7 +565,7 @@ class EmbeddedRouter(RouterBackend):
 
     def ranking_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> dict[str, float]:
         """Route name -> ranking score (similarity - hub correction + lexical bonus)."""
-        texts = _user_texts(conversation)
+        texts = self._texts(conversation, 1)
         if not routes or not texts:
             return {}
         rs = self._route_set(routes)
@@ -562,7 +579,7 @@ class EmbeddedRouter(RouterBackend):
     def decide_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[str | None, str | None, float]:
         """(decision, best-ranked route of the latest turn, its similarity)."""
         try:
-            texts = _user_texts(conversation)
+            texts = self._texts(conversation, MAX_FOLLOW_UPS + 1 if self.settings.follow_up else 1)
             if not routes or not texts:
                 return None, None, float("-inf")
             rs = self._route_set(routes)
@@ -596,7 +613,7 @@ class EmbeddedRouter(RouterBackend):
     def learn(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn], route: str | None) -> None:
         """Keep the primary router's answer for this request as an example (bounded, see learned.py).
         Cheap: the text is stored now and embedded in the router's thread, off the request path."""
-        texts = _user_texts(conversation)
+        texts = self._texts(conversation, 1)
         if not routes or not texts:
             return
         text = texts[-1]
