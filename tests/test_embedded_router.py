@@ -429,3 +429,12 @@ def test_reject_share_means_the_same_for_any_route_set(fast_encoder: MiniLMEncod
         for routes in (SEED_ROUTES, ten):
             rejected = sum(router.choose_route_sync(routes, user(t)) is None for t in general) / len(general)
             assert abs(rejected - share) <= 0.02, (share, len(routes), rejected)
+
+
+def test_a_bare_greeting_gets_no_route(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder)
+    for text in ("hello", "Hello!", "hey there", "ok"):
+        assert router.choose_route_sync(SEED_ROUTES, user(text)) is None, text
+    # but a route that has greetings among its examples gets them
+    chat = [RouteSpec("chit_chat", "casual chit-chat", ("hi", "hello there", "good morning", "hey, how are you")), *SEED_ROUTES]
+    assert router.choose_route_sync(chat, user("hello")) == "chit_chat"

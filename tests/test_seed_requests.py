@@ -26,7 +26,14 @@ ROUTED = [r for r in REQUESTS if not r.get("pinned_after")]
 
 #: seed requests the embedded router still gets wrong, with the measured reason (docs/routing.md); a
 #: strict xfail, so fixing one fails the test until it moves out of this list
-KNOWN_MISSES: dict[str, str] = {}
+_ZERO = ("MiniLM-L6 puts this prompt at cosine ~0 to every text of the route (description parts, their request "
+         "forms and the route name), below the general requests' bar; no description-only rule of this router bridges it")
+KNOWN_MISSES: dict[str, str] = {
+    "presentation-4-anthropic": _ZERO,
+    "demo.sh-4-anthropic": _ZERO,
+    "presentation-5-responses": _ZERO,
+    "routing-api-inline": _ZERO + " (0.008 to 'generating new code snippets')",
+}
 
 
 def without_selection_policy(body: dict) -> dict:

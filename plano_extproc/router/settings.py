@@ -54,10 +54,10 @@ class EmbeddedRouterSettings(BaseModel):
 
     # -- what of the prompt is read (bounds the work per request) -------------------------------
     #: tokens of the whole prompt the encoder reads
-    whole_tokens: int = Field(default=48, ge=8, le=256)
+    whole_tokens: int = Field(default=32, ge=8, le=256)
     #: tokens of each of the two extra segments (the prompt's first and last sentence/line), which
     #: is where long prompts state what they want (0 = whole prompt only)
-    segment_tokens: int = Field(default=24, ge=0, le=128)
+    segment_tokens: int = Field(default=16, ge=0, le=128)
     #: characters kept from the start and from the end of a prompt before anything is tokenized
     #: (a 4 MiB prompt costs what a 8 KiB one does)
     head_chars: int = Field(default=4096, ge=256, le=1 << 20)
