@@ -82,6 +82,8 @@ MAX_DESCRIPTION_CHARS = 2000
 MAX_TEXTS_PER_ROUTE = 48
 #: tokens of a description text the encoder reads (descriptions are short; this bounds odd ones)
 ROUTE_TEXT_TOKENS = 128
+#: the lesson feature cache holds this many routes' worth of lessons per taught route set
+LESSON_ROUTES_SIZED = 16
 #: a request of at most this many words and no content word (only greetings and fillers) gets no route
 #: from descriptions (measured: 11 of CLINC's 4,500 in-scope cases, none of llm_tasks)
 CONTENTLESS_WORDS = 3
@@ -328,6 +330,8 @@ class EmbeddedRouter(RouterBackend):
         self._route_bytes = 0
         self._queries: OrderedDict[bytes, _Query] = OrderedDict()
         self._general: list[_Query] | None = None
+        #: classifier features of the primary's lessons (see learn)
+        self._lessons: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
         st = self.settings
         #: what the primary router taught (see learned.py); empty unless a RouterChain feeds it
@@ -524,19 +528,23 @@ class EmbeddedRouter(RouterBackend):
             for i, name in enumerate(rs.names):
                 feats = [rs.example_features[i]] if len(rs.example_features[i]) else []
                 if lessons.get(name):
-                    feats.append(np.stack([self._query(t).features for t in lessons[name]]))
+                    feats.append(np.stack([self._lesson_features(t) for t in lessons[name]]))
                 tv = rs.text_vectors[i]
                 feats.append(np.concatenate([tv, tv], axis=1))
                 block = np.concatenate(feats)
                 x.append(block)
                 y.append(np.full(len(block), i))
-            other = [q.features for q in self._general_queries()] + [self._query(t).features for t in none]
+            other = [q.features for q in self._general_queries()] + [self._lesson_features(t) for t in none]
             x.append(np.stack(other))
             y.append(np.full(len(other), len(rs.names)))
             model = fit_softmax(np.concatenate(x), np.concatenate(y), len(rs.names) + 1,
                                 l2=st.classifier_l2, steps=st.classifier_steps)
+            before = rs.nbytes
             rs.classifier = _Classifier(model, version if has_lessons else None, time.monotonic())
             self.classifier_fits += 1
+            with self._cache_lock:  # keep the byte count of the cache honest (the model came later)
+                if any(v is rs for v in self._route_sets.values()):
+                    self._route_bytes += rs.nbytes - before
             return rs.classifier
 
     def _decide_text(self, rs: _RouteSet, routes: Sequence[RouteSpec], text: str) -> tuple[str | None, str, float]:
@@ -620,21 +628,38 @@ class EmbeddedRouter(RouterBackend):
 
     def learn(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn], route: str | None) -> None:
         """Keep the primary router's answer for this request as an example (bounded, see learned.py).
-        Cheap: the text is stored now and embedded in the router's thread, off the request path."""
+        Cheap on the request path: the text is stored now and embedded later in the router's thread, so
+        that the fallback does not have to embed hundreds of lessons when the primary fails."""
         texts = self._texts(conversation, 1)
         if not routes or not texts:
             return
-        text = texts[-1]
-        self.learned.add(routes, text, route)
-        if self.settings.query_cache_size and self._encoder is not None:
+        stored = self.learned.add(routes, texts[-1], route)
+        if stored is not None and self._encoder is not None:
             try:
-                self._pool().submit(self._warm_query, text)
+                self._pool().submit(self._warm_lesson, stored)
             except RuntimeError:  # executor shut down
                 pass
 
-    def _warm_query(self, text: str) -> None:
+    def _lesson_features(self, text: str) -> np.ndarray:
+        """A lesson's classifier features, kept (float16) in a cache sized for what the store holds."""
+        key = _digest(text)
+        with self._cache_lock:
+            hit = self._lessons.get(key)
+            if hit is not None:
+                self._lessons.move_to_end(key)
+                return hit.astype(np.float32)
+        feats = self._query_uncached(bounded_text(text, self.settings.head_chars, self.settings.tail_chars)).features
+        st = self.settings
+        capacity = st.learned_route_sets * (st.learned_per_route * LESSON_ROUTES_SIZED + st.learned_none)
+        with self._cache_lock:
+            self._lessons[key] = feats.astype(np.float16)
+            while len(self._lessons) > capacity:
+                self._lessons.popitem(last=False)
+        return feats
+
+    def _warm_lesson(self, text: str) -> None:
         try:
-            self._query(text)
+            self._lesson_features(text)
         except Exception:  # noqa: BLE001 - warming is best effort; a real call reports errors
             pass
 

@@ -87,9 +87,10 @@ class LearnedExamples:
         self._sets: OrderedDict[RouteSetKey, Taught] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, routes: Sequence[RouteSpec], text: str, route: str | None) -> None:
+    def add(self, routes: Sequence[RouteSpec], text: str, route: str | None) -> str | None:
+        """Offer one lesson; the text as stored (cut to head and tail) when it was kept, else None."""
         if not text.strip() or (route is not None and route not in {r.name for r in routes}):
-            return
+            return None
         key = route_set_key(routes)
         with self._lock:
             taught = self._sets.get(key)
@@ -101,10 +102,13 @@ class LearnedExamples:
             self._sets.move_to_end(key)
             while len(self._sets) > self.route_sets:
                 self._sets.popitem(last=False)
+        kept = keep(text)
         with taught.lock:
             target = taught.none if route is None else taught.per_route[route]
-            if target.size and target.offer(keep(text)):
+            if target.size and target.offer(kept):
                 taught.version += 1
+                return kept
+        return None
 
     def get(self, routes: Sequence[RouteSpec]) -> Taught | None:
         with self._lock:
