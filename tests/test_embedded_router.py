@@ -438,3 +438,26 @@ def test_a_bare_greeting_gets_no_route(fast_encoder: MiniLMEncoder) -> None:
     # but a route that has greetings among its examples gets them
     chat = [RouteSpec("chit_chat", "casual chit-chat", ("hi", "hello there", "good morning", "hey, how are you")), *SEED_ROUTES]
     assert router.choose_route_sync(chat, user("hello")) == "chit_chat"
+
+
+def test_many_long_inline_routes_cost_a_bounded_amount(fast_encoder: MiniLMEncoder) -> None:
+    from plano_extproc.router.embedded import MAX_TEXTS_PER_SET
+
+    router = EmbeddedRouter(encoder=fast_encoder)
+    router.warmup()
+    calls = 0
+    real = fast_encoder.encode_one
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(fast_encoder, name)
+
+        def encode_one(self, *a, **kw):
+            nonlocal calls
+            calls += 1
+            return real(*a, **kw)
+
+    router._encoder = Counting()  # type: ignore[assignment]
+    huge = [RouteSpec(f"r{i}", f"area {i}: " + ", ".join(f"item {i}-{j}" for j in range(300))) for i in range(60)]
+    router.choose_route_sync(huge, user("item 7-12 please"))
+    assert calls <= MAX_TEXTS_PER_SET + 3  # the texts of the set, plus the request's views

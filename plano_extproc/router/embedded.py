@@ -80,6 +80,8 @@ from plano_extproc.router.settings import EmbeddedRouterSettings
 #: bounds of what one route set may cost to embed, whatever a request brings inline
 MAX_DESCRIPTION_CHARS = 2000
 MAX_TEXTS_PER_ROUTE = 48
+#: description texts embedded per route set at most (~1 ms each), whatever the number of routes
+MAX_TEXTS_PER_SET = 512
 #: tokens of a description text the encoder reads (descriptions are short; this bounds odd ones)
 ROUTE_TEXT_TOKENS = 128
 #: the lesson feature cache holds this many routes' worth of lessons per taught route set
@@ -445,6 +447,9 @@ class EmbeddedRouter(RouterBackend):
             if st.request_templates:
                 texts = texts + [REQUEST_TEMPLATE.format(t) for t in texts]
             per_route.append(texts)
+        if sum(len(t) for t in per_route) > MAX_TEXTS_PER_SET:  # many long inline routes: fewer texts each
+            cap = max(1, MAX_TEXTS_PER_SET // len(per_route))
+            per_route = [t if len(t) <= cap else t[: cap - 1] + t[-1:] for t in per_route]
         text_vectors = [np.stack([enc.encode_one(t, ROUTE_TEXT_TOKENS) for t in texts]) for texts in per_route]
         width = max(len(t) for t in per_route)
         dim = text_vectors[0].shape[1]

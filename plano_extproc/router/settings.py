@@ -66,8 +66,9 @@ class EmbeddedRouterSettings(BaseModel):
     max_query_tokens: int = Field(default=256, ge=8, le=512)
 
     # -- examples (routing_preferences[].examples and what the primary router taught) ----------
-    #: examples per route set that are embedded; more are subsampled evenly per route
-    max_examples_per_set: int = Field(default=1000, ge=0, le=20000)
+    #: examples per route set that are embedded (~3 ms each, once per route set); beyond it each route
+    #: keeps an equal share of its first examples
+    max_examples_per_set: int = Field(default=400, ge=0, le=20000)
     #: L2 penalty and Adam steps of the per-route-set classifier fitted on the examples
     classifier_l2: float = Field(default=1e-3, ge=0.0, le=1.0)
     classifier_steps: int = Field(default=150, ge=10, le=2000)
