@@ -12,6 +12,7 @@ per-route-set examples, so that when the primary fails the fallback decides like
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +66,19 @@ class CircuitBreaker:
             self._opened_at = self._clock()
 
 
+def _decision_key(routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> bytes:
+    """A digest of everything the router is shown: the decision cache then holds 16 bytes per entry, not
+    the conversation and the routes' examples (megabytes for an agent's request)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in [x for r in routes for x in (r.name, r.description, *r.examples, "\x00")] + ["\x01"] + [
+        x for t in conversation for x in (t.role, t.content)
+    ]:
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
 class RouterChain:
     def __init__(
         self,
@@ -72,7 +86,7 @@ class RouterChain:
         timeout_s: float,
         fallback: RouterBackend | None = None,
         breaker: CircuitBreaker | None = None,
-        cache: TtlLruCache[tuple[tuple[RouteSpec, ...], tuple[Turn, ...]], str | None] | None = None,
+        cache: TtlLruCache[bytes, str | None] | None = None,
     ) -> None:
         self.primary = primary
         self.timeout_s = timeout_s
@@ -89,7 +103,7 @@ class RouterChain:
     async def choose(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> RouterOutcome:
         if not routes or not conversation:
             return RouterOutcome(None)
-        key = (tuple(routes), tuple(conversation)) if self.cache is not None else None
+        key = _decision_key(routes, conversation) if self.cache is not None else None
         if key is not None:
             cached = self.cache.get(key)  # type: ignore[union-attr]
             if cached is not None:

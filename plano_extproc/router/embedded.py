@@ -311,6 +311,18 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+def _set_digest(routes: Sequence[RouteSpec]) -> bytes:
+    """A route set's cache key: a digest of every name, description and example, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    for r in routes:
+        for part in (r.name, r.description, *r.examples):
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        h.update(b"\x00route")
+    return h.digest()
+
+
 class EmbeddedRouter(RouterBackend):
     """MiniLM-L6 on the CPU, in-process. See the module docstring for the method."""
 
@@ -328,7 +340,7 @@ class EmbeddedRouter(RouterBackend):
         self._encoder = encoder
         self._load_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._route_sets: OrderedDict[tuple, _RouteSet] = OrderedDict()
+        self._route_sets: OrderedDict[bytes, _RouteSet] = OrderedDict()
         self._route_bytes = 0
         self._queries: OrderedDict[bytes, _Query] = OrderedDict()
         self._general: list[_Query] | None = None
@@ -412,7 +424,7 @@ class EmbeddedRouter(RouterBackend):
     # -- route sets ------------------------------------------------------------------------------
 
     def _route_set(self, routes: Sequence[RouteSpec]) -> _RouteSet:
-        key = tuple((r.name, r.description, r.examples) for r in routes)
+        key = _set_digest(routes)  # not the texts themselves: inline examples can be megabytes
         with self._cache_lock:
             hit = self._route_sets.get(key)
             if hit is not None:

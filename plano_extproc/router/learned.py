@@ -12,6 +12,7 @@ primary did on similar requests.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import zlib
@@ -26,12 +27,19 @@ from plano_extproc.router.base import RouteSpec
 #: characters kept of a taught request: its head and its tail (what the router reads of it anyway)
 KEEP_HEAD, KEEP_TAIL = 1536, 512
 
-RouteSetKey = tuple[tuple[str, str], ...]
+RouteSetKey = bytes
 
 
 def route_set_key(routes: Sequence[RouteSpec]) -> RouteSetKey:
-    """Routes are the same set when names and descriptions are (examples do not change the task)."""
-    return tuple((r.name, r.description) for r in routes)
+    """Routes are the same set when names and descriptions are (examples do not change the task); the
+    key is a digest, so a kept route set costs 16 bytes of key however long its descriptions are."""
+    h = hashlib.blake2b(digest_size=16)
+    for r in routes:
+        for part in (r.name, r.description):
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    return h.digest()
 
 
 def keep(text: str) -> str:
@@ -96,7 +104,7 @@ class LearnedExamples:
             taught = self._sets.get(key)
             if taught is None:
                 # seeded by the route set, so the same traffic always keeps the same sample
-                rng = random.Random(zlib.crc32(repr(key).encode("utf-8", "surrogatepass")))
+                rng = random.Random(zlib.crc32(key))
                 taught = Taught({r.name: Reservoir(self.per_route, rng) for r in routes}, Reservoir(self.none, rng))
                 self._sets[key] = taught
             self._sets.move_to_end(key)
