@@ -84,6 +84,8 @@ MAX_TEXTS_PER_ROUTE = 48
 MAX_TEXTS_PER_SET = 512
 #: tokens of a description text the encoder reads (descriptions are short; this bounds odd ones)
 ROUTE_TEXT_TOKENS = 128
+#: characters of a prompt's head and tail whose words the lexical signal reads
+STEM_HEAD_CHARS, STEM_TAIL_CHARS = 2048, 1024
 #: the lesson feature cache holds this many routes' worth of lessons per taught route set
 LESSON_ROUTES_SIZED = 16
 #: a request of at most this many words and no content word (only greetings and fillers) gets no route
@@ -419,7 +421,10 @@ class EmbeddedRouter(RouterBackend):
         parts = views(text) if st.segment_tokens else (text,)
         enc = self.encoder
         vecs = [enc.encode_one(parts[0], st.whole_tokens)] + [enc.encode_one(p, st.segment_tokens) for p in parts[1:]]
-        return _Query(np.stack(vecs).astype(np.float32, copy=False), frozenset(content_stems(text)))
+        # the lexical signal reads the prompt's head and tail only: the words of a long pasted passage say
+        # little about the task, and this bounds the stems a cached query keeps
+        stems = content_stems(bounded_text(text, STEM_HEAD_CHARS, STEM_TAIL_CHARS))
+        return _Query(np.stack(vecs).astype(np.float32, copy=False), frozenset(stems))
 
     # -- route sets ------------------------------------------------------------------------------
 
