@@ -10,17 +10,12 @@ import pytest
 
 from plano_extproc.config import load_config
 from plano_extproc.decision import active_preferences, route_specs
-from plano_extproc.formats import ApiFormat, parse_request
+from plano_extproc.apis import ENDPOINTS
 from plano_extproc.router.embedded import EmbeddedRouter
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 
 DATA = Path(__file__).resolve().parents[1] / "plano_devtools" / "seed_requests.json"
 SEED_CONFIG = Path(__file__).resolve().parents[1] / "plano_extproc" / "demo" / "config.yaml"
-FORMATS = {
-    "/routing/v1/chat/completions": ApiFormat.OPENAI_CHAT,
-    "/routing/v1/messages": ApiFormat.ANTHROPIC_MESSAGES,
-    "/routing/v1/responses": ApiFormat.OPENAI_RESPONSES,
-}
 REQUESTS = json.loads(DATA.read_text())["requests"]
 ROUTED = [r for r in REQUESTS if not r.get("pinned_after")]
 
@@ -71,6 +66,7 @@ def test_data_file_is_the_seed_verbatim() -> None:
 )
 def test_seed_request_routes_as_the_seed_shows(case: dict, router: EmbeddedRouter) -> None:
     config = load_config(SEED_CONFIG, env={"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
-    request = parse_request(FORMATS[case["path"]], json.dumps(without_selection_policy(case["body"])).encode())
+    api, _ = ENDPOINTS[case["path"]]
+    request = api.parse(json.dumps(without_selection_policy(case["body"])).encode())
     routes = route_specs(active_preferences(config, request))
     assert router.choose_route_sync(routes, request.conversation) == case["expected_route"]
