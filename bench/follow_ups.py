@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_quality import DEFAULT_DATA, load  # noqa: E402
+from route_quality import DEFAULT_DATA, load
 
-from plano_extproc.conversation import Turn  # noqa: E402
-from plano_extproc.router.base import RouteSpec  # noqa: E402
-from plano_extproc.router.embedded import EmbeddedRouter, refers_back  # noqa: E402
+from plano_extproc.conversation import Turn
+from plano_extproc.router.base import RouteSpec
+from plano_extproc.router.embedded import EmbeddedRouter, refers_back
 
 TERSE = ["now do it in Java", "make it shorter", "can you explain that again?", "add comments to it",
          "give me another one", "rewrite it in a more formal tone", "why?", "continue", "and in Rust?",
@@ -62,7 +62,7 @@ def main() -> int:
                 switch = sum(r.choose_route_sync(specs, s) == e for _, _, s, e, _ in convs) / len(convs)
                 ceiling = sum(r.choose_route_sync(specs, [Turn("user", a["text"])]) == a["expected_route"]
                               for *_, a in convs) / len(convs)
-                print(f"  {phrases_name:<5} follow_up={str(on):<5} follow-ups keep the route {keep:.3f} (turn 1 alone "
+                print(f"  {phrases_name:<5} follow_up={on!s:<5} follow-ups keep the route {keep:.3f} (turn 1 alone "
                       f"right {ceiling:.3f})   topic changes right {switch:.3f}", flush=True)
     return 0
 

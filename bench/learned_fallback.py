@@ -24,12 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from route_quality import DEFAULT_DATA, halves, load, summarise  # noqa: E402
+from route_quality import DEFAULT_DATA, halves, load, summarise
 
-from plano_extproc.conversation import Turn  # noqa: E402
-from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec  # noqa: E402
-from plano_extproc.router.chain import RouterChain  # noqa: E402
-from plano_extproc.router.embedded import EmbeddedRouter  # noqa: E402
+from plano_extproc.conversation import Turn
+from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec
+from plano_extproc.router.chain import RouterChain
+from plano_extproc.router.embedded import EmbeddedRouter
 
 
 class LabelPrimary(RouterBackend):

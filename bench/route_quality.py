@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plano_extproc.conversation import Turn  # noqa: E402
-from plano_extproc.router.base import RouteSpec  # noqa: E402
-from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings  # noqa: E402
+from plano_extproc.conversation import Turn
+from plano_extproc.router.base import RouteSpec
+from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "eval"
 

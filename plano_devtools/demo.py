@@ -50,7 +50,7 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int,
         url, data=json.dumps(body).encode(), method="POST", headers={"content-type": "application/json", **headers}
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")

@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from plano_extproc.affinity import AffinityCache
 from plano_extproc.apis import ClientApi, ParsedRequest
 from plano_extproc.config import PlanoConfig
-from plano_extproc.conversation import Turn
 from plano_extproc.decision import Decision, RouterOutcome, active_preferences, decide_route, route_specs
 from plano_extproc.metrics import Metrics
-from plano_extproc.router.base import RouterBackend, RouteSpec
+from plano_extproc.router.base import RouterBackend
 from plano_extproc.router.chain import CircuitBreaker, RouterChain
 from plano_extproc.ttl_cache import TtlLruCache
 
 #: recent router answers by (routes, filtered conversation)
-DecisionCache = TtlLruCache[tuple[tuple[RouteSpec, ...], tuple[Turn, ...]], str | None]
+DecisionCache = TtlLruCache[bytes, str | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ def encoder() -> MiniLMEncoder:
 
 
 def labels() -> dict[str, str | None]:
-    out: dict[str, str | None] = {t: "team_a" for t in TEAM_A} | {t: "team_b" for t in TEAM_B}
+    out: dict[str, str | None] = dict.fromkeys(TEAM_A, "team_a") | dict.fromkeys(TEAM_B, "team_b")
     return out | dict.fromkeys(NONE) | HELD_OUT
 
 
@@ -103,7 +103,7 @@ def test_lessons_are_bounded_and_a_uniform_sample() -> None:
     for i in range(10):
         store.add(ROUTES, f"general {i}", None)
     store.add(ROUTES, "not a route name", "team_z")  # ignored: the primary cannot teach a route that is not there
-    version, per_route, none = store.get(ROUTES).snapshot()
+    _, per_route, none = store.get(ROUTES).snapshot()
     assert len(per_route["team_a"]) == 5 and len(none) == 2 and per_route["team_b"] == ()
     # a uniform sample of the 1000, not the newest five (bursts of one kind would crowd out the rest)
     assert any(int(t.split()[1]) < 900 for t in per_route["team_a"])

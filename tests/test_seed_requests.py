@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from plano_extproc.apis import ENDPOINTS
 from plano_extproc.config import load_config
 from plano_extproc.decision import active_preferences, route_specs
-from plano_extproc.apis import ENDPOINTS
 from plano_extproc.router.embedded import EmbeddedRouter
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 

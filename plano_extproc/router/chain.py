@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from plano_extproc.conversation import Turn
 from plano_extproc.decision import RouterOutcome
-from plano_extproc.router.base import RouterBackend, RouteSpec, RouterError
+from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec
 from plano_extproc.router.learned import LearnsFromPrimary
 from plano_extproc.ttl_cache import TtlLruCache
 
@@ -147,14 +147,14 @@ class RouterChain:
         if isinstance(self.fallback, LearnsFromPrimary):
             try:
                 self.fallback.learn(routes, conversation, route)
-            except Exception:  # noqa: BLE001 - learning is best effort
+            except Exception:
                 log.exception("fallback router %s could not learn from the primary", self.fallback.name)
 
     async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[str | None, str | None]:
         """(the primary's route, None), or (None, the failure kind)."""
         try:
             route = await asyncio.wait_for(self.primary.choose_route(routes, conversation), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             kind = "timeout"
         except RouterError as exc:
             kind = exc.kind

@@ -579,13 +579,13 @@ class EmbeddedRouter(RouterBackend):
             best = int(np.argmax(logits[:-1]))
             return (rs.names[k] if k < len(rs.names) else None), rs.names[best], float(similarity[best])
         i = int(np.argmax(rank))
-        best = float(similarity[i])
+        top = float(similarity[i])
         if not q.stems and len(text.split()) <= CONTENTLESS_WORDS:
             # "hello", "ok", "hey there": no task in it. MiniLM embeds 1-3 token inputs near everything
             # ("hello" scored 0.21 against the seed routes, above their 0.17 bar), so descriptions cannot
             # reject them; examples can still claim them (the classifier path above)
-            return None, rs.names[i], best
-        return (rs.names[i] if best >= rs.bar else None), rs.names[i], best
+            return None, rs.names[i], top
+        return (rs.names[i] if top >= rs.bar else None), rs.names[i], top
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -633,7 +633,7 @@ class EmbeddedRouter(RouterBackend):
             return self._decide_text(rs, routes, texts[-1])
         except RouterError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any encoder failure is a router error
+        except Exception as exc:
             raise RouterError("error", f"embedded router failed: {exc}") from exc
 
     def choose_route_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> str | None:
@@ -682,7 +682,7 @@ class EmbeddedRouter(RouterBackend):
     def _warm_lesson(self, text: str) -> None:
         try:
             self._lesson_features(text)
-        except Exception:  # noqa: BLE001 - warming is best effort; a real call reports errors
+        except Exception:
             pass
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class _Linear:
     wins. Both give the same numbers; ``MiniLMEncoder.autotune`` picks one at load.
     """
 
-    __slots__ = ("w", "b", "n_in", "n_out", "layout")
+    __slots__ = ("b", "layout", "n_in", "n_out", "w")
 
     BLOCK = 32
 
@@ -186,8 +187,8 @@ class MiniLMEncoder:
         t = load_file(str(weights))
         prefix = "" if "embeddings.word_embeddings.weight" in t else "bert."
 
-        def g(name: str) -> np.ndarray:
-            return np.ascontiguousarray(t[prefix + name], dtype=np.float32)
+        def g(name: str, tensors: dict[str, np.ndarray] = t) -> np.ndarray:
+            return np.ascontiguousarray(tensors[prefix + name], dtype=np.float32)
 
         self._word = g("embeddings.word_embeddings.weight")
         self._pos = g("embeddings.position_embeddings.weight")
@@ -235,9 +236,9 @@ class MiniLMEncoder:
         elif layout == "auto":
             self.autotune()
         elif layout in ("flat", "stacked"):
-            for L in self._layers:
+            for layer in self._layers:
                 for name in _PROJECTIONS:
-                    getattr(L, name).set_layout(layout)
+                    getattr(layer, name).set_layout(layout)
             self.layout = dict.fromkeys(_PROJECTIONS, layout)
         else:
             raise ValueError(f"layout must be 'auto', 'flat' or 'stacked', not {layout!r}")
@@ -262,9 +263,9 @@ class MiniLMEncoder:
                 dt = time.perf_counter() - t0
                 timings[lin.layout] = min(dt, timings.get(lin.layout, dt))
             chosen[name] = min(timings, key=timings.__getitem__)
-        for L in self._layers:
+        for layer in self._layers:
             for name, layout in chosen.items():
-                getattr(L, name).set_layout(layout)
+                getattr(layer, name).set_layout(layout)
         self.layout = chosen
         return chosen
 
@@ -306,8 +307,8 @@ class MiniLMEncoder:
         bias = None
         if mask is not None:
             bias = ((1.0 - mask.astype(np.float32)) * np.float32(-1e4))[:, None, None, :]
-        for L in self._layers:
-            qkv = L.qkv(x)
+        for layer in self._layers:
+            qkv = layer.qkv(x)
             qkv = qkv.reshape(bsz, seq, 3, nh, hd).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hd)
             q, k, v = qkv[0], qkv[1], qkv[2]
             s = q @ k.transpose(0, 1, 3, 2)  # (B, nh, T, T), already scaled
@@ -317,13 +318,13 @@ class MiniLMEncoder:
             np.exp(s, out=s)
             s /= s.sum(axis=-1, keepdims=True)
             ctx = (s @ v).transpose(0, 2, 1, 3).reshape(bsz * seq, h)
-            a = L.attn_out(ctx)
+            a = layer.attn_out(ctx)
             a += x
-            x = self._layer_norm(a, L.ln1_g, L.ln1_b)
-            inter = self._gelu(L.inter(x))
-            o = L.out(inter)
+            x = self._layer_norm(a, layer.ln1_g, layer.ln1_b)
+            inter = self._gelu(layer.inter(x))
+            o = layer.out(inter)
             o += x
-            x = self._layer_norm(o, L.ln2_g, L.ln2_b)
+            x = self._layer_norm(o, layer.ln2_g, layer.ln2_b)
         return x.reshape(bsz, seq, h)
 
     # -- public API ------------------------------------------------------------------
@@ -431,14 +432,14 @@ def build_onnx_graph(enc: MiniLMEncoder, path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     h, nh, hd = enc.hidden, enc.heads, enc.head_dim
-    inits: list = []
-    nodes: list = []
+    inits: list[Any] = []
+    nodes: list[Any] = []
 
     def const(name: str, arr: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(np.asarray(arr), name))
         return name
 
-    def node(op: str, inputs: list[str], **attrs: object) -> str:
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
         out = f"{op.lower()}_{len(nodes)}"
         nodes.append(helper.make_node(op, inputs, [out], name=f"n{len(nodes)}_{op}", **attrs))
         return out
@@ -506,7 +507,7 @@ class _OrtEncoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - a corrupt cache file: say where it is
+        except Exception as exc:
             raise _OrtUnavailable(f"cannot load {self.path}: {exc}") from exc
 
     def _build(self, enc: MiniLMEncoder, root: Path, tag: str, int8: bool) -> None:
