@@ -16,6 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from plano_extproc.providers import PROVIDERS
+from plano_extproc.ranking import SelectionPolicy
 from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 from plano_extproc.router.settings import EmbeddedRouterSettings
 
@@ -51,6 +52,11 @@ class RoutePreference(_Strict):
     description: str = Field(min_length=1)
     models: tuple[str, ...] = Field(min_length=1)
     examples: tuple[RouteExample, ...] = Field(default=(), max_length=MAX_ROUTE_EXAMPLES)
+    selection_policy: SelectionPolicy | None = None
+
+    @property
+    def prefer(self) -> str:
+        return self.selection_policy.prefer if self.selection_policy is not None else "none"
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -149,6 +155,21 @@ class ProviderConfig(_Strict):
         """Which API family the upstream speaks (decides auth headers and paths)."""
         return self.provider_interface or self.provider
 
+    @property
+    def wildcard(self) -> bool:
+        """``vendor/*``: serves any model of that vendor, the requested id passed through."""
+        return self.model_id == "*"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict) and "capabilities" in data:
+            raise ValueError(
+                "capabilities is not supported by plano-extproc (capability filtering of a route's models): every "
+                "model of a route is tried in order and a provider that cannot serve the request falls over"
+            )
+        return data
+
 
 class ModelAlias(_Strict):
     target: str = Field(min_length=1)
@@ -164,6 +185,9 @@ class Listener(_Strict):
     timeout: Duration | None = None
     #: plano's only value; the listener serves all three client APIs whatever it says
     message_format: Literal["openai"] | None = None
+    #: at most this many retries after a failed attempt (fall-overs and same-model retries alike); a
+    #: ranked list never gets more than one attempt per model (docs/plano-compatibility.md)
+    max_retries: int | None = Field(default=None, ge=0, le=100)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -208,6 +232,8 @@ _UNSUPPORTED_OVERRIDES = {
     "optimize_context_window": "the gateway does not rewrite conversations",
     "use_agent_orchestrator": "agent orchestration is not part of this gateway",
     "agent_orchestration_model": "agent orchestration is not part of this gateway",
+    "empty_pool_behavior": "capability filtering of a route's models is not part of this gateway",
+    "model_capabilities_source": "capability filtering of a route's models is not part of this gateway",
 }
 
 
@@ -246,16 +272,129 @@ class RoutingConfig(_Strict):
     session_ttl_seconds: float = Field(default=600, gt=0)
     session_max_entries: int = Field(default=10_000, ge=1)
     router: RouterConfig = RouterConfig()
+    #: plano's turn-level routing switch; false (plano's default, per-request routing) is what happens here
+    route_on_user_only: Literal[False] = False
+
+    @field_validator("route_on_user_only", mode="before")
+    @classmethod
+    def _turn_level(cls, value: object) -> object:
+        if value is True:
+            raise ValueError(
+                "true (turn-level pinning) is not supported by plano-extproc: every request is routed, and a request "
+                "whose latest message is a tool result is routed on its latest user turn (the same route while the "
+                "decision cache holds it); send X-Model-Affinity to pin a conversation to one model"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_router_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("llm_provider", "model", "model_provider"):
+                if key in data:
+                    raise ValueError(
+                        f"{key} is not supported by plano-extproc (plano's hosted Arch-Router): name the router with "
+                        "overrides.llm_routing_model (a declared model) or routing.router"
+                    )
+        return data
+
+
+class SpanAttributes(_Strict):
+    """plano's ``tracing.span_attributes``: extra attributes on every span."""
+
+    #: request headers whose name starts with one of these become attributes of the ext_proc's spans, named
+    #: as plano names them: the rest of the header name, dashes as dots (``x-user-`` + ``x-user-id`` -> ``id``)
+    header_prefixes: tuple[str, ...] = ()
+    #: attributes on every span, the ext_proc's and Envoy's
+    static: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("header_prefixes")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not p for p in value):
+            raise ValueError("a header prefix must not be empty")
+        return tuple(p.lower() for p in value)
+
+
+#: where plano sends traces when its tracing block names no collector (its CLI's trace listener)
+PLANO_DEFAULT_TRACING_GRPC = "http://localhost:4317"
 
 
 class TracingConfig(_Strict):
-    """OpenTelemetry export. Spans go to an OTLP/HTTP collector (e.g. http://otel-collector:4318)."""
+    """OpenTelemetry export: our keys and plano's (docs/plano-compatibility.md, "tracing"). After parsing
+    the two are resolved into one another: ``sampling_ratio``, ``envoy_otlp_grpc`` and
+    ``opentracing_grpc_endpoint`` hold what is in force."""
 
+    #: the ext_proc's spans over OTLP/HTTP (e.g. http://otel-collector:4318)
     otlp_endpoint: str | None = None
     #: Envoy's own spans go to the same collector over OTLP/gRPC when this is set (host:port, e.g. :4317)
     envoy_otlp_grpc: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+:\d{1,5}$")
     service_name: str = "plano-extproc"
     sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # ---- plano's keys
+    #: percent of traces sampled (plano); sampling_ratio = random_sampling / 100
+    random_sampling: int | None = Field(default=None, ge=0, le=100)
+    #: OTLP/gRPC collector (http://host:port) for Envoy's spans and the ext_proc's (plano)
+    opentracing_grpc_endpoint: str | None = None
+    #: plano: spans of its internal calls; here the router call's span (plano.router). Unset: exported.
+    trace_arch_internal: bool | None = None
+    span_attributes: SpanAttributes = SpanAttributes()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict) and "exporters" in data:
+            raise ValueError(
+                "exporters is not supported by plano-extproc (PostHog export): spans go to an OTLP collector, "
+                "opentracing_grpc_endpoint (OTLP/gRPC) or otlp_endpoint (OTLP/HTTP)"
+            )
+        return data
+
+    @property
+    def enabled(self) -> bool:
+        """The ext_proc exports spans."""
+        return bool(self.otlp_endpoint or self.opentracing_grpc_endpoint)
+
+    @property
+    def router_spans(self) -> bool:
+        return self.trace_arch_internal is not False
+
+
+def _grpc_host_port(url: str) -> str | None:
+    """``http://host:port`` (plano's opentracing_grpc_endpoint) -> ``host:port``; None when it is not one."""
+    match = re.fullmatch(r"http://([A-Za-z0-9_.-]+)(?::(\d{1,5}))?/?", url.strip())
+    if not match:
+        return None
+    return f"{match.group(1)}:{match.group(2) or 80}"
+
+
+def _resolve_tracing(tracing: TracingConfig, env: Mapping[str, str], errors: list[str]) -> TracingConfig:
+    """One set of tracing settings from our keys and plano's, as plano resolves its own: the collector is
+    opentracing_grpc_endpoint (``$VAR`` expanded), else $OTEL_TRACING_GRPC_ENDPOINT, else localhost:4317
+    — once any plano tracing key is present."""
+    where = "tracing"
+    update: dict[str, Any] = {}
+    given = tracing.model_fields_set
+    if tracing.random_sampling is not None:
+        ratio = tracing.random_sampling / 100
+        if "sampling_ratio" in given and abs(ratio - tracing.sampling_ratio) > 1e-9:
+            errors.append(f"{where}.random_sampling: {tracing.random_sampling} % disagrees with sampling_ratio {tracing.sampling_ratio}; set one of them")
+        update["sampling_ratio"] = ratio
+    plano_keys = given & {"random_sampling", "opentracing_grpc_endpoint", "trace_arch_internal", "span_attributes"}
+    endpoint = tracing.opentracing_grpc_endpoint
+    if endpoint is None and plano_keys:
+        endpoint = env.get("OTEL_TRACING_GRPC_ENDPOINT") or PLANO_DEFAULT_TRACING_GRPC
+    if endpoint is not None:
+        endpoint = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m.group(1), m.group(0)), endpoint)
+        host_port = _grpc_host_port(endpoint)
+        if host_port is None:
+            errors.append(f"{where}.opentracing_grpc_endpoint: '{endpoint}' must be http://host:port (plano's rule: scheme http, no path)")
+        else:
+            if tracing.envoy_otlp_grpc is not None and tracing.envoy_otlp_grpc != host_port:
+                errors.append(f"{where}.opentracing_grpc_endpoint: names another collector than envoy_otlp_grpc ({tracing.envoy_otlp_grpc}); set one of them")
+            update["envoy_otlp_grpc"] = host_port
+            update["opentracing_grpc_endpoint"] = f"http://{host_port}"
+    return tracing.model_copy(update=update) if update else tracing
 
 
 class ObservabilityConfig(_Strict):
@@ -272,6 +411,131 @@ class ObservabilityConfig(_Strict):
         return {False: "off", True: "bodies"}.get(value, value) if isinstance(value, bool) else value
 
 
+#: plano's cost catalog (DigitalOcean's Gradient model catalog)
+DIGITALOCEAN_CATALOG_URL = "https://api.digitalocean.com/v2/gen-ai/models/catalog"
+
+
+class Price(_Strict):
+    """USD per million tokens; a model's cost for ranking is input + output, as plano ranks DigitalOcean's."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+    @property
+    def rank_value(self) -> float:
+        return self.input_per_million + self.output_per_million
+
+
+class CostSource(_Strict):
+    """``model_metrics_sources[]`` of ``type: cost``: a catalog fetched (``digitalocean``) or a price table
+    written in the config (``static``, ours)."""
+
+    type: Literal["cost"]
+    provider: Literal["digitalocean", "static"]
+    #: seconds between catalog fetches; unset: fetched once at start-up (plano)
+    refresh_interval: int | None = Field(default=None, ge=1)
+    #: catalog key (DigitalOcean's model_id) -> the model name routes use
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    #: where the catalog is fetched from (ours; default DigitalOcean's public catalog)
+    url: str | None = None
+    #: sent as Authorization: Bearer (DigitalOcean's catalog wants a personal access token; ours)
+    access_key: SecretStr | None = None
+    #: ``static``: model -> price
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape(self) -> CostSource:
+        if self.provider == "static":
+            extra = [k for k in ("refresh_interval", "model_aliases", "url", "access_key") if k in self.model_fields_set]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for a fetched catalog (provider: digitalocean); a static table has only prices")
+            if not self.prices:
+                raise ValueError("prices: a static cost source needs at least one model's price")
+        elif self.prices:
+            raise ValueError("prices: only for provider: static (a catalog brings its own prices)")
+        if self.url is not None and not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f"url: '{self.url}' must be an http:// or https:// URL")
+        return self
+
+    @property
+    def catalog_url(self) -> str:
+        return self.url or DIGITALOCEAN_CATALOG_URL
+
+
+class LatencySource(_Strict):
+    """``model_metrics_sources[]`` of ``type: latency``: a Prometheus query (plano), or the gateway's own
+    measurements of each model (``gateway``, ours)."""
+
+    type: Literal["latency"]
+    provider: Literal["prometheus", "gateway"]
+    #: Prometheus: its base URL; the instant query goes to {url}/api/v1/query
+    url: str | None = None
+    #: Prometheus: one series per model, labelled model_name (plano) or model; lower is faster
+    query: str | None = None
+    #: seconds between queries (prometheus; unset: once at start-up) or snapshot updates (gateway; default 5)
+    refresh_interval: int | None = Field(default=None, ge=1)
+    #: gateway: what is measured, from the request's start: the first response byte, or the whole answer
+    measure: Literal["time_to_first_token", "total"] = "time_to_first_token"
+    #: gateway: answers older than this do not count
+    window_seconds: float = Field(default=300.0, gt=0, le=86400)
+    #: gateway: the latest answers per model that count (their median is the model's latency)
+    samples: int = Field(default=20, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _shape(self) -> LatencySource:
+        if self.provider == "prometheus":
+            missing = [k for k in ("url", "query") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)}: required for provider: prometheus")
+            extra = [k for k in ("measure", "window_seconds", "samples") if k in self.model_fields_set]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for provider: gateway (a Prometheus query says what it measures)")
+            assert self.url is not None
+            if not re.match(r"^https?://[^/\s]+", self.url):
+                raise ValueError(f"url: '{self.url}' must be an http:// or https:// URL")
+        else:
+            extra = [k for k in ("url", "query") if k in self.model_fields_set]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for provider: prometheus (the gateway measures its own answers)")
+        return self
+
+    @property
+    def interval_seconds(self) -> float | None:
+        if self.refresh_interval is not None:
+            return float(self.refresh_interval)
+        return 5.0 if self.provider == "gateway" else None
+
+
+MetricsSource = CostSource | LatencySource
+
+
+def _metrics_sources(raw: Any, errors: list[str]) -> tuple[CostSource | None, LatencySource | None]:
+    """``model_metrics_sources``: at most one source of each type (plano's rule), each validated with its path."""
+    if raw is None:
+        return None, None
+    if not isinstance(raw, list):
+        errors.append("model_metrics_sources: must be a list of {type: cost | latency, provider, ...}")
+        return None, None
+    found: dict[str, CostSource | LatencySource] = {}
+    for i, body in enumerate(raw):
+        where = f"model_metrics_sources[{i}]"
+        kind = body.get("type") if isinstance(body, dict) else None
+        if kind not in ("cost", "latency"):
+            errors.append(f"{where}.type: must be cost or latency")
+            continue
+        try:
+            source: CostSource | LatencySource = (CostSource if kind == "cost" else LatencySource).model_validate(body)
+        except ValidationError as exc:
+            errors.extend(f"{where}.{m}" for m in _pydantic_errors(exc))
+            continue
+        if source.type in found:
+            errors.append(f"{where}: only one {source.type} metrics source is allowed")
+            continue
+        found[source.type] = source
+    cost, latency = found.get("cost"), found.get("latency")
+    return (cost if isinstance(cost, CostSource) else None), (latency if isinstance(latency, LatencySource) else None)
+
+
 class _RawConfig(_Strict):
     version: str
     #: list form or the older object form; validated by _normalise_listeners to name paths precisely
@@ -283,6 +547,33 @@ class _RawConfig(_Strict):
     tracing: TracingConfig = TracingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     overrides: Overrides = Overrides()
+    #: validated by _metrics_sources to name each source's path
+    model_metrics_sources: Any = None
+    #: plano's gateway mode: this gateway is the LLM gateway
+    mode: Literal["llm"] | None = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _prompt_mode(cls, value: object) -> object:
+        if value == "prompt":
+            raise ValueError("'prompt' (prompt targets) is not supported by plano-extproc; it is an LLM gateway (mode: llm)")
+        return value
+
+
+#: plano's top-level keys for what this gateway does not do, with the reason given for each
+UNSUPPORTED_TOP_LEVEL = {
+    "agents": "agent orchestration is not part of this gateway",
+    "filters": "filter chains (MCP / HTTP filters) are not part of this gateway",
+    "endpoints": "prompt-target endpoints are not part of this gateway; providers are reached at their base_url",
+    "system_prompt": "prompt targets are not part of this gateway; the gateway does not rewrite conversations",
+    "prompt_targets": "prompt targets (function calling) are not part of this gateway",
+    "prompt_guards": "prompt guards are not part of this gateway",
+    "ratelimits": "token rate limits are not enforced by this gateway; providers' 429s fall over to the next model",
+    "state_storage": "conversation state (Responses previous_response_id) is kept by the provider, not the gateway",
+    "prompt_caching": "prompt-caching orchestration is not part of this gateway",
+}
+#: the version values plano's schema allows
+PLANO_VERSIONS = ("v0.1", "v0.1.0", "0.1-beta", "0.2.0", "v0.3.0", "v0.4.0")
 
 
 @dataclass(frozen=True)
@@ -295,7 +586,8 @@ class PlanoConfig:
     routing_preferences: tuple[RoutePreference, ...]
     model_aliases: Mapping[str, str]
     routing: RoutingConfig
-    default_model: str
+    #: None only when every declared entry is a vendor/* wildcard: a request must then name its model
+    default_model: str | None
     tracing: TracingConfig = field(default_factory=TracingConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     overrides: Overrides = field(default_factory=Overrides)
@@ -304,6 +596,11 @@ class PlanoConfig:
     by_model: Mapping[str, ProviderConfig] = field(default_factory=dict)
     #: every spelling a client may use ("gpt-4o", "openai/gpt-4o", aliases) -> full model name
     model_lookup: Mapping[str, str] = field(default_factory=dict)
+    #: vendor -> its wildcard entry ("openai" -> "openai/*"): any "openai/<id>" is served by it
+    wildcards: Mapping[str, str] = field(default_factory=dict)
+    #: model_metrics_sources: the cost and the latency source (at most one each)
+    cost_source: CostSource | None = None
+    latency_source: LatencySource | None = None
 
     @property
     def listener(self) -> Listener:
@@ -319,10 +616,28 @@ class PlanoConfig:
         return self.listener.address
 
     def resolve_model(self, requested: str | None) -> str | None:
-        """The declared model a client's `model` value names (directly, by bare id, or by alias)."""
+        """The model a client's `model` value names: a declared one (directly, by bare id, or by alias), or
+        ``vendor/<id>`` served by a ``vendor/*`` wildcard entry (the id passed through as given)."""
         if not requested:
             return None
-        return self.model_lookup.get(requested)
+        found = self.model_lookup.get(requested)
+        if found is not None:
+            return found
+        vendor, sep, model_id = requested.partition("/")
+        if sep and model_id and model_id != "*" and vendor in self.wildcards:
+            return requested
+        return None
+
+    def entry_of(self, model: str) -> str | None:
+        """The declared provider entry that serves `model` (a full name): itself, or its vendor's wildcard."""
+        if model in self.by_model:
+            return model
+        vendor, sep, model_id = model.partition("/")
+        return self.wildcards.get(vendor) if sep and model_id else None
+
+    def provider_of(self, model: str) -> ProviderConfig | None:
+        entry = self.entry_of(model)
+        return self.by_model[entry] if entry is not None else None
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -368,7 +683,10 @@ def _pydantic_errors(error: ValidationError) -> list[str]:
 
 
 def _parse_version(raw: Any) -> tuple[int, ...] | None:
-    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(raw).strip())
+    text = str(raw).strip()
+    if text == "0.1-beta":  # in plano's enum
+        return (0, 1, 0)
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not match:
         return None
     return tuple(int(g or 0) for g in match.groups())
@@ -438,11 +756,16 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, resolve_sec
         else:
             data["model_providers"] = data.pop("llm_providers")
 
+    for key, why in UNSUPPORTED_TOP_LEVEL.items():
+        if key in data:
+            errors.append(f"{key}: not supported by plano-extproc ({why})")
+            del data[key]
     version = _parse_version(data.get("version"))
     if "version" not in data:
-        errors.append("version: missing (this file format is v0.4.0)")
+        errors.append("version: missing; say which plano config format this file is (version: v0.4.0)")
+        data["version"] = "v0.4.0"  # so that the rest is still checked, without a second error about it
     elif version is None:
-        errors.append(f"version: '{data.get('version')}' is not a version like v0.4.0")
+        errors.append(f"version: '{data.get('version')}' is not a version like v0.4.0 (plano's: {', '.join(PLANO_VERSIONS)})")
     elif version[:2] > CURRENT_VERSION[:2]:
         errors.append(f"version: {data.get('version')} is newer than the supported v0.4.0")
     elif version < CURRENT_VERSION and data.get("routing_preferences"):
@@ -469,11 +792,20 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
 
     providers: list[ProviderConfig] = []
     by_model: dict[str, ProviderConfig] = {}
-    bare_ids: dict[str, list[str]] = {}
+    #: bare id or provider name -> (the model that declared it, where)
+    bare_ids: dict[str, tuple[str, str]] = {}
+    wildcards: dict[str, str] = {}
     for i, p in enumerate(raw.model_providers):
         where = f"model_providers[{i}]"
         if p.model in by_model:
             errors.append(f"{where}.model: '{p.model}' is declared twice")
+        if p.wildcard:
+            # plano's rules for vendor/* entries
+            if p.default:
+                errors.append(f"{where}.default: '{p.model}' is a wildcard; a default model must be one model")
+            if p.routing_preferences:
+                errors.append(f"{where}.routing_preferences: '{p.model}' is a wildcard; routes name models")
+            wildcards.setdefault(p.provider, p.model)
         if p.interface not in PROVIDERS and p.base_url is None:
             errors.append(
                 f"{where}.model: unknown provider '{p.provider}'; known: {', '.join(sorted(PROVIDERS))} "
@@ -485,27 +817,41 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         if resolve_secrets:
             key = _resolve_secret(p.access_key, env, f"{where}.access_key (provider {p.model})", errors)
             p = p.model_copy(update={"access_key": key})
+        if resolve_secrets and p.passthrough_auth and p.access_key is not None:
+            warnings.append(
+                f"{where}: passthrough_auth is set, so access_key is never used: the client's own credentials "
+                "go to this provider (plano's rule)"
+            )
         providers.append(p)
         by_model[p.model] = p
-        bare_ids.setdefault(p.model_id, []).append(p.model)
-        if p.name:
-            bare_ids.setdefault(p.name, []).append(p.model)
+        # A bare id (or a provider's name) must name one model: plano rejects the config otherwise, since a
+        # request for it could mean either.
+        names = [] if p.wildcard else [("model id", p.model_id)]
+        if p.name and p.name != p.model:
+            names.append(("name", p.name))
+        for kind, bare in names:
+            if bare in bare_ids and bare_ids[bare][0] != p.model:
+                other, other_where = bare_ids[bare]
+                errors.append(
+                    f"{where}.{'model' if kind == 'model id' else 'name'}: {kind} '{bare}' is also declared by {other} "
+                    f"({other_where}); a request for '{bare}' would be ambiguous (plano rejects duplicate model ids)"
+                )
+            else:
+                bare_ids[bare] = (p.model, where)
 
     defaults = [p.model for p in providers if p.default]
     if len(defaults) > 1:
         errors.append(f"model_providers: only one provider may be default: true (found {', '.join(defaults)})")
-    # Rule when none is marked: the first declared provider is the default.
-    default_model = defaults[0] if defaults else providers[0].model
+    # Rule when none is marked: the first declared model is the default (a wildcard is no one model).
+    concrete = [p.model for p in providers if not p.wildcard]
+    default_model = defaults[0] if defaults else (concrete[0] if concrete else None)
 
-    lookup: dict[str, str] = {}
-    for bare, fulls in bare_ids.items():
-        if len(fulls) == 1:
-            lookup[bare] = fulls[0]
-    lookup.update({m: m for m in by_model})
+    lookup: dict[str, str] = {bare: full for bare, (full, _) in bare_ids.items()}
+    lookup.update({m: m for m in by_model if not by_model[m].wildcard})
 
     aliases: dict[str, str] = {}
     for alias, spec in raw.model_aliases.items():
-        target = lookup.get(spec.target)
+        target = _lookup_model(spec.target, lookup, wildcards)
         if target is None:
             errors.append(f"model_aliases.{alias}.target: '{spec.target}' is not declared in model_providers")
             continue
@@ -543,12 +889,24 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         seen.add(pref.name)
         models = []
         for j, model in enumerate(pref.models):
-            full = lookup.get(model)
+            full = _lookup_model(model, lookup, wildcards)
             if full is None:
                 errors.append(f"routing_preferences[{i}].models[{j}]: '{model}' is not declared in model_providers")
+            elif full in models:
+                errors.append(f"routing_preferences[{i}].models[{j}]: '{model}' is listed twice in this route")
             else:
                 models.append(full)
         resolved_prefs.append(pref.model_copy(update={"models": tuple(models)}))
+
+    cost_source, latency_source = _metrics_sources(raw.model_metrics_sources, errors)
+    for i, pref in enumerate(resolved_prefs):
+        missing = missing_metrics_source(pref.prefer, cost_source, latency_source)
+        if missing:
+            errors.append(f"routing_preferences[{i}].selection_policy.prefer: {missing}")
+    if resolve_secrets and cost_source is not None and cost_source.access_key is not None:
+        key = _resolve_secret(cost_source.access_key, env, "model_metrics_sources (cost).access_key", errors)
+        cost_source = cost_source.model_copy(update={"access_key": key})
+    tracing = _resolve_tracing(raw.tracing, env, errors)
 
     router = raw.routing.router
     overrides = raw.overrides
@@ -574,13 +932,37 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         model_aliases=aliases,
         routing=raw.routing.model_copy(update={"router": router}),
         default_model=default_model,
-        tracing=raw.tracing,
+        tracing=tracing,
         observability=raw.observability,
         overrides=raw.overrides,
         warnings=tuple(warnings),
         by_model=by_model,
         model_lookup=lookup,
+        wildcards=wildcards,
+        cost_source=cost_source,
+        latency_source=latency_source,
     )
+
+
+def _lookup_model(name: str, lookup: Mapping[str, str], wildcards: Mapping[str, str]) -> str | None:
+    found = lookup.get(name)
+    if found is not None:
+        return found
+    vendor, sep, model_id = name.partition("/")
+    return name if sep and model_id and model_id != "*" and vendor in wildcards else None
+
+
+def missing_metrics_source(prefer: str, cost: CostSource | None, latency: LatencySource | None) -> str | None:
+    """Why a selection policy cannot work with these sources (plano: a start-up error), else None."""
+    if prefer == "cheapest" and cost is None:
+        return "cheapest needs a cost source: add {type: cost, ...} to model_metrics_sources"
+    if prefer == "fastest" and latency is None:
+        return "fastest needs a latency source: add {type: latency, ...} to model_metrics_sources"
+    return None
+
+
+#: the router models plano serves itself (katanemo's hosted endpoint) when no provider declares them
+_PLANO_HOSTED_ROUTERS = frozenset({"plano-orchestrator", "arch-router", "arch/arch-router", "plano/plano-orchestrator"})
 
 
 def _router_from_model(
@@ -591,7 +973,13 @@ def _router_from_model(
     where = "overrides.llm_routing_model"
     full = lookup.get(name)
     if full is None:
-        errors.append(f"{where}: '{name}' is not declared in model_providers")
+        hosted = (
+            " (plano's hosted router is not reachable from here: declare the router model, e.g. Arch-Router on "
+            "vLLM or Ollama, as a model provider)"
+            if name.lower() in _PLANO_HOSTED_ROUTERS
+            else ""
+        )
+        errors.append(f"{where}: '{name}' is not declared in model_providers{hosted}")
         return router
     if "backend" in router.model_fields_set and router.backend != "openai":
         errors.append(f"{where}: conflicts with routing.router.backend: {router.backend} (set one of them)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from plano_extproc.config import PlanoConfig
 
 #: bumped whenever the meaning of anything below changes; part of the fingerprint
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3
 
 
 class Processor(enum.StrEnum):
@@ -94,6 +95,12 @@ METADATA_NAMESPACE = "plano"
 #: the key whose presence the proxy routes require: only a request our processor decided reaches a
 #: composite cluster, whatever headers it carries
 DECIDED_KEY = "models"
+#: keys the proxy routes' response headers read (bootstrap/routes.py, docs/envoy.md finding (l)): the
+#: model of the latest attempt (written by the downstream processor for attempt 1 and by the per-attempt
+#: processor for every attempt it prepares), the route and the decision's source
+ANSWERED_MODEL_KEY = "model"
+ROUTE_KEY = "route"
+SOURCE_KEY = "source"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +114,21 @@ class DecisionMetadata:
     route: str | None = None
     #: the client's own credential headers, only when some provider passes them through
     client_credentials: Mapping[str, str] | None = None
+    #: which rule decided (decision.DecisionSource value)
+    source: str = ""
 
     def model_for_attempt(self, attempt: int) -> str:
         return model_for_attempt(self.attempts, attempt)
 
     def to_struct(self) -> struct_pb2.Struct:
         """The ``ProcessingResponse.dynamic_metadata`` value."""
-        fields: dict[str, str | dict[str, str]] = {DECIDED_KEY: ",".join(self.attempts), "api": self.api, "route": self.route or ""}
+        fields: dict[str, str | dict[str, str]] = {
+            DECIDED_KEY: ",".join(self.attempts),
+            "api": self.api,
+            ROUTE_KEY: self.route or "",
+            SOURCE_KEY: self.source,
+            ANSWERED_MODEL_KEY: self.attempts[0],
+        }
         if self.client_credentials:
             fields["client_credentials"] = dict(self.client_credentials)
         struct = struct_pb2.Struct()
@@ -138,7 +153,16 @@ class DecisionMetadata:
         credentials = None
         if "client_credentials" in fields:
             credentials = {k: v.string_value for k, v in fields["client_credentials"].struct_value.fields.items()}
-        return cls(attempts, api, route or None, credentials or None)
+        source = fields[SOURCE_KEY].string_value if SOURCE_KEY in fields else ""
+        return cls(attempts, api, route or None, credentials or None, source)
+
+
+def answered_model_metadata(model: str) -> struct_pb2.Struct:
+    """The per-attempt processor's ``dynamic_metadata``: the model this attempt goes to (Envoy merges it
+    into the namespace, so the proxy routes' ``x-plano-model`` header names the model that answered)."""
+    struct = struct_pb2.Struct()
+    struct.update({METADATA_NAMESPACE: {ANSWERED_MODEL_KEY: model}})
+    return struct
 
 
 # ------------------------------------------------------------------------------------------- clusters
@@ -186,16 +210,36 @@ def model_for_attempt(attempts: tuple[str, ...], attempt: int) -> str:
     return attempts[min(max(attempt, 1), len(attempts)) - 1]
 
 
-def retry_budget(attempts: tuple[str, ...]) -> int:
-    """Retries that walk an attempt list exactly once (one more would be Envoy's own 503)."""
-    return len(attempts) - 1
+def retry_budget(attempts: tuple[str, ...], max_retries: int | None = None) -> int:
+    """Retries that walk an attempt list exactly once (one more would be Envoy's own 503), at most the
+    listener's ``max_retries``."""
+    budget = len(attempts) - 1
+    return budget if max_retries is None else min(budget, max_retries)
+
+
+#: a ranked route of up to this many models gets a composite for every order its ranking can give (24);
+#: a longer one gets one per first model, the rest in the route's order
+MAX_PERMUTED_MODELS = 4
+
+
+def route_orders(models: tuple[str, ...], ranked: bool) -> list[tuple[str, ...]]:
+    """The orders of a route's models Envoy needs a composite for."""
+    if not ranked or len(models) < 2:
+        return [models]
+    if len(models) <= MAX_PERMUTED_MODELS:
+        return list(itertools.permutations(models))
+    return [(first, *(m for m in models if m != first)) for first in models]
 
 
 def prebuilt_attempt_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
-    """The attempt lists that get a composite cluster: every configured route's models, every model alone."""
+    """The attempt lists that get a composite cluster, as lists of declared provider entries (a model a
+    ``vendor/*`` entry serves goes to that entry's cluster): every configured route's models (in every
+    order its selection policy can rank them), every entry alone."""
     lists: dict[tuple[str, ...], None] = {}
     for pref in config.routing_preferences:
-        lists[attempt_list(pref.models)] = None
+        entries = tuple(config.entry_of(m) or m for m in pref.models)
+        for order in route_orders(entries, pref.prefer != "none" and len(set(entries)) == len(entries)):
+            lists[attempt_list(order)] = None
     for provider in config.providers:
         lists[attempt_list((provider.model,))] = None
     return list(lists)

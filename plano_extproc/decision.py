@@ -3,10 +3,14 @@
 The rules (also in README.md, "How a model is chosen"):
 1. A live affinity entry for the request's session wins: its models and route, `pinned: true`.
 2. When routes apply (inline `routing_preferences` replace the configured ones) and the router named one
-   of them, the decision is that route's ranked `models`.
-3. Otherwise the request's own `model`, resolved through `model_aliases`, when it names a declared model.
-4. Otherwise (no model, or a model this gateway does not serve) the default model.
-The `source` says which rule decided; `fallback` marks decisions taken while the configured router failed.
+   of them, the decision is that route's `models`, ranked by its `selection_policy` (ranking.py) with the
+   metrics snapshot the caller passes.
+3. Otherwise the request's own `model`, resolved through `model_aliases` (or served by a `vendor/*`
+   wildcard entry).
+4. Otherwise (no model) the default model.
+A request naming a model this gateway does not serve is refused before any of this (`check_request`,
+plano's rule: 400). The `source` says which rule decided; `fallback` marks decisions taken while the
+configured router failed.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from dataclasses import dataclass
 import orjson
 
 from plano_extproc.affinity import AffinityEntry
-from plano_extproc.apis.base import InlinePreference, ParsedRequest
-from plano_extproc.config import PlanoConfig, RoutePreference
+from plano_extproc.apis.base import InlinePreference, ParsedRequest, RequestFormatError
+from plano_extproc.config import PlanoConfig, RoutePreference, missing_metrics_source
+from plano_extproc.ranking import EMPTY_SNAPSHOT, MetricsSnapshot, rank
 from plano_extproc.router.base import RouteSpec
 
 
@@ -72,19 +77,50 @@ def route_specs(preferences: Sequence[Preference]) -> tuple[RouteSpec, ...]:
     return tuple(RouteSpec(p.name, p.description, p.examples) for p in preferences)
 
 
+def check_request(config: PlanoConfig, request: ParsedRequest) -> None:
+    """Refuse, before routing, what no rule could serve: a `model` this gateway does not serve (plano
+    answers 400), and inline routes whose selection policy has no metrics source here. Raises
+    RequestFormatError."""
+    if request.model is not None and config.resolve_model(request.model) is None:
+        raise RequestFormatError(_unknown_model_message(config, request.model), param="model")
+    if request.model is None and config.default_model is None and request.preferences is None and not config.routing_preferences:
+        raise RequestFormatError("name a model: this gateway has no default model (every provider entry is a vendor/* wildcard)", param="model")
+    for i, pref in enumerate(request.preferences or ()):
+        if missing_metrics_source(pref.prefer, config.cost_source, config.latency_source):
+            kind = "cost" if pref.prefer == "cheapest" else "latency"
+            raise RequestFormatError(
+                f"routing_preferences[{i}].selection_policy.prefer: {pref.prefer} needs a {kind} source, and this "
+                f"gateway's model_metrics_sources has none; use prefer: none or leave selection_policy out",
+                param="routing_preferences",
+            )
+
+
+def _unknown_model_message(config: PlanoConfig, requested: str) -> str:
+    message = f"model '{requested}' is not served by this gateway"
+    if "/" not in requested and config.wildcards:
+        served = ", ".join(sorted(config.wildcards.values()))
+        message += f"; name its provider to use a wildcard entry ({served}), e.g. '{next(iter(sorted(config.wildcards)))}/{requested}'"
+    else:
+        message += "; GET /v1/models lists the models and aliases it serves"
+    return message
+
+
 def fallback_models(config: PlanoConfig, requested: str | None) -> tuple[tuple[str, ...], DecisionSource]:
     resolved = config.resolve_model(requested)
     if resolved is None:
+        if config.default_model is None:  # check_request refuses such requests before they get here
+            raise RequestFormatError("name a model: this gateway has no default model", param="model")
         return (config.default_model,), DecisionSource.DEFAULT
     if requested in config.model_aliases:
         return (resolved,), DecisionSource.ALIAS
     return (resolved,), DecisionSource.DIRECT
 
 
-def _models_of(config: PlanoConfig, pref: Preference) -> tuple[str, ...]:
+def _models_of(config: PlanoConfig, pref: Preference, snapshot: MetricsSnapshot) -> tuple[str, ...]:
     # Inline routes may name models by bare id or alias; unknown names pass through as given (the
     # decision endpoint reports them; the proxy path rejects what it cannot serve).
-    return tuple(config.resolve_model(m) or m for m in pref.models)
+    models = tuple(dict.fromkeys(config.resolve_model(m) or m for m in pref.models))
+    return rank(models, pref.prefer, snapshot)
 
 
 def decide_route(
@@ -92,6 +128,7 @@ def decide_route(
     request: ParsedRequest,
     outcome: RouterOutcome | None,
     affinity: AffinityEntry | None = None,
+    snapshot: MetricsSnapshot = EMPTY_SNAPSHOT,
 ) -> Decision:
     if affinity is not None:
         return Decision(affinity.models, affinity.route, DecisionSource.AFFINITY, pinned=True)
@@ -105,7 +142,7 @@ def decide_route(
                     source = DecisionSource.INLINE
                 else:
                     source = DecisionSource.ROUTER
-                return Decision(_models_of(config, pref), pref.name, source, router_backend=backend)
+                return Decision(_models_of(config, pref, snapshot), pref.name, source, router_backend=backend)
     models, source = fallback_models(config, request.model)
     if outcome is not None and outcome.failed:
         source = DecisionSource.FALLBACK

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from plano_extproc.affinity import AffinityCache
 from plano_extproc.apis import ClientApi, ParsedRequest
 from plano_extproc.config import PlanoConfig
-from plano_extproc.decision import Decision, RouterOutcome, active_preferences, decide_route, route_specs
+from plano_extproc.decision import Decision, RouterOutcome, active_preferences, check_request, decide_route, route_specs
 from plano_extproc.metrics import Metrics
+from plano_extproc.model_metrics import ModelMetrics
 from plano_extproc.router.base import RouterBackend
 from plano_extproc.router.chain import CircuitBreaker, RouterChain
 from plano_extproc.ttl_cache import TtlLruCache
@@ -63,6 +64,12 @@ class DecisionEngine:
         self.router = router
         self.metrics = metrics
         self.affinity = AffinityCache(config.routing.session_ttl_seconds, config.routing.session_max_entries)
+        #: cost / latency numbers for selection_policy, refreshed in the background
+        self.model_metrics = ModelMetrics(
+            config,
+            metrics.live_latency if metrics is not None else None,
+            metrics.record_metrics_refresh if metrics is not None else None,
+        )
         if metrics is not None:
             metrics.watch_affinity(self.affinity)
             if router.cache is not None:
@@ -76,8 +83,10 @@ class DecisionEngine:
         await self.router.primary.warm_up(routes)
         if self.router.fallback is not None:
             await self.router.fallback.warm_up(routes)
+        await self.model_metrics.start()
 
     async def route(self, request: ParsedRequest, session_id: str | None = None) -> RoutedRequest:
+        check_request(self.config, request)  # raises RequestFormatError (unknown model, ...)
         entry = self.affinity.get(session_id) if session_id else None
         if entry is not None:
             decision = decide_route(self.config, request, None, entry)
@@ -85,7 +94,7 @@ class DecisionEngine:
         else:
             preferences = active_preferences(self.config, request)
             outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
-            decision = decide_route(self.config, request, outcome)
+            decision = decide_route(self.config, request, outcome, snapshot=self.model_metrics.snapshot)
             if session_id:
                 self.affinity.put(session_id, decision.models, decision.route)
         if self.metrics is not None:
@@ -97,4 +106,5 @@ class DecisionEngine:
         return await self.route(api.parse(body), session_id)
 
     async def close(self) -> None:
+        await self.model_metrics.close()
         await self.router.close()

@@ -28,6 +28,7 @@ from plano_extproc import __version__
 from plano_extproc.affinity import AffinityCache
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import Decision, DecisionSource
+from plano_extproc.model_metrics import LiveLatency
 from plano_extproc.ttl_cache import TtlLruCache
 
 ROUTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -72,6 +73,8 @@ class Metrics:
         self._routes = frozenset(p.name for p in config.routing_preferences)
         self._models = frozenset(config.by_model)
         self._providers = {m: p.provider for m, p in config.by_model.items()}
+        #: a model a vendor/* entry serves is counted under that entry ("openai/*")
+        self._entry_of = config.entry_of
         self._lock = threading.Lock()
         r = self.registry
 
@@ -131,11 +134,25 @@ class Metrics:
             buckets=LLM_BUCKETS,
             registry=r,
         )
+        self.metrics_refreshes = Counter(
+            "plano_model_metrics_refreshes",
+            "Fetches of the model_metrics_sources (catalog, Prometheus query) by result",
+            ["source", "result"],
+            registry=r,
+        )
+        latency = config.latency_source
+        #: per-model latencies for a `provider: gateway` latency source (None when none is configured)
+        self.live_latency: LiveLatency | None = (
+            LiveLatency(latency.samples) if latency is not None and latency.provider == "gateway" else None
+        )
 
     # label bounding -------------------------------------------------------------------------------
 
     def model_label(self, model: str | None) -> str:
-        return model if model in self._models else "other"
+        if model in self._models:
+            return model
+        entry = self._entry_of(model) if model else None
+        return entry if entry is not None else "other"
 
     def route_label(self, route: str | None, inline: bool) -> str:
         if route is None:
@@ -166,11 +183,21 @@ class Metrics:
         if failure_kind:
             self.router_failures.labels(backend, failure_kind).inc()
 
+    def record_metrics_refresh(self, source: str, ok: bool) -> None:
+        self.metrics_refreshes.labels(source, "ok" if ok else "error").inc()
+
+    def record_first_token(self, model: str, seconds: float) -> None:
+        """A successful answer's time to first byte (histogram, and the gateway latency source)."""
+        self.time_to_first_token.labels(self.model_label(model)).observe(seconds)
+        if self.live_latency is not None:
+            self.live_latency.add(model, "time_to_first_token", seconds)
+
     def record_breaker(self, backend: str, state: str) -> None:
         self.breaker_state.labels(backend).set(BREAKER_STATES.get(state, 0))
 
     def record_upstream_response(self, model: str, status: int) -> None:
-        self.upstream_responses.labels(self.model_label(model), self._providers.get(model, "other"), status_class(status)).inc()
+        label = self.model_label(model)
+        self.upstream_responses.labels(label, self._providers.get(label, "other"), status_class(status)).inc()
 
     def record_attempts(self, attempts: int, final_model: str, first_model: str) -> None:
         self.attempts.observe(attempts)

@@ -49,8 +49,8 @@ def test_no_match_uses_requested_model_then_alias_then_default(demo_config):
     assert decide_route(demo_config, chat("hi", "gpt-4o"), none).source is DecisionSource.DIRECT
     alias = decide_route(demo_config, chat("hi", "smart-model"), none)
     assert (alias.models, alias.source) == (("openai/gpt-4o",), DecisionSource.ALIAS)
-    unknown = decide_route(demo_config, chat("hi", "gpt-9"), none)
-    assert (unknown.models, unknown.source) == (("openai/gpt-4o-mini",), DecisionSource.DEFAULT)
+    nothing = decide_route(demo_config, chat("hi"), none)
+    assert (nothing.models, nothing.source) == (("openai/gpt-4o-mini",), DecisionSource.DEFAULT)
     missing = decide_route(demo_config, chat("hi"), none)
     assert (missing.models, missing.route) == (("openai/gpt-4o-mini",), None)
 

@@ -73,7 +73,7 @@ DECISIONS = [
     ("anthropic_messages", "code_generation: a parser", None, [CLAUDE, GPT4O], "code_generation", "router"),
     ("anthropic_messages", "hello there", CLAUDE_ID, [CLAUDE], None, "direct"),
     ("openai_responses", "complex_reasoning: proofs", None, [GPT4O, CLAUDE], "complex_reasoning", "router"),
-    ("openai_responses", "hello there", "gpt-9-unknown", [MINI], None, "default"),
+    ("openai_responses", "hello there", None, [MINI], None, "default"),
 ]
 
 
@@ -121,7 +121,8 @@ async def test_proxy_points_envoy_at_the_composite_in_the_body_reply(gateway, ap
     assert sets["x-plano-first"] == ("translate" if first_translated else "ready")
     assert sets.get("x-plano-route") == route
     assert sets["content-length"] == str(len(body_of(reply)))
-    assert decided(flow) == DecisionMetadata(attempts, api, route, None)
+    source = "router" if route else "alias" if model == "fast-model" else "direct"
+    assert decided(flow) == DecisionMetadata(attempts, api, route, None, source)
     assert flow.body_reply.dynamic_metadata.fields["plano"].struct_value.fields["models"].string_value == ",".join(attempts)
     assert gateway.inflight.get(flow.request_id).attempts == attempts
 
@@ -372,7 +373,7 @@ async def test_without_a_valid_traceparent_the_provider_gets_a_new_trace(gateway
 
 async def test_client_credentials_travel_only_when_a_provider_passes_them_through():
     gateway = Gateway(passthrough_config())
-    flow = await gateway.proxy("openai_chat", "local_chat: hi", headers={"authorization": "Bearer client-key"})
+    flow = await gateway.proxy("openai_chat", "local_chat: hi", model="gpt-4o", headers={"authorization": "Bearer client-key"})
     sets = set_headers(flow.body_reply)
     assert (sets[":authority"], sets[":path"], sets["authorization"]) == ("127.0.0.1:11434", "/v1/chat/completions", "Bearer client-key")
     assert decided(flow).client_credentials == {"authorization": "Bearer client-key"}
@@ -381,14 +382,14 @@ async def test_client_credentials_travel_only_when_a_provider_passes_them_throug
     (reply,) = await flow.attempt(2)
     assert set_headers(reply)["authorization"] == "Bearer sk-test"
     # without client credentials nothing is kept, and the local model gets no key at all
-    flow = await gateway.proxy("openai_chat", "local_chat: hi")
+    flow = await gateway.proxy("openai_chat", "local_chat: hi", model="gpt-4o")
     assert decided(flow).client_credentials is None
     assert "authorization" not in set_headers(flow.body_reply)
 
 
 async def test_the_gateways_key_never_reaches_a_passthrough_provider_on_a_fall_over():
     gateway = Gateway(passthrough_config())
-    flow = await gateway.proxy("openai_chat", "hosted_chat: hi")  # no client credentials
+    flow = await gateway.proxy("openai_chat", "hosted_chat: hi", model="gpt-4o")  # no client credentials
     assert set_headers(flow.body_reply)["authorization"] == "Bearer sk-test"
     assert flow.headers["authorization"] == "Bearer sk-test"  # attempt 1's header persists into attempt 2
     (reply,) = await flow.attempt(2)
@@ -583,7 +584,7 @@ async def test_two_requests_in_flight_with_one_x_request_id_never_trade_bodies(g
 
 async def test_two_requests_with_one_x_request_id_never_trade_credentials():
     gateway = Gateway(passthrough_config())
-    alice = await gateway.proxy("openai_chat", "hosted_chat: hi", headers={"x-request-id": "same-id", "authorization": "Bearer alice-key"})
-    await gateway.proxy("openai_chat", "hosted_chat: hi", headers={"x-request-id": "same-id", "authorization": "Bearer bob-key"})
+    alice = await gateway.proxy("openai_chat", "hosted_chat: hi", model="gpt-4o", headers={"x-request-id": "same-id", "authorization": "Bearer alice-key"})
+    await gateway.proxy("openai_chat", "hosted_chat: hi", model="gpt-4o", headers={"x-request-id": "same-id", "authorization": "Bearer bob-key"})
     replies = await alice.attempt(2)  # the passthrough provider gets the client's own key: Alice's
     assert set_headers(replies[0])["authorization"] == "Bearer alice-key"

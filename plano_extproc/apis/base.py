@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from plano_extproc.conversation import Turn
+from plano_extproc.ranking import SelectionPolicy
 from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 from plano_extproc.usage import Usage
 
@@ -78,6 +79,12 @@ class InlinePreference(BaseModel):
     examples: tuple[Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)], ...] = Field(
         default=(), max_length=MAX_ROUTE_EXAMPLES
     )
+    #: plano's selection_policy: ranks the models by the gateway's cost / latency sources
+    selection_policy: SelectionPolicy | None = None
+
+    @property
+    def prefer(self) -> str:
+        return self.selection_policy.prefer if self.selection_policy is not None else "none"
 
 
 class _LegacyRoute(BaseModel):

@@ -93,7 +93,7 @@ def retry_policy(config: PlanoConfig, attempts: tuple[str, ...]) -> Any:
     off as usual, finding (c)); a fall-over to another model goes quickly and ignores retry-after."""
     same_model = len(set(attempts)) == 1
     policy = rc.RetryPolicy(retry_on=RETRY_ON, retriable_status_codes=list(RETRIABLE_STATUS_CODES))
-    policy.num_retries.value = retry_budget(attempts)
+    policy.num_retries.value = retry_budget(attempts, config.listener.max_retries)
     policy.per_try_idle_timeout.CopyFrom(seconds(attempt_idle_seconds(config, attempts)))
     rules = config.by_model[attempts[0]].retry_policy
     if same_model:

@@ -203,7 +203,7 @@ class DownstreamExchange:
             (CLUSTER_HEADER, plan.cluster),
             # Attempts beyond the composite's sub-clusters end in Envoy's own 503; this also overwrites
             # any x-envoy-max-retries the client sent.
-            (MAX_RETRIES_HEADER, str(retry_budget(plan.attempts))),
+            (MAX_RETRIES_HEADER, str(retry_budget(plan.attempts, self.ctx.engine.config.listener.max_retries))),
             (TRANSLATE_HEADER, "1" if any(translated) else "0"),
         ]
         remove: list[str] = []
@@ -227,7 +227,7 @@ class DownstreamExchange:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
         response = continue_body(header_mutation(sets, remove), body, clear_route_cache=True)
-        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials)
+        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value)
         response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response
 

@@ -161,8 +161,7 @@ class ResponseObserver:
     def _first_byte(self) -> None:
         self.first_byte = True
         if self.record is not None and 200 <= self.status < 300:
-            m = self.ctx.metrics
-            m.time_to_first_token.labels(m.model_label(self.model)).observe(self._elapsed())
+            self.ctx.metrics.record_first_token(self.model, self._elapsed())
 
     def finish(self) -> None:
         """Record everything once: at the end of the response, or when the stream ends early."""
@@ -177,9 +176,12 @@ class ResponseObserver:
         m.record_request("proxy", record.api, status)
         first = record.attempts[0] if record.attempts else self.model
         m.record_attempts(self.attempt, self.model, first)
-        m.operation_duration.labels(m.model_label(self.model)).observe(self._elapsed())
+        elapsed = self._elapsed()
+        m.operation_duration.labels(m.model_label(self.model)).observe(elapsed)
         if 200 <= self.status < 300:  # the upstream observer skips 2xx attempts (finding (j))
             m.record_upstream_response(self.model, self.status)
+            if m.live_latency is not None:
+                m.live_latency.add(self.model, "total", elapsed)
         if self.reader is not None:
             usage = self.reader.result()
             if usage is not None:

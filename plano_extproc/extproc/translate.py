@@ -107,7 +107,8 @@ class TranslateExchange:
         if route is None or route.translation is None:
             return _headers_reply(None, _Mode.NONE)  # this attempt spoke the client's API
         self.api, self.translation = api, route.translation
-        self.model_id = self.ctx.forwarder.upstreams[model].model_id
+        upstream = self.ctx.forwarder.upstream(model)
+        self.model_id = upstream.model_id if upstream is not None else model.partition("/")[2]
         self.client_body = (record.client_body if record is not None else None) or {}
         h = {x.key: (x.raw_value.decode("latin-1") if x.raw_value else x.value) for x in request.response_headers.headers.headers}
         try:

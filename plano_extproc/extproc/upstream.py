@@ -16,7 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from plano_extproc.apis import BY_NAME, DEFAULT_API, RequestFormatError
-from plano_extproc.contract import ATTEMPT_COUNT_HEADER, DecisionMetadata
+from plano_extproc.contract import ATTEMPT_COUNT_HEADER, DecisionMetadata, answered_model_metadata
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.forwarding import Forwarder, ForwardRequest
@@ -68,7 +68,7 @@ class UpstreamExchange:
             log.error("upstream attempt without a routing decision (attempt header %r)", h.get(ATTEMPT_COUNT_HEADER))
             return immediate(403, DEFAULT_API.error_body(403, "request did not pass the gateway's routing step", None))
         model = decision.model_for_attempt(attempt)
-        if model not in self.ctx.forwarder.upstreams:
+        if self.ctx.forwarder.upstream(model) is None:
             log.error("attempt %d: model %s has no upstream in this config", attempt, model)
             return immediate(500, api.error_body(500, "no upstream for the chosen model", None))
         request_id = h.get("x-request-id", "")
@@ -81,12 +81,14 @@ class UpstreamExchange:
                 return immediate(400, api.error_body(400, str(exc), None))
             except RequestFormatError as exc:  # this attempt's provider API cannot express the request
                 return immediate(exc.status, api.error_body(exc.status, exc.message, exc.param))
-            return continue_headers(
-                header_mutation(prepared.set_headers, prepared.remove_headers), body=prepared.body
-            )
-        self.pending = (decision, model)
-        sets, remove = self.ctx.forwarder.attempt_headers(_request(decision, b""), model, present)
-        return continue_headers(header_mutation(sets, remove))
+            response = continue_headers(header_mutation(prepared.set_headers, prepared.remove_headers), body=prepared.body)
+        else:
+            self.pending = (decision, model)
+            sets, remove = self.ctx.forwarder.attempt_headers(_request(decision, b""), model, present)
+            response = continue_headers(header_mutation(sets, remove))
+        # the proxy route's x-plano-model response header reads it (docs/envoy.md finding (l))
+        response.dynamic_metadata.CopyFrom(answered_model_metadata(model))
+        return response
 
     def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
         if self.pending is None:

@@ -13,11 +13,15 @@ def _api_key(key: str) -> Headers:
 
 AZURE_OPENAI = ProviderApi(name="azure_openai", auth=_api_key, native={"openai_chat": "/chat/completions"}, auth_header_names=("api-key",))
 
+#: the api-version plano sends (hermesllm's Azure endpoint); a ``?api-version=...`` in base_url wins
+AZURE_API_VERSION = "2025-01-01-preview"
+
 PROVIDERS: dict[str, Provider] = {
     "azure_openai": Provider(
         AZURE_OPENAI,
         None,
         path_template={"openai_chat": "/openai/deployments/{model}/chat/completions"},
+        default_query=f"api-version={AZURE_API_VERSION}",
         dialect=Dialect(ChatTarget(max_tokens_field="max_completion_tokens", openai_extensions=True)),
     ),
 }
