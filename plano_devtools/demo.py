@@ -24,16 +24,10 @@ def seed_requests() -> list[dict[str, Any]]:
     return json.loads(SEED_REQUESTS.read_text())["requests"]
 
 
-def _accepted_today(body: dict[str, Any]) -> bool:
-    """False for the seed requests whose inline routes carry `selection_policy` (plano ranks a route's
-    models by live cost/latency): the request parsers answer those with 400 until they accept the key."""
-    return not any("selection_policy" in p for p in body.get("routing_preferences", ()))
-
-
-#: (label, path, body, extra headers) of the seed requests the gateway accepts today (other tests replay
-#: them against other router backends)
+#: (label, path, body, extra headers) of the seed requests (other tests replay them against other router
+#: backends)
 DECISIONS: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
-    (c["label"], c["path"], c["body"], c.get("headers", {})) for c in seed_requests() if _accepted_today(c["body"])
+    (c["label"], c["path"], c["body"], c.get("headers", {})) for c in seed_requests()
 ]
 
 

@@ -526,7 +526,7 @@ def _metrics_sources(raw: Any, errors: list[str]) -> tuple[CostSource | None, La
         try:
             source: CostSource | LatencySource = (CostSource if kind == "cost" else LatencySource).model_validate(body)
         except ValidationError as exc:
-            errors.extend(f"{where}.{m}" for m in _pydantic_errors(exc))
+            errors.extend(_under(where, m) for m in _pydantic_errors(exc))
             continue
         if source.type in found:
             errors.append(f"{where}: only one {source.type} metrics source is allowed")
@@ -680,6 +680,12 @@ def _pydantic_errors(error: ValidationError) -> list[str]:
             msg = msg[len("Value error, ") :]
         messages.append(f"{_format_loc(loc)}: {msg}")
     return messages
+
+
+def _under(where: str, message: str) -> str:
+    """A nested model's error message, with its path under `where`."""
+    top = "(top level): "
+    return f"{where}: {message[len(top):]}" if message.startswith(top) else f"{where}.{message}"
 
 
 def _parse_version(raw: Any) -> tuple[int, ...] | None:

@@ -31,16 +31,6 @@ KNOWN_MISSES: dict[str, str] = {
 }
 
 
-def without_selection_policy(body: dict) -> dict:
-    """The seed's inline routes carry `selection_policy: {prefer: ...}` (plano ranks models by live cost or
-    latency). The request parsers do not accept that key yet (reported to the request-path owners); this
-    test is about the route, so it is dropped here. Texts, names and descriptions stay verbatim."""
-    if "routing_preferences" not in body:
-        return body
-    prefs = [{k: v for k, v in p.items() if k != "selection_policy"} for p in body["routing_preferences"]]
-    return {**body, "routing_preferences": prefs}
-
-
 @pytest.fixture(scope="module")
 def router() -> EmbeddedRouter:
     try:
@@ -67,6 +57,6 @@ def test_data_file_is_the_seed_verbatim() -> None:
 def test_seed_request_routes_as_the_seed_shows(case: dict, router: EmbeddedRouter) -> None:
     config = load_config(SEED_CONFIG, env={"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
     api, _ = ENDPOINTS[case["path"]]
-    request = api.parse(json.dumps(without_selection_policy(case["body"])).encode())
+    request = api.parse(json.dumps(case["body"]).encode())
     routes = route_specs(active_preferences(config, request))
     assert router.choose_route_sync(routes, request.conversation) == case["expected_route"]

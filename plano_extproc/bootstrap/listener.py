@@ -11,6 +11,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.tracing.v3 import custom_tag_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2
 from google.protobuf.wrappers_pb2 import UInt32Value
@@ -70,6 +71,12 @@ def _tracing(config: PlanoConfig) -> Any:
     return hcm_pb2.HttpConnectionManager.Tracing(
         random_sampling=percent_pb2.Percent(value=config.tracing.sampling_ratio * 100),
         provider=http_tracer_pb2.Tracing.Http(name="envoy.tracers.opentelemetry", typed_config=pack(otel)),
+        # plano's span_attributes.static on Envoy's spans too (header prefixes exist only for the ext_proc's:
+        # Envoy tags name exact headers)
+        custom_tags=[
+            custom_tag_pb2.CustomTag(tag=key, literal=custom_tag_pb2.CustomTag.Literal(value=value))
+            for key, value in sorted(config.tracing.span_attributes.static.items())
+        ],
     )
 
 

@@ -17,12 +17,15 @@ from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 
 from plano_extproc.config import PlanoConfig, duration_seconds
 from plano_extproc.contract import (
+    ANSWERED_MODEL_KEY,
     CLUSTER_HEADER,
     DECIDED_KEY,
     DECISION_CLUSTER,
     METADATA_NAMESPACE,
     OBSERVE_FILTER,
+    ROUTE_KEY,
     ROUTING_FILTER,
+    SOURCE_KEY,
     TRANSLATE_FILTER,
     composite_cluster_name,
     prebuilt_attempt_lists,
@@ -110,6 +113,32 @@ def retry_policy(config: PlanoConfig, attempts: tuple[str, ...]) -> Any:
     return policy
 
 
+#: response headers of every proxied answer (README via docs/plano-compatibility.md, "Response headers";
+#: docs/envoy.md finding (l)); a value that is empty (no route) leaves its header out
+RESPONSE_HEADERS = (
+    # the model of the attempt that answered: attempt 1's from the routing processor, every later one's
+    # from the per-attempt processor (Envoy merges dynamic metadata)
+    ("x-plano-model", f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{ANSWERED_MODEL_KEY})%"),
+    ("x-plano-route", f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{ROUTE_KEY})%"),
+    ("x-plano-source", f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{SOURCE_KEY})%"),
+    ("x-plano-attempts", "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"),
+)
+
+
+def _response_headers() -> dict[str, Any]:
+    """``Route`` fields: our response headers, overwriting (and first removing) any a provider sent."""
+    return {
+        "response_headers_to_add": [
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, value=value),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+            for name, value in RESPONSE_HEADERS
+        ],
+        "response_headers_to_remove": [name for name, _ in RESPONSE_HEADERS],
+    }
+
+
 def _proxy_route(config: PlanoConfig, attempts: tuple[str, ...], timeout_s: float) -> Any:
     name = composite_cluster_name(attempts)
     action = rc.RouteAction(
@@ -138,7 +167,7 @@ def _proxy_route(config: PlanoConfig, attempts: tuple[str, ...], timeout_s: floa
             )
         ],
     )
-    return rc.Route(name=f"proxy:{name}", match=match, route=action)
+    return rc.Route(name=f"proxy:{name}", match=match, route=action, **_response_headers())
 
 
 def route_config(config: PlanoConfig, observation: Observation) -> Any:

@@ -100,7 +100,7 @@ class DownstreamContext:
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: the headers, then the buffered body."""
 
-    __slots__ = ("api", "ctx", "decision_only", "done", "info", "parent_span", "started_ns", "trace_id")
+    __slots__ = ("api", "ctx", "decision_only", "done", "info", "parent_span", "span_attributes", "started_ns", "trace_id")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
@@ -111,6 +111,8 @@ class DownstreamExchange:
         self.parent_span: str | None = None
         self.started_ns = 0
         self.done = False
+        #: plano's span_attributes.header_prefixes, read from this request's headers
+        self.span_attributes: dict[str, str] = {}
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -160,6 +162,8 @@ class DownstreamExchange:
     def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
         h = header_dict(headers)
         self.info = RequestInfo.from_headers(h)
+        if self.ctx.tracer.header_prefixes:
+            self.span_attributes = self.ctx.tracer.header_attributes(h)
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
         path = self.info.path.split("?", 1)[0]
         if path.startswith(("/v1/", "/routing/")) or headers.end_of_stream:
@@ -247,6 +251,7 @@ class DownstreamExchange:
 
     def _export_span(self, decision: Decision, outcome: RouterOutcome | None, api: ClientApi) -> None:
         attributes = {
+            **self.span_attributes,
             "plano.route": decision.route or "",
             "plano.source": decision.source.value,
             "plano.endpoint": self.endpoint,
