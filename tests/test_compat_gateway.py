@@ -343,7 +343,7 @@ def test_listener_max_retries_caps_the_fall_overs():
     gw = RunningGateway(yaml.safe_dump(data))
     try:
         gw.anthropic_mock.fail_next(status=429)
-        status, headers, body = post(gw, "/v1/chat/completions", {"messages": user(CODE)})
+        status, headers, _ = post(gw, "/v1/chat/completions", {"messages": user(CODE)})
         assert status == 429 and headers.get("x-plano-attempts") == "1"
         assert gw.openai_mock.requests_snapshot() == []  # no fall-over to gpt-4o
     finally:
@@ -430,7 +430,7 @@ class GrpcCollector:
         collector = self
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC name
+            def Export(self, request: Any, context: Any) -> Any:
                 for resource in request.resource_spans:
                     service = next((a.value.string_value for a in resource.resource.attributes if a.key == "service.name"), "")
                     for scope in resource.scope_spans:
