@@ -27,7 +27,11 @@ from plano_extproc.providers.base import Headers, endpoint_of
 from plano_extproc.translation import TRANSLATIONS, Dialect, Translation
 
 #: request headers that carry a client's credentials; never forwarded unless passthrough_auth
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+#: a client's credentials and provider-account headers: never forwarded, except to a passthrough_auth
+#: provider (which gets exactly these, carried with the decision so every attempt can have them)
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "openai-organization", "openai-project")
+#: credential-like headers no provider gets from a client, passthrough or not
+NEVER_FORWARDED = ("cookie", "proxy-authorization", "x-goog-api-key", "api_key", "x_api_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +144,7 @@ class Forwarder:
         #: client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them
         self.any_passthrough = any(u.passthrough_auth for u in self.upstreams.values())
         injected = {name for u in self.upstreams.values() for name, _ in u.headers}
-        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS)))
+        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS) | set(NEVER_FORWARDED)))
 
     @classmethod
     def from_config(cls, config: PlanoConfig, prebuilt: Iterable[tuple[str, ...]]) -> Forwarder:
