@@ -106,6 +106,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 DEFAULT_EXTPROC_ADDRESS = "127.0.0.1:50051"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _configure_logging(level: str, json_format: bool = True) -> None:
@@ -114,12 +115,28 @@ def _configure_logging(level: str, json_format: bool = True) -> None:
     configure_logging(level, json_format)
 
 
+def _private_address(address: str) -> bool:
+    """A Unix socket or a loopback address."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from plano_extproc.extproc.server import ExtProcServer
 
     _configure_logging(args.log_level, args.log_format == "json")
+    if not args.expose_extproc and not _private_address(args.listen):
+        print(
+            f"serve: --listen {args.listen} is reachable from other hosts, and anyone who can open a stream there gets "
+            "requests signed with the providers' keys. Listen on a Unix socket or loopback, or pass --expose-extproc "
+            "if a network policy keeps everyone but Envoy out (README, Security).",
+            file=sys.stderr,
+        )
+        return 2
     config = _load_or_exit(args.config, resolve_secrets=True)
 
     async def run() -> int:
@@ -148,6 +165,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     import signal
 
     from plano_devtools.local import LocalGateway
+    from plano_extproc.extproc.server import open_relay
 
     _configure_logging(args.log_level, args.log_format == "json")
     try:
@@ -188,6 +206,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
             + "\nCtrl-C stops everything.",
             flush=True,
         )
+        if gateway.config is not None and open_relay(gateway.config):
+            print(
+                f"WARNING: {gateway.config.listener_address}:{gateway.config.listener_port} is open to other hosts and "
+                "no client key is required: anyone who reaches it uses your provider keys (add client_auth keys, or "
+                "listen on 127.0.0.1)",
+                file=sys.stderr,
+                flush=True,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -214,16 +240,24 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
     from plano_extproc.bootstrap import render_bootstrap_yaml
 
     config = _load_or_exit(args.config, resolve_secrets=False)  # keys never go into the bootstrap
-    text = render_bootstrap_yaml(
-        config,
-        extproc_address=args.extproc,
-        admin=f"unix:{args.admin_socket}" if args.admin_socket else args.admin_port,
-        listener_port=args.port,
-        probe_port=args.probe_port,
-    )
+    try:
+        text = render_bootstrap_yaml(
+            config,
+            extproc_address=args.extproc,
+            admin=f"unix:{args.admin_socket}" if args.admin_socket else args.admin_port,
+            listener_port=args.port,
+            probe_port=args.probe_port,
+        )
+    except ValueError as exc:  # a bad --extproc address
+        print(f"render-envoy: --extproc: {exc}", file=sys.stderr)
+        return 2
     if args.output and args.output != "-":
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            print(f"render-envoy: cannot write {args.output} ({exc.strerror})", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
     return 0
@@ -249,9 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the ext_proc gRPC service alone (sidecar deployments)")
     serve.add_argument("--config", required=True)
-    serve.add_argument("--listen", default=DEFAULT_EXTPROC_ADDRESS, help="host:port or unix:/path/to.sock")
+    serve.add_argument("--listen", default=DEFAULT_EXTPROC_ADDRESS, help="host:port or unix:/path/to.sock (loopback or a socket unless --expose-extproc)")
+    serve.add_argument(
+        "--expose-extproc",
+        action="store_true",
+        help="allow a --listen address other hosts can reach: the port hands out requests signed with the providers' keys",
+    )
     serve.add_argument("--metrics", default="0.0.0.0:9090", help="host:port of the Prometheus /metrics endpoint ('' = off)")
-    serve.add_argument("--log-level", default="info", help="debug | info (one line per decision) | warning | error")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="info logs one line per decision")
     serve.add_argument("--log-format", default="json", choices=["json", "text"])
     serve.add_argument("--log-prompts", action="store_true", help="include the latest user message in decision logs")
     serve.set_defaults(func=_cmd_serve)
@@ -277,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=None, help="listener port (default: from the config, else 12000)")
     up.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads (default 1: leaves CPU to Python)")
     up.add_argument("--metrics-port", type=int, default=9090, help="ext_proc Prometheus /metrics on 127.0.0.1 (default 9090)")
-    up.add_argument("--log-level", default="warning", help="info logs one line per decision")
+    up.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="info logs one line per decision")
     up.add_argument("--log-format", default="json", choices=["json", "text"])
     up.add_argument("--local-triton", action="store_true",
                     help="start a CPU tritonserver serving triton_models/<routing.router.model> (backend: triton, model: arch_router_cpu) and route through it")
@@ -292,7 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C before the command's own handlers are installed (loading, warm-up): no traceback
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -268,9 +268,20 @@ class RouterConfig(_Strict):
     openai: OpenAIRouterTuning = OpenAIRouterTuning()
 
 
+#: request headers whose value pins a session (X-Model-Affinity, its older demo name, Claude Code's own)
+DEFAULT_SESSION_HEADERS = ("x-model-affinity", "x-session-id", "x-claude-code-session-id")
+
+
 class RoutingConfig(_Strict):
     session_ttl_seconds: float = Field(default=600, gt=0)
     session_max_entries: int = Field(default=10_000, ge=1)
+    #: the first of these headers a request carries is its affinity id
+    session_headers: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")], ...] = Field(default=DEFAULT_SESSION_HEADERS, min_length=1)
+
+    @field_validator("session_headers")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(h.lower() for h in value)
     router: RouterConfig = RouterConfig()
     #: plano's turn-level routing switch; false (plano's default, per-request routing) is what happens here
     route_on_user_only: Literal[False] = False
@@ -536,6 +547,32 @@ def _metrics_sources(raw: Any, errors: list[str]) -> tuple[CostSource | None, La
     return (cost if isinstance(cost, CostSource) else None), (latency if isinstance(latency, LatencySource) else None)
 
 
+class ClientKey(_Strict):
+    """A key clients present to use the gateway (never forwarded to a provider)."""
+
+    #: a label for logs (never the key itself)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    #: the key, usually a `$VAR` reference
+    key: SecretStr
+    #: when given, the only models this key may use (a decision is narrowed to them)
+    models: tuple[str, ...] | None = Field(default=None, min_length=1)
+    #: when given, the only configured routes this key may be routed by
+    routes: tuple[str, ...] | None = Field(default=None, min_length=1)
+
+
+class ClientAuth(_Strict):
+    """Client authentication: with keys, a request without a valid one is answered 401 (README, "Security")."""
+
+    keys: tuple[ClientKey, ...] = ()
+    #: a directory of key files, e.g. a mounted Kubernetes Secret: each file's name is a key's name and its
+    #: content the key (no model or route limits); read at start-up
+    keys_dir: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys) or self.keys_dir is not None
+
+
 class _RawConfig(_Strict):
     version: str
     #: list form or the older object form; validated by _normalise_listeners to name paths precisely
@@ -547,6 +584,7 @@ class _RawConfig(_Strict):
     tracing: TracingConfig = TracingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     overrides: Overrides = Overrides()
+    client_auth: ClientAuth = ClientAuth()
     #: validated by _metrics_sources to name each source's path
     model_metrics_sources: Any = None
     #: plano's gateway mode: this gateway is the LLM gateway
@@ -591,6 +629,7 @@ class PlanoConfig:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     overrides: Overrides = field(default_factory=Overrides)
+    client_auth: ClientAuth = field(default_factory=ClientAuth)
     warnings: tuple[str, ...] = ()
     #: full model name ("openai/gpt-4o") -> provider entry
     by_model: Mapping[str, ProviderConfig] = field(default_factory=dict)
@@ -928,6 +967,8 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         key = _resolve_secret(router.openai.api_key, env, "routing.router.openai.api_key", errors)
         router = router.model_copy(update={"openai": router.openai.model_copy(update={"api_key": key})})
 
+    client_auth = _client_auth(raw.client_auth, providers, lookup, {p.name for p in resolved_prefs}, env, resolve_secrets, errors)
+
     if errors:
         raise ConfigError(errors)
     return PlanoConfig(
@@ -941,6 +982,7 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         tracing=tracing,
         observability=raw.observability,
         overrides=raw.overrides,
+        client_auth=client_auth,
         warnings=tuple(warnings),
         by_model=by_model,
         model_lookup=lookup,
@@ -969,6 +1011,44 @@ def missing_metrics_source(prefer: str, cost: CostSource | None, latency: Latenc
 
 #: the router models plano serves itself (katanemo's hosted endpoint) when no provider declares them
 _PLANO_HOSTED_ROUTERS = frozenset({"plano-orchestrator", "arch-router", "arch/arch-router", "plano/plano-orchestrator"})
+
+
+def _client_auth(
+    auth: ClientAuth,
+    providers: list[ProviderConfig],
+    lookup: Mapping[str, str],
+    route_names: set[str],
+    env: Mapping[str, str],
+    resolve_secrets: bool,
+    errors: list[str],
+) -> ClientAuth:
+    if not auth.enabled:
+        return auth
+    passthrough = [p.model for p in providers if p.passthrough_auth]
+    if passthrough:
+        errors.append(
+            f"client_auth: cannot be combined with passthrough_auth ({', '.join(passthrough)}): a client's key is the "
+            "gateway's key then, and would reach a provider"
+        )
+    keys = []
+    seen: set[str] = set()
+    for i, entry in enumerate(auth.keys):
+        where = f"client_auth.keys[{i}]"
+        if entry.name in seen:
+            errors.append(f"{where}.name: '{entry.name}' is used by another key already")
+        seen.add(entry.name)
+        models = None
+        if entry.models is not None:
+            models = tuple(lookup.get(m, m) for m in entry.models)
+            for j, (given, full) in enumerate(zip(entry.models, models, strict=True)):
+                if full not in lookup.values():
+                    errors.append(f"{where}.models[{j}]: '{given}' is not declared in model_providers")
+        for j, route in enumerate(entry.routes or ()):
+            if route not in route_names:
+                errors.append(f"{where}.routes[{j}]: '{route}' is not a configured route")
+        key = _resolve_secret(entry.key, env, f"{where}.key", errors) if resolve_secrets else entry.key
+        keys.append(entry.model_copy(update={"key": key, "models": models}))
+    return auth.model_copy(update={"keys": tuple(keys)})
 
 
 def _router_from_model(

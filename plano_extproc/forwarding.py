@@ -27,7 +27,13 @@ from plano_extproc.providers.base import Headers, bearer, endpoint_of
 from plano_extproc.translation import TRANSLATIONS, Dialect, Translation
 
 #: request headers that carry a client's credentials; never forwarded unless passthrough_auth
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+#: a client's credentials and provider-account headers: never forwarded, except to a passthrough_auth
+#: provider (which gets exactly these, carried with the decision so every attempt can have them)
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "openai-organization", "openai-project")
+#: the client credential headers that carry its key (normalised to the provider's auth on passthrough)
+KEY_HEADERS = ("authorization", "x-api-key", "api-key")
+#: credential-like headers no provider gets from a client, passthrough or not
+NEVER_FORWARDED = ("cookie", "proxy-authorization", "x-goog-api-key", "api_key", "x_api_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +188,7 @@ class Forwarder:
         self.any_passthrough = any(u.passthrough_auth for u in self.upstreams.values())
         injected = {name for u in self.upstreams.values() for name, _ in u.headers}
         injected |= {name for u in self.upstreams.values() for name, _ in u.auth("x")}
-        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS)))
+        self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS) | set(NEVER_FORWARDED)))
 
     def _add_routes(self, upstream: Upstream) -> None:
         for api in CLIENT_APIS:
@@ -268,6 +274,8 @@ class Forwarder:
             # provider's fixed headers (anthropic-version) and the configured ones
             key = client_key(credentials) if credentials else None
             auth = list(upstream.plain_headers) + (list(upstream.auth(key)) if key else [])
+            # and the client's provider-account headers (openai-organization, ...), as they came
+            auth += [(k, v) for k, v in (credentials or {}).items() if k not in KEY_HEADERS]
         else:
             auth = list(upstream.headers)
         set_names = {k for k, _ in auth}

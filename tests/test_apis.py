@@ -245,3 +245,31 @@ def test_arbitrary_bytes_yield_the_typed_error(api, raw):
         api.parse(raw)
     except RequestFormatError:
         pass
+
+
+def test_agent_context_blocks_never_reach_the_router():
+    claude_code = parse(
+        ANTHROPIC_MESSAGES,
+        {"messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>\nAs you answer, use this todo list: write tests\n</system-reminder>"},
+                {"type": "text", "text": "Explain the trade-offs between microservices and monolithic architectures"},
+            ]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": "file text"},
+                {"type": "text", "text": "<system-reminder>The file was modified</system-reminder>"},
+            ]},
+        ]},
+    )
+    # the user's own words only, and the tool-result turn routes like the user turn it continues
+    assert claude_code.conversation == (Turn("user", "Explain the trade-offs between microservices and monolithic architectures"),)
+    codex = parse(
+        OPENAI_RESPONSES,
+        {"input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Write quicksort in Go"}]},
+        ]},
+    )
+    assert codex.conversation == (Turn("user", "Write quicksort in Go"),)

@@ -261,3 +261,15 @@ def test_retry_policy_keys_work_or_are_rejected():
     assert error.startswith("model_providers[0].retry_policy:") and "default_strategy is not supported" in error
     bad = BASE.replace("    default: true\n", "    default: true\n    retry_policy:\n      on_timeout: {timeout: soon}\n", 1)
     assert errors_of(bad)[0].startswith("model_providers[0].retry_policy.on_timeout.timeout:")
+
+
+def test_client_auth_keys_are_checked_with_their_paths():
+    keyed = BASE + "client_auth:\n  keys:\n    - {name: a, key: $KEY_A, models: [gpt-4o], routes: [nope]}\n    - {name: a, key: plain}\n"
+    errors = errors_of(keyed, {**DEMO_ENV, "KEY_A": "k"})
+    assert "client_auth.keys[0].routes[0]: 'nope' is not a configured route" in errors
+    assert "client_auth.keys[1].name: 'a' is used by another key already" in errors
+    assert errors_of(BASE + "client_auth:\n  keys:\n    - {name: a, key: $MISSING}\n") == ["client_auth.keys[0].key: environment variable $MISSING is not set"]
+    passthrough = BASE.replace("  - model: openai/gpt-4o\n", "  - model: openai/gpt-4o\n    passthrough_auth: true\n") + "client_auth:\n  keys_dir: /run/keys\n"
+    assert any(e.startswith("client_auth: cannot be combined with passthrough_auth") for e in errors_of(passthrough))
+    ok = parse_config(BASE + "client_auth:\n  keys:\n    - {name: a, key: $KEY_A, models: [gpt-4o]}\n", {**DEMO_ENV, "KEY_A": "k"})
+    assert ok.client_auth.keys[0].models == ("openai/gpt-4o",) and ok.client_auth.keys[0].key.get_secret_value() == "k"

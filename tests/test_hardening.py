@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -170,3 +171,70 @@ def test_envoy_holds_no_keys_and_its_admin_is_owner_only():
                 os.environ.pop(key, None)
 
     asyncio.run(run())
+
+
+KEYED = DEMO_CONFIG.read_text() + """
+client_auth:
+  keys:
+    - {name: team-a, key: team-a-key-0001}
+    - {name: interns, key: interns-key-0002, models: [gpt-4o-mini]}
+"""
+
+
+def test_client_keys_decide_who_may_use_the_gateway():
+    running = RunningGateway(KEYED)
+    try:
+        status, _, body = post(running, "/v1/chat/completions", {"messages": user(FRANCE)})
+        assert status == 401 and body["error"]["type"] == "authentication_error" and "API key" in body["error"]["message"]
+        with pytest.raises(anthropic.AuthenticationError) as info:
+            anthropic.Anthropic(base_url=running.url, api_key="wrong", max_retries=0).messages.create(
+                model=CLAUDE, max_tokens=5, messages=user(FRANCE)
+            )
+        assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "authentication_error"
+        status, _, _ = post(running, "/routing/v1/chat/completions", {"messages": user(FRANCE)})
+        assert status == 401  # decisions cost router work: the same key is needed
+        # a valid key, in each header SDKs use; the provider gets the gateway's own key, never the client's
+        ok = anthropic.Anthropic(base_url=running.url, api_key="team-a-key-0001", max_retries=0)
+        assert ok.messages.create(model=CLAUDE, max_tokens=5, messages=user(FRANCE)).content[0].text.startswith("mock-anthropic")
+        reply = openai.OpenAI(base_url=running.url + "/v1", api_key="team-a-key-0001", max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=user(FRANCE)
+        )
+        assert reply.choices[0].message.content == "mock-openai answered as gpt-4o-mini"
+        for mock in (running.openai_mock, running.anthropic_mock):
+            assert "team-a-key-0001" not in json.dumps([r["headers"] for r in mock.requests_snapshot()])
+        # a key limited to some models: narrowed, or refused when nothing is left
+        interns = openai.OpenAI(base_url=running.url + "/v1", api_key="interns-key-0002", max_retries=0)
+        assert interns.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE)).model == "gpt-4o-mini"
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            interns.chat.completions.create(model="gpt-4o-mini", messages=user(CODE))  # code_generation: Claude, gpt-4o
+        assert "may not use" in denied.value.message
+        # the model listing needs a key too
+        assert next(m.id for m in interns.models.list()) == "openai/gpt-4o-mini"
+        assert _get(running.url + "/v1/models") == 401
+    finally:
+        running.close()
+
+
+def test_credential_like_headers_never_reach_a_provider(gw):
+    sneaky = {
+        "cookie": "session=abc",
+        "proxy-authorization": "Basic Zm9vOmJhcg==",
+        "x-goog-api-key": "AIza-client",
+        "openai-organization": "org-client",
+        "openai-project": "proj-client",
+        "anthropic-beta": "prompt-caching-2024-07-31",
+    }
+    oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE), extra_headers=sneaky)
+    (seen,) = gw.openai_mock.requests_snapshot()
+    assert not set(sneaky) & set(seen["headers"])
+    # Anthropic's feature headers do reach Anthropic
+    claude(gw).messages.create(model=CLAUDE, max_tokens=5, messages=user(FRANCE), extra_headers={"anthropic-beta": sneaky["anthropic-beta"]})
+    (to_anthropic,) = gw.anthropic_mock.requests_snapshot()
+    assert to_anthropic["headers"]["anthropic-beta"] == sneaky["anthropic-beta"]
+
+
+def test_claude_codes_session_header_pins_like_x_model_affinity(gw):
+    sid = {"x-claude-code-session-id": f"cc-{time.time_ns()}"}
+    _, _, first = post(gw, "/routing/v1/messages", {"model": CLAUDE, "max_tokens": 5, "messages": user(CODE)}, sid)
+    _, _, second = post(gw, "/routing/v1/messages", {"model": CLAUDE, "max_tokens": 5, "messages": user(FRANCE)}, sid)
+    assert first["route"] == "code_generation" and second["pinned"] is True and second["models"] == first["models"]

@@ -19,7 +19,7 @@ from plano_extproc.apis.base import (
     text_of,
     usage_from_counts,
 )
-from plano_extproc.conversation import HIDDEN_ROLES
+from plano_extproc.conversation import HIDDEN_ROLES, strip_context_blocks
 from plano_extproc.usage import Usage
 
 _TEXT_BLOCKS = frozenset({"text"})
@@ -54,6 +54,8 @@ def parse(raw: bytes) -> ParsedRequest:
             continue
         content = message.get("content")
         text = text_of(content, _TEXT_BLOCKS)
+        if role == "user":
+            text = strip_context_blocks(text)  # Claude Code puts <system-reminder> beside its tool results
         if not text and _has_tool_result(content):
             conversation.tool()
         else:

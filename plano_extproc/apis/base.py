@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from plano_extproc.conversation import Turn
+from plano_extproc.conversation import Turn, strip_context_blocks
 from plano_extproc.ranking import SelectionPolicy
 from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 from plano_extproc.usage import Usage
@@ -249,9 +249,10 @@ def require_list(body: dict[str, Any], key: str) -> list[Any]:
 
 
 class ConversationBuilder:
-    """Collects the turns the router reads, in order. A request whose last message is a tool result
-    continues the work of its latest user turn, so the conversation is cut after that turn: the router
-    decides as it did for the user's request (and the decision cache recognises it)."""
+    """Collects the turns the router reads, in order. User turns keep only the user's own words (agent
+    clients' context blocks removed, conversation.strip_context_blocks). A request whose last message is a
+    tool result continues the work of its latest user turn, so the conversation is cut after that turn:
+    the router decides as it did for the user's request (and the decision cache recognises it)."""
 
     __slots__ = ("last_is_tool", "turns")
 
@@ -261,6 +262,8 @@ class ConversationBuilder:
 
     def add(self, role: str, text: str) -> None:
         self.last_is_tool = False
+        if role == "user":
+            text = strip_context_blocks(text)
         if text:
             self.turns.append(Turn(role, text))
 

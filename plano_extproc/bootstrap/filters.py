@@ -52,8 +52,8 @@ from plano_extproc.contract import (
 from .common import milliseconds, pack, seconds, typed_extension
 
 #: Time the downstream processor may spend beyond the router's own timeout (parsing, JSON rewriting of a
-#: big body, fallback router). Envoy's default message timeout is 200 ms.
-EXTPROC_MARGIN_MS = 2000
+#: big body, fallback router, a busy machine). Envoy's default message timeout is 200 ms.
+EXTPROC_MARGIN_MS = 5000
 #: The upstream processor never calls the router: it only rewrites the request for the attempt's provider.
 UPSTREAM_EXTPROC_TIMEOUT_MS = 5000
 #: Upper bound for ``override_message_timeout`` sent by a processor (e.g. a slow cold router).

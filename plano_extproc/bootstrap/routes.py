@@ -187,7 +187,8 @@ def route_config(config: PlanoConfig, observation: Observation) -> Any:
         # no processor round trip: the list only changes with the config
         name="models",
         match=rc.RouteMatch(path="/v1/models", headers=[_exact_header(":method", "GET")]),
-        typed_per_filter_config=disabled(ROUTING_FILTER, *observer),
+        # with client keys the routing processor answers it (after checking the key)
+        typed_per_filter_config=disabled(*observer) if config.client_auth.enabled else disabled(ROUTING_FILTER, *observer),
         **_json_response(200, models_listing(config).decode()),
     )
     no_decision = rc.Route(

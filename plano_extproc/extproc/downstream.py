@@ -17,6 +17,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from plano_extproc.apis import DEFAULT_API, ENDPOINTS, ClientApi, ParsedRequest, RequestFormatError
+from plano_extproc.auth import Client, ClientKeys, narrow, presented_key
 from plano_extproc.contract import (
     CLUSTER_HEADER,
     FIRST_ATTEMPT_HEADER,
@@ -30,7 +31,7 @@ from plano_extproc.contract import (
     retry_budget,
 )
 from plano_extproc.conversation import latest_user_text
-from plano_extproc.decision import Decision, RouterOutcome, decision_payload
+from plano_extproc.decision import Decision, RouterOutcome, decision_payload, models_listing
 from plano_extproc.engine import DecisionEngine, RoutedRequest
 from plano_extproc.extproc.messages import continue_body, continue_headers, header_dict, header_mutation, immediate
 from plano_extproc.extproc.tracking import InFlightRequests
@@ -42,7 +43,6 @@ from plano_extproc.tracing import Tracer, new_traceparent, parse_traceparent
 
 log = logging.getLogger(__name__)
 
-AFFINITY_HEADERS = ("x-model-affinity", "x-session-id")  # the second is the older demo's name
 MAX_SESSION_ID = 256
 
 
@@ -65,13 +65,13 @@ class RequestInfo:
     present: frozenset[str]
 
     @classmethod
-    def from_headers(cls, h: dict[str, str]) -> RequestInfo:
+    def from_headers(cls, h: dict[str, str], session_headers: tuple[str, ...]) -> RequestInfo:
         return cls(
             h.get(":path", ""),
             h.get(":method", ""),
             h.get("x-request-id", ""),
             h.get("traceparent"),
-            next((h[n] for n in AFFINITY_HEADERS if h.get(n)), None),
+            next((h[n] for n in session_headers if h.get(n)), None),
             {k: h[k] for k in CREDENTIAL_HEADERS if k in h},
             frozenset(h),
         )
@@ -88,6 +88,7 @@ class DownstreamContext:
         inflight: InFlightRequests,
         decision_log: DecisionLog | None = None,
         tracer: Tracer | None = None,
+        client_keys: ClientKeys | None = None,
     ) -> None:
         self.engine = engine
         self.forwarder = forwarder
@@ -95,12 +96,16 @@ class DownstreamContext:
         self.inflight = inflight
         self.decision_log = decision_log or DecisionLog()
         self.tracer = tracer or Tracer(None)
+        #: None: anyone may use the gateway
+        self.client_keys = client_keys
+        self.session_headers = engine.config.routing.session_headers
+        self.models_listing = models_listing(engine.config)
 
 
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: the headers, then the buffered body."""
 
-    __slots__ = ("api", "ctx", "decision_only", "done", "info", "parent_span", "span_attributes", "started_ns", "trace_id")
+    __slots__ = ("api", "client", "ctx", "decision_only", "done", "info", "parent_span", "span_attributes", "started_ns", "trace_id")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
@@ -111,6 +116,7 @@ class DownstreamExchange:
         self.parent_span: str | None = None
         self.started_ns = 0
         self.done = False
+        self.client: Client | None = None
         #: plano's span_attributes.header_prefixes, read from this request's headers
         self.span_attributes: dict[str, str] = {}
 
@@ -140,6 +146,19 @@ class DownstreamExchange:
         self.ctx.metrics.record_request(self.endpoint, self.api.name if self.api else "unknown", status)
         return immediate(status, api.error_body(status, message, param), details="plano_extproc")
 
+    def _authenticate(self, headers: dict[str, str]) -> ext.ProcessingResponse | None:
+        """401 unless client authentication is off or the request presents a known key."""
+        keys = self.ctx.client_keys
+        if keys is None:
+            return None
+        key = presented_key(headers)
+        if key is None:
+            return self._error(401, "this gateway needs an API key: send it as Authorization: Bearer <key>, x-api-key or api-key")
+        self.client = keys.identify(key)
+        if self.client is None:
+            return self._error(401, "the API key is not valid for this gateway")
+        return None
+
     def _admit(self, info: RequestInfo, end_of_stream: bool) -> ext.ProcessingResponse | None:
         """An error response for requests we do not serve, else None (and the request's trace context)."""
         path = info.path.split("?", 1)[0]
@@ -152,7 +171,7 @@ class DownstreamExchange:
         if end_of_stream:
             return self._error(400, "the request body is empty; send a JSON object")
         if info.session_id is not None and len(info.session_id) > MAX_SESSION_ID:
-            return self._error(400, f"{AFFINITY_HEADERS[0]} is longer than {MAX_SESSION_ID} characters")
+            return self._error(400, f"the session id ({', '.join(self.ctx.session_headers)}) is longer than {MAX_SESSION_ID} characters")
         parsed = parse_traceparent(info.traceparent)
         self.trace_id, self.parent_span = parsed if parsed else (secrets.token_hex(16), None)
         if self.ctx.tracer.enabled:
@@ -161,13 +180,17 @@ class DownstreamExchange:
 
     def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        self.info = RequestInfo.from_headers(h)
+        self.info = RequestInfo.from_headers(h, self.ctx.session_headers)
         if self.ctx.tracer.header_prefixes:
             self.span_attributes = self.ctx.tracer.header_attributes(h)
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
         path = self.info.path.split("?", 1)[0]
+        if self.ctx.client_keys is not None and path == "/v1/models" and self.info.method == "GET":
+            # with client keys the listing is ours to answer (the route's direct response is unauthenticated)
+            refused = self._authenticate(h)
+            return refused or immediate(200, self.ctx.models_listing)
         if path.startswith(("/v1/", "/routing/")) or headers.end_of_stream:
-            rejected = self._admit(self.info, headers.end_of_stream)
+            rejected = self._admit(self.info, headers.end_of_stream) or self._authenticate(h)
             if rejected is not None:
                 return rejected
         # A client must never choose the cluster: drop every internal header it sent.
@@ -182,6 +205,11 @@ class DownstreamExchange:
             routed = await self.ctx.engine.route(request, info.session_id)
         except RequestFormatError as exc:
             return self._error(exc.status, exc.message, exc.param)
+        if self.client is not None:
+            narrowed = narrow(routed.decision, self.client)
+            if isinstance(narrowed, str):
+                return self._error(403, narrowed, "model")
+            routed = RoutedRequest(routed.request, narrowed, routed.outcome)
         self._report(routed)
         if self.decision_only:
             payload = decision_payload(routed.decision, self.trace_id, info.session_id)

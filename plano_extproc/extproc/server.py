@@ -22,6 +22,7 @@ from plano_extproc.api import routing_pb2, routing_pb2_grpc
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 from plano_extproc.apis import BY_NAME, DEFAULT_API, ENDPOINTS, ClientApi, RequestFormatError
+from plano_extproc.auth import ClientKeys
 from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import (
     FINGERPRINT_METADATA,
@@ -180,6 +181,13 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
         )
 
 
+def open_relay(config: PlanoConfig) -> bool:
+    """True when the listener is reachable from other hosts and no client key is required."""
+    address = config.listener_address
+    loopback = address in ("localhost", "::1") or address.startswith("127.")
+    return not loopback and not config.client_auth.enabled
+
+
 class ExtProcServer:
     """Owns the engine and the grpc.aio server; `start` binds, `stop` drains."""
 
@@ -194,7 +202,9 @@ class ExtProcServer:
         self.inflight = InFlightRequests()
         self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
         forwarder = Forwarder.from_config(config, prebuilt_attempt_lists(config))
-        downstream = DownstreamContext(self.engine, forwarder, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer)
+        downstream = DownstreamContext(
+            self.engine, forwarder, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer, ClientKeys.from_config(config.client_auth)
+        )
         upstream = UpstreamContext(forwarder, self.inflight)
         observer = ObserverContext(self.metrics, self.inflight, forwarder)
         translate = TranslateContext(forwarder, self.inflight)
@@ -228,6 +238,13 @@ class ExtProcServer:
             raise OSError(f"cannot listen on {address}")
 
     async def start(self) -> None:
+        if open_relay(self.config):
+            log.warning(
+                "the listener %s:%d accepts requests from any client and sends them with the providers' keys: "
+                "declare client_auth keys (README, Security)",
+                self.config.listener_address,
+                self.config.listener_port,
+            )
         await self.engine.warm_up()
         if self.metrics_address:
             host, _, port = self.metrics_address.rpartition(":")
