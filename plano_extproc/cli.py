@@ -29,7 +29,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     routes = ", ".join(p.name for p in config.routing_preferences) or "none"
     print(
-        f"OK {args.config}: {len(config.providers)} model(s), default {config.default_model}, "
+        f"OK {args.config}: {len(config.providers)} model(s), default {config.default_model or 'none (vendor/* entries only)'}, "
         f"routes: {routes}, listener port {config.listener_port}"
     )
     return 0

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -153,7 +154,8 @@ class ProviderConfig(_Strict):
     @property
     def interface(self) -> str:
         """Which API family the upstream speaks (decides auth headers and paths)."""
-        return self.provider_interface or self.provider
+        given = self.provider_interface or self.provider
+        return _INTERFACE_ALIASES.get(given, given)
 
     @property
     def wildcard(self) -> bool:
@@ -163,12 +165,22 @@ class ProviderConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: object) -> object:
-        if isinstance(data, dict) and "capabilities" in data:
-            raise ValueError(
-                "capabilities is not supported by plano-extproc (capability filtering of a route's models): every "
-                "model of a route is tried in order and a provider that cannot serve the request falls over"
-            )
+        if isinstance(data, dict):
+            if "capabilities" in data:
+                raise ValueError(
+                    "capabilities is not supported by plano-extproc (capability filtering of a route's models): every "
+                    "model of a route is tried in order and a provider that cannot serve the request falls over"
+                )
+            if "arbitrage_policy" in data:
+                raise ValueError(
+                    "arbitrage_policy is not supported by plano-extproc: a route's ranked models are the fall-over "
+                    "order (selection_policy: {prefer: cheapest} ranks them by cost)"
+                )
         return data
+
+
+#: plano's provider_interface names for API families this gateway names otherwise
+_INTERFACE_ALIASES = {"claude": "anthropic", "plano": "openai_compatible"}
 
 
 class ModelAlias(_Strict):
@@ -188,6 +200,15 @@ class Listener(_Strict):
     #: at most this many retries after a failed attempt (fall-overs and same-model retries alike); a
     #: ranked list never gets more than one attempt per model (docs/plano-compatibility.md)
     max_retries: int | None = Field(default=None, ge=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _filters(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("input_filters", "output_filters", "filter_chain"):
+                if key in data:
+                    raise ValueError(f"{key} is not supported by plano-extproc (filter chains are not part of this gateway)")
+        return data
 
     @field_validator("type", mode="before")
     @classmethod
@@ -224,6 +245,11 @@ class Overrides(_Strict):
             for key, why in _UNSUPPORTED_OVERRIDES.items():
                 if key in data:
                     raise ValueError(f"{key} is not supported by plano-extproc ({why})")
+            if "router_model" in data:  # plano's older name
+                if "llm_routing_model" in data:
+                    raise ValueError("router_model is the older name of llm_routing_model: set one of them")
+                data = {**data, "llm_routing_model": data["router_model"]}
+                del data["router_model"]
         return data
 
 
@@ -233,6 +259,7 @@ _UNSUPPORTED_OVERRIDES = {
     "use_agent_orchestrator": "agent orchestration is not part of this gateway",
     "agent_orchestration_model": "agent orchestration is not part of this gateway",
     "empty_pool_behavior": "capability filtering of a route's models is not part of this gateway",
+    "orchestrator_model": "agent orchestration is not part of this gateway",
     "model_capabilities_source": "capability filtering of a route's models is not part of this gateway",
 }
 
@@ -301,6 +328,11 @@ class RoutingConfig(_Strict):
     @classmethod
     def _older_router_keys(cls, data: object) -> object:
         if isinstance(data, dict):
+            if "routing_budget" in data:
+                raise ValueError(
+                    "routing_budget is not supported by plano-extproc (per-session cost gate on model switches): "
+                    "X-Model-Affinity pins a session to its first decision"
+                )
             for key in ("llm_provider", "model", "model_provider"):
                 if key in data:
                     raise ValueError(
@@ -354,6 +386,12 @@ class TracingConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict) and "span_attribute_header_prefixes" in data:
+            # plano's older spelling of span_attributes.header_prefixes
+            if "span_attributes" in data:
+                raise ValueError("span_attribute_header_prefixes is the older name of span_attributes.header_prefixes: set one of them")
+            data = dict(data)
+            data["span_attributes"] = {"header_prefixes": data.pop("span_attribute_header_prefixes")}
         if isinstance(data, dict) and "exporters" in data:
             raise ValueError(
                 "exporters is not supported by plano-extproc (PostHog export): spans go to an OTLP collector, "
@@ -518,6 +556,8 @@ class LatencySource(_Strict):
 
 
 MetricsSource = CostSource | LatencySource
+#: plano's older model_metrics_sources types -> (type, provider)
+_OLDER_SOURCE_TYPES = {"digitalocean_pricing": ("cost", "digitalocean"), "prometheus_metrics": ("latency", "prometheus")}
 
 
 def _metrics_sources(raw: Any, errors: list[str]) -> tuple[CostSource | None, LatencySource | None]:
@@ -531,6 +571,22 @@ def _metrics_sources(raw: Any, errors: list[str]) -> tuple[CostSource | None, La
     for i, body in enumerate(raw):
         where = f"model_metrics_sources[{i}]"
         kind = body.get("type") if isinstance(body, dict) else None
+        if isinstance(body, dict) and kind in _OLDER_SOURCE_TYPES:
+            # plano's older spellings, one type per provider
+            kind, provider = _OLDER_SOURCE_TYPES[str(kind)]
+            body = {**body, "type": kind, "provider": provider}
+        elif kind == "cost" and isinstance(body, dict) and body.get("provider") == "models.dev":
+            errors.append(
+                f"{where}.provider: 'models.dev' is not supported by plano-extproc: use digitalocean (a catalog of "
+                "DigitalOcean's shape, fetched from any url) or static (a price table in the config)"
+            )
+            continue
+        elif kind == "cost_metrics":
+            errors.append(
+                f"{where}.type: cost_metrics (a flat JSON price map) is not supported by plano-extproc: use "
+                "{type: cost, provider: digitalocean, url: ...} for a fetched catalog or provider: static for a table"
+            )
+            continue
         if kind not in ("cost", "latency"):
             errors.append(f"{where}.type: must be cost or latency")
             continue
@@ -597,6 +653,12 @@ class _RawConfig(_Strict):
             raise ValueError("'prompt' (prompt targets) is not supported by plano-extproc; it is an LLM gateway (mode: llm)")
         return value
 
+
+#: providers plano serves through something of its own, with the reason
+_UNSUPPORTED_PROVIDERS = {
+    "claude-cli": "plano runs the Claude Code CLI as a provider; this gateway calls provider APIs only",
+    "chatgpt": "plano signs in with a ChatGPT subscription; this gateway calls provider APIs with keys",
+}
 
 #: plano's top-level keys for what this gateway does not do, with the reason given for each
 UNSUPPORTED_TOP_LEVEL = {
@@ -756,16 +818,46 @@ def _normalise_listeners(raw: Any, errors: list[str]) -> tuple[Listener, ...]:
             continue
         if name is not None:
             body = {"name": name, "type": "model" if name == "egress_traffic" else "prompt", **body}
+        if body.get("type") in ("prompt", "agent"):
+            # one error for the listener, not one per key of a kind of listener this gateway does not have
+            errors.append(f"{where}.type: '{body['type']}' listeners (prompt targets, agents) are not supported by plano-extproc; it serves type: model")
+            continue
         try:
             listeners.append(Listener.model_validate(body))
         except ValidationError as exc:
-            errors.extend(f"{where}.{m}" for m in _pydantic_errors(exc))
+            errors.extend(_under(where, m) for m in _pydantic_errors(exc))
     if len(listeners) > 1:
         errors.append(f"listeners: {len(listeners)} model listeners; plano-extproc serves one (one Envoy listener per gateway)")
     return tuple(listeners[:1]) or (Listener(),)
 
 
 _ENV_REF = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+_ENV_IN_TEXT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _expand_url(url: str, env: Mapping[str, str], where: str, errors: list[str], *, strict: bool) -> str:
+    """``$VAR`` / ``${VAR}`` in a base_url from the environment (plano's e2e configs put ports there). A
+    variable that is not set is an error when secrets are resolved (start-up), else left for later."""
+    missing: list[str] = []
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if env.get(name):
+            return env[name]
+        missing.append(name)
+        return match.group(0)
+
+    expanded = _ENV_IN_TEXT.sub(value, url)
+    if missing and strict:
+        errors.append(f"{where}: environment variable ${missing[0]} is not set")
+    elif not missing:
+        try:
+            _ = urlsplit(expanded).port
+        except ValueError:
+            errors.append(f"{where}: '{expanded}' has no valid port")
+    return expanded
 
 
 def _resolve_secret(secret: SecretStr | None, env: Mapping[str, str], where: str, errors: list[str]) -> SecretStr | None:
@@ -825,9 +917,13 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, *, resolve_sec
         raw = _RawConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(errors + _pydantic_errors(exc)) from None
+    try:
+        config = _build(raw, env if env is not None else {}, resolve_secrets)
+    except ConfigError as exc:  # every problem at once, the early ones first
+        raise ConfigError(errors + exc.errors) from None
     if errors:
         raise ConfigError(errors)
-    return _build(raw, env if env is not None else {}, resolve_secrets)
+    return config
 
 
 def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> PlanoConfig:
@@ -851,7 +947,9 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
             if p.routing_preferences:
                 errors.append(f"{where}.routing_preferences: '{p.model}' is a wildcard; routes name models")
             wildcards.setdefault(p.provider, p.model)
-        if p.interface not in PROVIDERS and p.base_url is None:
+        if p.provider in _UNSUPPORTED_PROVIDERS and p.base_url is None:
+            errors.append(f"{where}.model: provider '{p.provider}' is not supported by plano-extproc ({_UNSUPPORTED_PROVIDERS[p.provider]})")
+        elif p.interface not in PROVIDERS and p.base_url is None:
             errors.append(
                 f"{where}.model: unknown provider '{p.provider}'; known: {', '.join(sorted(PROVIDERS))} "
                 "(any OpenAI-compatible server works with base_url set)"
@@ -862,6 +960,8 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         if resolve_secrets:
             key = _resolve_secret(p.access_key, env, f"{where}.access_key (provider {p.model})", errors)
             p = p.model_copy(update={"access_key": key})
+        if p.base_url is not None and "$" in p.base_url:
+            p = p.model_copy(update={"base_url": _expand_url(p.base_url, env, f"{where}.base_url", errors, strict=resolve_secrets)})
         if resolve_secrets and p.passthrough_auth and p.access_key is not None:
             warnings.append(
                 f"{where}: passthrough_auth is set, so access_key is never used: the client's own credentials "

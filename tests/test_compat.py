@@ -381,3 +381,11 @@ def test_passthrough_never_sends_the_configured_key():
     forwarder = Forwarder.from_config(cfg, [])
     sets, _ = forwarder.attempt_headers(ForwardRequest(OPENAI_CHAT, b"{}", (), (GPT4O,), None), GPT4O, frozenset())
     assert "authorization" not in dict(sets)
+
+
+def test_base_url_takes_variables_from_the_environment():
+    base = BASE + "  - model: ollama/llama3\n    base_url: http://127.0.0.1:${OLLAMA_PORT}/v1\n"
+    cfg = config(base=base, env={**DEMO_ENV, "OLLAMA_PORT": "11434"})
+    assert cfg.by_model["ollama/llama3"].base_url == "http://127.0.0.1:11434/v1"
+    assert errors_of(base=base) == ["model_providers[3].base_url: environment variable $OLLAMA_PORT is not set"]
+    assert errors_of(base=base, env={**DEMO_ENV, "OLLAMA_PORT": "x"}) == ["model_providers[3].base_url: 'http://127.0.0.1:x/v1' has no valid port"]

@@ -33,6 +33,10 @@ PROVIDERS: dict[str, Provider] = {
     "mistral": Provider(OPENAI_COMPATIBLE, "api.mistral.ai", dialect=_MISTRAL),
     "xai": Provider(OPENAI_COMPATIBLE, "api.x.ai"),
     "together_ai": Provider(OPENAI_COMPATIBLE, "api.together.xyz"),
+    # plano knows these too: DigitalOcean's serverless inference, Moonshot AI, OpenRouter
+    "digitalocean": Provider(OPENAI_COMPATIBLE, "inference.do-ai.run"),
+    "moonshotai": Provider(OPENAI_COMPATIBLE, "api.moonshot.ai"),
+    "openrouter": Provider(OPENAI_COMPATIBLE, "openrouter.ai", "/api/v1"),
     "ollama": Provider(OPENAI_COMPATIBLE, None),
     "qwen": Provider(OPENAI_COMPATIBLE, None),
     "amazon_bedrock": Provider(OPENAI_COMPATIBLE, None),
