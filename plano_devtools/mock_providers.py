@@ -111,6 +111,9 @@ class Reply:
 
     text: str
     calls: list[ToolCall]
+    #: why the text ended: "end", "length" (the request's token limit) or "stop_sequence"
+    stop: str = "end"
+    stop_sequence: str | None = None
 
 
 def _text_parts(content: Any, kinds: tuple[str, ...] = ("text", "input_text", "output_text")) -> list[str]:
@@ -234,15 +237,33 @@ def _arguments(segment: str, schema: dict[str, Any], fallback: str) -> str:
     return json.dumps(_fill(schema, segment.strip(" :,.\n") or fallback))
 
 
+def _limited(kind: str, body: dict[str, Any], text: str) -> Reply:
+    """A text answer cut by the request's stop sequences or its token limit (one token per streamed piece)."""
+    stops = body.get("stop") if kind == "chat" else body.get("stop_sequences") if kind == "messages" else None
+    stops = [stops] if isinstance(stops, str) else [s for s in stops or [] if isinstance(s, str) and s]
+    found = sorted((text.find(s), s) for s in stops if s in text)
+    if found:
+        at, seq = found[0]
+        text, stop, stop_sequence = text[:at], "stop_sequence", seq
+    else:
+        stop, stop_sequence = "end", None
+    names = {"chat": ("max_completion_tokens", "max_tokens"), "messages": ("max_tokens",), "responses": ("max_output_tokens",)}[kind]
+    limit = next((body[n] for n in names if isinstance(body.get(n), int)), None)
+    pieces = _pieces(text)
+    if limit is not None and 0 < limit < len(pieces):
+        return Reply("".join(pieces[:limit]), [], "length")
+    return Reply(text, [], stop, stop_sequence)
+
+
 def plan_reply(kind: str, body: dict[str, Any], text: str) -> Reply:
     """The mock's answer to `body` (an API `kind`: chat | messages | responses); `text` is its plain answer."""
     tools = _declared_tools(kind, body)
     user_text, results = _latest_turn(kind, body)
     if results:
-        return Reply(f"{text} with tool results: " + " | ".join(results), [])
+        return _limited(kind, body, f"{text} with tool results: " + " | ".join(results))
     choice, forced = _tool_choice(kind, body)
     if not tools or user_text is None or choice == "none":
-        return Reply(text, [])
+        return _limited(kind, body, text)
     schemas = dict(tools)
     found: list[tuple[int, int, str]] = []  # (start, end of the name, name)
     for name in schemas:
@@ -258,7 +279,7 @@ def plan_reply(kind: str, body: dict[str, Any], text: str) -> Reply:
         match = _USE_THE_TOOL.search(user_text)
         named = [(first, user_text[match.end() :] if match else user_text)]
     if not named:
-        return Reply(text, [])
+        return _limited(kind, body, text)
     if not _parallel_allowed(kind, body):
         named = named[:1]
     calls = [ToolCall(i, name, _arguments(segment, schemas[name], user_text)) for i, (name, segment) in enumerate(named)]
@@ -527,7 +548,7 @@ class _Handler(BaseHTTPRequestHandler):
         pieces = _pieces(text) if text is not None else []
         completion = len(pieces) + sum(len(_argument_pieces(c.arguments)) for _, c in calls)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
-        finish = "tool_calls" if calls else "stop"
+        finish = "tool_calls" if calls else "length" if reply.stop == "length" else "stop"
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
             if calls:
@@ -585,8 +606,10 @@ class _Handler(BaseHTTPRequestHandler):
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt_tokens + completion,
         }
+        incomplete = reply.stop == "length" and not reply.calls
+        final_status = "incomplete" if incomplete else "completed"
         part = {"type": "output_text", "text": text, "annotations": []}
-        item: dict[str, Any] = {"type": "message", "id": mid, "status": "completed", "role": "assistant", "content": [part]}
+        item: dict[str, Any] = {"type": "message", "id": mid, "status": final_status, "role": "assistant", "content": [part]}
         calls: list[dict[str, Any]] = [
             {
                 "type": "function_call",
@@ -607,7 +630,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created_at": int(time.time()),
                 "status": status,
                 "error": None,
-                "incomplete_details": None,
+                "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
                 "instructions": None,
                 "metadata": {},
                 "model": model,
@@ -621,7 +644,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
 
         if not stream:
-            self._send_json(200, response("completed", output, True))
+            self._send_json(200, response(final_status, output, True))
             return
         seq = itertools.count()
 
@@ -645,7 +668,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ev("response.function_call_arguments.delta", delay=True, item_id=call["id"], output_index=index, delta=piece)
             ev("response.function_call_arguments.done", item_id=call["id"], output_index=index, name=call["name"], arguments=call["arguments"])
             ev("response.output_item.done", output_index=index, item=call)
-        ev("response.completed", response=response("completed", output, True))
+        ev(f"response.{final_status}", response=response(final_status, output, True))
         self._end_sse()
 
     # ------------------------------------------------------------------------------ Anthropic messages
@@ -658,7 +681,7 @@ class _Handler(BaseHTTPRequestHandler):
         pieces = _pieces(text)
         uses = [(f"toolu_mock{n}_{c.id}", c) for c in reply.calls]
         completion = len(pieces) + sum(len(_argument_pieces(c.arguments)) for c in reply.calls)
-        stop = "tool_use" if uses else "end_turn"
+        stop = "tool_use" if uses else {"length": "max_tokens", "stop_sequence": "stop_sequence"}.get(reply.stop, "end_turn")
         if not stream:
             content: list[dict[str, Any]] = [{"type": "text", "text": text}]
             content += [{"type": "tool_use", "id": uid, "name": c.name, "input": json.loads(c.arguments)} for uid, c in uses]
@@ -671,7 +694,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "model": model,
                     "content": content,
                     "stop_reason": stop,
-                    "stop_sequence": None,
+                    "stop_sequence": reply.stop_sequence,
                     "usage": {"input_tokens": prompt_tokens, "output_tokens": completion},
                 },
             )
@@ -703,7 +726,7 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in _argument_pieces(c.arguments):
                 ev("content_block_delta", delay=True, index=index, delta={"type": "input_json_delta", "partial_json": piece})
             ev("content_block_stop", index=index)
-        ev("message_delta", delta={"stop_reason": stop, "stop_sequence": None}, usage={"output_tokens": completion})
+        ev("message_delta", delta={"stop_reason": stop, "stop_sequence": reply.stop_sequence}, usage={"output_tokens": completion})
         ev("message_stop")
         self._end_sse()
 

@@ -328,3 +328,27 @@ def test_tool_rule_edges(mock: MockProvider) -> None:
         model="c", max_tokens=8, tools=_anthropic_tools(), messages=[{"role": "user", "content": [reminder, {"type": "text", "text": "hello"}]}]
     )
     assert answer.stop_reason == "end_turn" and len(answer.content) == 1
+
+
+def test_token_limits_and_stop_sequences_end_the_text_like_each_provider(mock: MockProvider) -> None:
+    client = _openai(mock)
+    cut = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=2)
+    assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == ("mock-openai answered ", "length")
+    cut = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_completion_tokens=1)
+    assert cut.choices[0].finish_reason == "length"
+    stopped = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stop=["as"])
+    assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == ("mock-openai answered ", "stop")
+
+    claude = _anthropic(mock)
+    cut_a = claude.messages.create(model="claude-x", max_tokens=3, messages=MESSAGES)
+    assert (cut_a.content[0].text, cut_a.stop_reason) == ("mock-openai answered as ", "max_tokens")
+    stopped_a = claude.messages.create(model="claude-x", max_tokens=64, messages=MESSAGES, stop_sequences=["answered"])
+    assert (stopped_a.content[0].text, stopped_a.stop_reason, stopped_a.stop_sequence) == ("mock-openai ", "stop_sequence", "answered")
+    with claude.messages.stream(model="claude-x", max_tokens=64, messages=MESSAGES, stop_sequences=["answered"]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "answered")
+
+    incomplete = client.responses.create(model="gpt-4o", input="hello", max_output_tokens=2)
+    assert incomplete.status == "incomplete" and incomplete.incomplete_details.reason == "max_output_tokens"
+    events = list(client.responses.create(model="gpt-4o", input="hello", max_output_tokens=2, stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.output_text == "mock-openai answered "
