@@ -36,6 +36,10 @@ class RequestRecord:
     client_bytes: int = 0  # the JSON size of `client_body`, for the byte bound
     tried: int = 0  # the latest attempt number seen
     model: str = ""  # the model of the latest attempt
+    #: the response translator has not read the record yet (set when `client_body` is kept)
+    translation_pending: bool = False
+    #: the observer is done with the record (kept only for the translator)
+    observed: bool = False
 
 
 def _weight(key: str, record: RequestRecord) -> int:
@@ -77,10 +81,12 @@ class InFlightRequests:
         client_body: dict[str, Any] | None = None,
     ) -> RequestRecord:
         size = len(forward.raw) if forward is not None and client_body is not None else 0
-        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=attempts[0] if attempts else "")
+        first = attempts[0] if attempts else ""
+        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=first, translation_pending=client_body is not None)
         if not self._records.put(request_id, record) and forward is not None:
             # too big to keep with its body: keep the rest, the retries read the body from Envoy
             record.forward = record.client_body = None
+            record.translation_pending = False
             self._records.put(request_id, record)
         return record
 
@@ -100,5 +106,19 @@ class InFlightRequests:
             record.forward = None
             self._records.put(request_id, record)  # re-weighed
 
+    def claim(self, request_id: str) -> RequestRecord | None:
+        """The response translator's read: the record, dropped when the observer is already done with it."""
+        record = self._records.get(request_id)
+        if record is not None:
+            record.translation_pending = False
+            if record.observed:
+                self._records.pop(request_id)
+        return record
+
     def close(self, request_id: str) -> RequestRecord | None:
+        """The observer is done: the record goes, unless the response translator has yet to read it."""
+        record = self._records.get(request_id)
+        if record is not None and record.translation_pending:
+            record.observed = True
+            return record
         return self._records.pop(request_id)

@@ -87,7 +87,7 @@ class TranslateExchange:
     def on_headers(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse:
         attrs = attributes(request)
         request_id = str(attrs.get(REQUEST_ID_ATTRIBUTE) or "")
-        record = self.ctx.inflight.get(request_id) if request_id else None
+        record = self.ctx.inflight.claim(request_id) if request_id else None
         decision = DecisionMetadata.from_metadata(request.metadata_context)
         api = BY_NAME.get(decision.api if decision is not None else record.api if record is not None else "")
         attempts = decision.attempts if decision is not None else record.attempts if record is not None else ()
