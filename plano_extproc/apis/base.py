@@ -11,6 +11,7 @@ never rejected. The provider is the judge of its own API.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -210,11 +211,30 @@ def read_model_and_stream(body: dict[str, Any]) -> tuple[str | None, bool]:
     return (model or None), stream
 
 
+#: context that coding agents put into user turns and that is not the user's request: Claude Code's
+#: ``<system-reminder>`` blocks (the git attribution note, the environment), Codex's
+#: ``<environment_context>`` and AGENTS.md instructions. Shown to the router they outweigh the request
+#: itself (Claude Code's reminders alone made every demo prompt route to no route).
+_HARNESS = re.compile(
+    r"<(system-reminder|environment_context|user_instructions)>.*?</\1>|^# AGENTS\.md instructions for [^\n]*\n+<INSTRUCTIONS>.*?</INSTRUCTIONS>",
+    re.DOTALL,
+)
+
+
+def without_harness(text: str) -> str:
+    """`text` without agent harness blocks (and the blank space they leave); unchanged when it has none."""
+    if "</" not in text:
+        return text
+    stripped = _HARNESS.sub("", text)
+    return stripped.strip() if stripped != text else text
+
+
 def text_of(content: Any, text_types: frozenset[str]) -> str:
-    """A message's routable text: the string itself, or its text parts joined with newlines. Parts of any
-    other type (images, tool blocks) or shape carry no routable text and are skipped."""
+    """A message's routable text: the string itself, or its text parts joined with newlines, without agent
+    harness blocks. Parts of any other type (images, tool blocks) or shape carry no routable text and are
+    skipped."""
     if isinstance(content, str):
-        return content
+        return without_harness(content)
     if not isinstance(content, list):
         return ""
     texts = []
@@ -223,7 +243,9 @@ def text_of(content: Any, text_types: frozenset[str]) -> str:
             kind = part.get("type")
             text = part.get("text")
             if isinstance(kind, str) and kind in text_types and isinstance(text, str):
-                texts.append(text)
+                text = without_harness(text)
+                if text:
+                    texts.append(text)
     return "\n".join(texts)
 
 

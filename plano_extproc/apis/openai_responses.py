@@ -20,6 +20,7 @@ from plano_extproc.apis.base import (
     read_model_and_stream,
     text_of,
     usage_from_counts,
+    without_harness,
 )
 from plano_extproc.conversation import HIDDEN_ROLES
 from plano_extproc.usage import Usage
@@ -34,7 +35,7 @@ def parse(raw: bytes) -> ParsedRequest:
     items = body.get("input")
     conversation = ConversationBuilder()
     if isinstance(items, str):
-        conversation.add("user", items)
+        conversation.add("user", without_harness(items))
     elif isinstance(items, list):
         for item in items:
             if not isinstance(item, dict):
