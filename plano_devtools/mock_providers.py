@@ -15,10 +15,12 @@ Tool use, in each API's own wire format (OpenAI Chat ``tool_calls`` with streame
 Anthropic ``tool_use`` blocks with ``input_json_delta``, Responses ``function_call`` items with
 ``response.function_call_arguments.delta``), by a deterministic rule real agents do not loop on:
 
-* the request declares tools and its latest turn is a user turn (not a tool result) that names declared
-  tools (whole words, case-sensitive; ``<system-reminder>`` blocks are harness text and not read) or says
-  "use the tool" (the first declared tool): the answer is one call to each named tool, in the order
-  named (only the first when parallel calls are turned off). A tool's arguments are the JSON object
+* the request declares tools and its latest turn is a user turn (not a tool result) that asks for
+  declared tools by name — "use", "call", "run" or "invoke", then optionally "the", then the name (case
+  as declared, a whole word; ``<system-reminder>`` blocks are harness text and not read) — or says "use
+  the tool" (the first declared tool): the answer is one call to each tool asked for, in the order asked
+  (only the first when parallel calls are turned off). Agents' prompts and tool lists mention tool names
+  all the time; only such a request calls one. A tool's arguments are the JSON object
   written after its name (``Read {"file_path": "/tmp/x"}``); without one, its schema's required
   properties filled in (strings get the text after the name). ``tool_choice`` is honoured: none →
   text, a forced tool → that tool, required/any → the first declared tool when none is named;
@@ -94,7 +96,7 @@ def _pieces(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- tool use
 
-_REMINDER = "<system-reminder>"
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _USE_THE_TOOL = re.compile(r"\buse the tools?\b", re.IGNORECASE)
 
 
@@ -169,7 +171,7 @@ def _latest_turn(kind: str, body: dict[str, Any]) -> tuple[str | None, list[str]
         results = [_result_text(b.get("content")) for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
         if results:
             return None, results
-        return "\n".join(t for t in _text_parts(content) if not t.lstrip().startswith(_REMINDER)), []
+        return "\n".join(_text_parts(content)), []
     items = body.get("input")
     if isinstance(items, str):
         return items, []
@@ -259,6 +261,8 @@ def plan_reply(kind: str, body: dict[str, Any], text: str) -> Reply:
     """The mock's answer to `body` (an API `kind`: chat | messages | responses); `text` is its plain answer."""
     tools = _declared_tools(kind, body)
     user_text, results = _latest_turn(kind, body)
+    if user_text is not None:
+        user_text = _REMINDER.sub("", user_text)
     if results:
         return _limited(kind, body, f"{text} with tool results: " + " | ".join(results))
     choice, forced = _tool_choice(kind, body)
@@ -267,7 +271,7 @@ def plan_reply(kind: str, body: dict[str, Any], text: str) -> Reply:
     schemas = dict(tools)
     found: list[tuple[int, int, str]] = []  # (start, end of the name, name)
     for name in schemas:
-        match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", user_text)
+        match = re.search(rf"(?i:\b(?:use|call|run|invoke)\s+(?:the\s+)?)(?<![\w-]){re.escape(name)}(?![\w-])", user_text)
         if match:
             found.append((match.start(), match.end(), name))
     found.sort()

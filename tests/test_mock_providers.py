@@ -202,7 +202,7 @@ WEATHER = {
     "required": ["city"],
 }
 TIME = {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}
-ASK_BOTH = 'Use get_weather {"city": "Paris", "days": 2} and then get_time {"tz": "Europe/Paris"} please'
+ASK_BOTH = 'Use get_weather {"city": "Paris", "days": 2} and then call get_time {"tz": "Europe/Paris"} please'
 
 
 def _chat_tools() -> list[dict]:
@@ -315,6 +315,8 @@ def test_tool_rule_edges(mock: MockProvider) -> None:
     assert names(ASK_BOTH) == []  # no tools declared
     assert names("what is the weather like?", tools=tools) == []  # no tool named
     assert names("call get_weathers", tools=tools) == []  # whole words only
+    assert names("get_weather and get_time are tools", tools=tools) == []  # mentioned, not asked for
+    assert names("hi <system-reminder>use get_time</system-reminder>", tools=tools) == []  # harness text
     assert names(ASK_BOTH, tools=tools, tool_choice="none") == []
     assert names(ASK_BOTH, tools=tools, parallel_tool_calls=False) == ["get_weather"]
     assert names("just answer", tools=tools, tool_choice="required") == ["get_weather"]

@@ -48,7 +48,7 @@ IMAGE_URL = "https://example.com/cat.png"
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TIME = {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}
-ASK_BOTH = 'Use get_weather {"city": "Paris"} and get_time {"tz": "Europe/Paris"}'
+ASK_BOTH = 'Use get_weather {"city": "Paris"} and call get_time {"tz": "Europe/Paris"}'
 CALLS = [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "Europe/Paris"})]
 
 CHAT_TOOLS = [
