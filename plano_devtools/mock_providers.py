@@ -35,7 +35,9 @@ Control, in process or over HTTP:
 * ``provider.fail_next(model=None, status=429, times=1, retry_after=None)`` /
   ``POST /__mock/fail {"model": "gpt-4o" | null, "status": 429, "times": 1, "retry_after": null}``:
   the next ``times`` matching requests fail with ``status`` and an OpenAI- or Anthropic-shaped error;
-* ``provider.reset()`` / ``POST /__mock/reset``: forget requests and pending failures.
+* ``provider.reset()`` / ``POST /__mock/reset``: forget requests and pending failures;
+* ``provider.gzip = True``: answers are gzip-compressed when the request accepts gzip (real providers
+  compress; every SDK asks for it); ``"always"``: whatever the request accepts.
 
 Run one: ``python -m plano_devtools.mock_providers --port 8001 --name mock-openai``.
 """
@@ -43,11 +45,13 @@ Run one: ``python -m plano_devtools.mock_providers --port 8001 --name mock-opena
 from __future__ import annotations
 
 import argparse
+import gzip
 import itertools
 import json
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -302,6 +306,9 @@ class MockProvider:
     def __init__(self, name: str = "mock", *, chunk_delay: float = 0.0, host: str = "127.0.0.1") -> None:
         self.name = name
         self.chunk_delay = chunk_delay
+        #: answer gzip-compressed (JSON and SSE) when the request accepts gzip, as the real providers do;
+        #: "always": even when it does not (a proxy in between that compresses anyway)
+        self.gzip: bool | str = False
         self.host = host
         self.port: int | None = None
         self.requests: list[dict[str, Any]] = []
@@ -401,6 +408,7 @@ def _make_handler(provider: MockProvider) -> type[BaseHTTPRequestHandler]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     mock: MockProvider
+    _gzip: Any = None
     server_version = "plano-mock/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -422,10 +430,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _compressing(self) -> bool:
+        return self.mock.gzip == "always" or (self.mock.gzip is True and "gzip" in (self.headers.get("accept-encoding") or "").lower())
+
     def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
+        if self._compressing():
+            data = gzip.compress(data)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(data)))
         for key, value in (extra_headers or {}).items():
             self.send_header(key, value)
@@ -437,9 +451,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
+        self._gzip = zlib.compressobj(wbits=16 + zlib.MAX_WBITS) if self._compressing() else None
+        if self._gzip is not None:
+            self.send_header("content-encoding", "gzip")
         self.end_headers()
 
     def _chunk(self, data: bytes) -> None:
+        if self._gzip is not None:  # each event flushed whole, as a compressing server streams
+            data = self._gzip.compress(data) + self._gzip.flush(zlib.Z_SYNC_FLUSH)
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
@@ -451,6 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(text.encode())
 
     def _end_sse(self) -> None:
+        if self._gzip is not None:
+            tail = self._gzip.flush()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(tail), tail))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -468,6 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, error_body(404, f"no route for GET {path}", anthropic=False))
 
     def do_POST(self) -> None:
+        self._gzip = None
         path = urlsplit(self.path).path
         raw = self._read_body()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import subprocess
@@ -354,3 +355,14 @@ def test_token_limits_and_stop_sequences_end_the_text_like_each_provider(mock: M
     assert incomplete.status == "incomplete" and incomplete.incomplete_details.reason == "max_output_tokens"
     events = list(client.responses.create(model="gpt-4o", input="hello", max_output_tokens=2, stream=True))
     assert events[-1].type == "response.incomplete" and events[-1].response.output_text == "mock-openai answered "
+
+
+def test_gzip_answers_when_asked(mock: MockProvider) -> None:
+    mock.gzip = True
+    reply = _openai(mock).chat.completions.create(model="gpt-4o", messages=MESSAGES)  # httpx decodes it
+    assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
+    with _anthropic(mock).messages.stream(model="claude-x", max_tokens=64, messages=MESSAGES) as stream:
+        assert "".join(stream.text_stream) == "mock-openai answered as claude-x"
+    req = urllib.request.Request(mock.base_url + "/v1/chat/completions", data=json.dumps({"model": "m", "messages": MESSAGES}).encode(), headers={"accept-encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["content-encoding"] == "gzip" and json.loads(gzip.decompress(resp.read()))["model"] == "m"
