@@ -179,7 +179,12 @@ class Forwarder:
         set_names = {k for k, _ in auth}
         remove = [k for k in self.stale_headers if k in present and k not in set_names]
         remove += [k for k in upstream.foreign_headers if k in present]
-        return [(":authority", upstream.host), (":path", upstream.paths[route.wire]), *auth], remove
+        sets = [(":authority", upstream.host), (":path", upstream.paths[route.wire]), *auth]
+        if route.translation is not None:
+            # the response translator reads the answer: ask for it uncompressed (providers gzip when asked,
+            # and every SDK asks)
+            sets.append(("accept-encoding", "identity"))
+        return sets, remove
 
     def attempt_body(self, request: ForwardRequest, model: str) -> bytes:
         """The body for an attempt on `model`: the client's bytes with the provider's model id, or the

@@ -12,6 +12,7 @@ serves the fall-overs inside one request.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import time
 import urllib.request
@@ -70,6 +71,7 @@ def direct(gateway: RunningGateway) -> RunningGateway:
     for mock in gateway.gateway.mocks.values():
         mock.reset()
         mock.chunk_delay = 0.0
+        mock.gzip = False
     return gateway
 
 
@@ -406,6 +408,49 @@ def test_responses_client_images(direct, model):
         ]
     else:
         assert [p["image_url"]["url"] for p in turn["content"][1:]] == [IMAGE_URL, f"data:image/png;base64,{PNG}"]
+
+
+# ===================================================================================== compressed answers
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_providers_that_compress_are_translated_and_same_api_answers_stay_compressed(direct, stream):
+    """Real providers gzip their answers when asked, and every SDK asks. A translated attempt asks for an
+    uncompressed answer (the translator reads it); a same-API answer reaches the client as the provider sent it."""
+    for mock in direct.gateway.mocks.values():
+        mock.gzip = True
+    reply = oai(direct).chat.completions.create(model=CLAUDE, messages=user("hello"), stream=stream)
+    text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices) if stream else reply.choices[0].message.content
+    assert text == f"mock-anthropic answered as {CLAUDE}"
+    assert received(direct.anthropic_mock)["headers"].get("accept-encoding", "identity") == "identity"
+
+    if stream:
+        with claude(direct).messages.stream(model="gpt-4o-mini", max_tokens=20, messages=user("hello")) as events:
+            assert "".join(events.text_stream) == "mock-openai answered as gpt-4o-mini"
+    else:
+        assert anthropic_text(claude(direct).messages.create(model="gpt-4o-mini", max_tokens=20, messages=user("hello"))) == "mock-openai answered as gpt-4o-mini"
+
+    request = urllib.request.Request(
+        direct.url + "/v1/chat/completions",
+        data=json.dumps({"model": "gpt-4o", "messages": user("hello")}).encode(),
+        headers={"content-type": "application/json", "accept-encoding": "gzip"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        assert json.loads(gzip.decompress(response.read()))["choices"][0]["message"]["content"] == "mock-openai answered as gpt-4o"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_an_answer_compressed_anyway_is_decoded_before_translation(direct, stream):
+    """A provider (or a proxy in front of it) that compresses although asked for identity."""
+    direct.openai_mock.gzip = direct.anthropic_mock.gzip = "always"
+    reply = oai(direct).chat.completions.create(model=CLAUDE, messages=user("hello"), stream=stream)
+    text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices) if stream else reply.choices[0].message.content
+    assert text == f"mock-anthropic answered as {CLAUDE}"
+    direct.openai_mock.fail_next(status=400)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude(direct).messages.create(model="gpt-4o-mini", max_tokens=20, messages=user("hello"), stream=stream)
+    assert "injected failure" in info.value.body["error"]["message"]
 
 
 # ============================================================================================== errors
