@@ -75,16 +75,17 @@ def workdir(tmp_path: Path) -> Path:
 class Run:
     stdout: str
     stderr: str
+    returncode: int = 0
 
     def __str__(self) -> str:
         return f"stdout:\n{self.stdout}\nstderr:\n{self.stderr[-3000:]}"
 
 
-def _run(argv: list[str], env: dict[str, str], cwd: Path) -> Run:
+def _run(argv: list[str], env: dict[str, str], cwd: Path, *, check: bool = True) -> Run:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "NO_COLOR": "1", "TERM": "dumb"}
     done = subprocess.run(argv, env={**base, **env}, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
-    run = Run(done.stdout, done.stderr)
-    assert done.returncode == 0, f"{argv[0]} exited {done.returncode}\n{run}"
+    run = Run(done.stdout, done.stderr, done.returncode)
+    assert done.returncode == 0 or not check, f"{argv[0]} exited {done.returncode}\n{run}"
     return run
 
 
@@ -151,7 +152,7 @@ def test_claude_code_falls_over_from_claude_to_gpt_inside_one_request(gw, tmp_pa
 # -------------------------------------------------------------------------------------------- Codex CLI
 
 
-def codex(gw: RunningGateway, prompt: str, model: str, home: Path, cwd: Path) -> tuple[Run, str]:
+def codex(gw: RunningGateway, prompt: str, model: str, home: Path, cwd: Path, *, check: bool = True) -> tuple[Run, str]:
     """`codex exec` with a custom Responses provider at the gateway; (the run, the last message)."""
     codex_home = home / "codex"
     codex_home.mkdir(exist_ok=True)
@@ -169,7 +170,7 @@ def codex(gw: RunningGateway, prompt: str, model: str, home: Path, cwd: Path) ->
     env = {"HOME": str(home), "CODEX_HOME": str(codex_home), "PLANO_GATEWAY_KEY": "client-own-key"}
     last = home / "last-message.txt"
     argv = [str(_agent("codex")), "exec", "--skip-git-repo-check", "--ephemeral", "-C", str(cwd), "-m", model, "-o", str(last), prompt]
-    run = _run(argv, env, cwd)
+    run = _run(argv, env, cwd, check=check)
     return run, last.read_text().strip() if last.exists() else ""
 
 
@@ -206,3 +207,12 @@ def test_codex_falls_over_from_gpt_to_claude_inside_one_request(gw, tmp_path, wo
     run, answer = codex(gw, REASONING, "gpt-4o", tmp_path, workdir)
     assert answer == f"mock-anthropic answered as {CLAUDE}", run
     assert [r["status"] for r in gw.openai_mock.requests_snapshot()] == [503]
+
+
+def test_codex_shows_the_providers_error_in_its_own_api(direct, tmp_path, workdir):
+    """Claude's 400, translated into a Responses error: Codex stops and prints the provider's message."""
+    direct.anthropic_mock.fail_next(status=400)
+    run, answer = codex(direct, "say hello", CLAUDE, tmp_path, workdir, check=False)
+    assert run.returncode != 0 and answer == "", run
+    assert f"mock-anthropic: injected failure 400 for {CLAUDE}" in run.stdout + run.stderr, run
+    assert "invalid_request_error" in run.stdout + run.stderr, run
