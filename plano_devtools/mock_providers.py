@@ -28,6 +28,9 @@ Anthropic ``tool_use`` blocks with ``input_json_delta``, Responses ``function_ca
   ("mock-openai answered as gpt-4o with tool results: <result> | <result>");
 * otherwise: the text answer above.
 
+Anthropic answers start with a signed thinking block ("mock-anthropic thinking as <model>", signature
+``mock-signature-<n>``) when the request turns ``thinking`` on (enabled or adaptive).
+
 Control, in process or over HTTP:
 
 * ``provider.requests`` / ``GET /__mock/requests``: every request (method, path, lowercased headers,
@@ -552,7 +555,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "responses":
             self._responses(model, reply, prompt_tokens, stream)
         else:
-            self._messages(model, reply, prompt_tokens, stream)
+            thinking = body.get("thinking")
+            self._messages(model, reply, prompt_tokens, stream, isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"))
 
     def _control(self, path: str, body: dict[str, Any]) -> None:
         if path == "/__mock/fail":
@@ -700,17 +704,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------ Anthropic messages
 
-    def _messages(self, model: str, reply: Reply, prompt_tokens: int, stream: bool) -> None:
+    def _messages(self, model: str, reply: Reply, prompt_tokens: int, stream: bool, thinking: bool = False) -> None:
         n = next(_ids)
         mid = f"msg_mock{n}"
-        # like Claude: a short text block before the tool calls
+        # like Claude: a short text block before the tool calls, a signed thinking block first when asked
         text = f"{reply.text}: calling " + ", ".join(c.name for c in reply.calls) if reply.calls else reply.text
         pieces = _pieces(text)
+        thought = f"{self.mock.name} thinking as {model}" if thinking else ""
+        signature = f"mock-signature-{n}"
         uses = [(f"toolu_mock{n}_{c.id}", c) for c in reply.calls]
-        completion = len(pieces) + sum(len(_argument_pieces(c.arguments)) for c in reply.calls)
+        completion = len(pieces) + len(_pieces(thought) if thought else []) + sum(len(_argument_pieces(c.arguments)) for c in reply.calls)
         stop = "tool_use" if uses else {"length": "max_tokens", "stop_sequence": "stop_sequence"}.get(reply.stop, "end_turn")
         if not stream:
-            content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+            content: list[dict[str, Any]] = [{"type": "thinking", "thinking": thought, "signature": signature}] if thought else []
+            content.append({"type": "text", "text": text})
             content += [{"type": "tool_use", "id": uid, "name": c.name, "input": json.loads(c.arguments)} for uid, c in uses]
             self._send_json(
                 200,
@@ -744,11 +751,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"input_tokens": prompt_tokens, "output_tokens": 1},
             },
         )
-        ev("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        first = 0
+        if thought:
+            ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": "", "signature": ""})
+            for piece in _pieces(thought):
+                ev("content_block_delta", delay=True, index=0, delta={"type": "thinking_delta", "thinking": piece})
+            ev("content_block_delta", index=0, delta={"type": "signature_delta", "signature": signature})
+            ev("content_block_stop", index=0)
+            first = 1
+        ev("content_block_start", index=first, content_block={"type": "text", "text": ""})
         for piece in pieces:
-            ev("content_block_delta", delay=True, index=0, delta={"type": "text_delta", "text": piece})
-        ev("content_block_stop", index=0)
-        for index, (uid, c) in enumerate(uses, start=1):
+            ev("content_block_delta", delay=True, index=first, delta={"type": "text_delta", "text": piece})
+        ev("content_block_stop", index=first)
+        for index, (uid, c) in enumerate(uses, start=first + 1):
             ev("content_block_start", index=index, content_block={"type": "tool_use", "id": uid, "name": c.name, "input": {}})
             for piece in _argument_pieces(c.arguments):
                 ev("content_block_delta", delay=True, index=index, delta={"type": "input_json_delta", "partial_json": piece})

@@ -366,3 +366,17 @@ def test_gzip_answers_when_asked(mock: MockProvider) -> None:
     req = urllib.request.Request(mock.base_url + "/v1/chat/completions", data=json.dumps({"model": "m", "messages": MESSAGES}).encode(), headers={"accept-encoding": "gzip"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.headers["content-encoding"] == "gzip" and json.loads(gzip.decompress(resp.read()))["model"] == "m"
+
+
+def test_anthropic_thinking_blocks_when_thinking_is_on(mock: MockProvider) -> None:
+    client = _anthropic(mock)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    reply = client.messages.create(model="claude-x", max_tokens=2048, thinking=thinking, messages=MESSAGES)
+    assert [b.type for b in reply.content] == ["thinking", "text"]
+    assert reply.content[0].thinking == "mock-openai thinking as claude-x" and reply.content[0].signature.startswith("mock-signature-")
+    with client.messages.stream(model="claude-x", max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": ASK_BOTH}], tools=_anthropic_tools()) as stream:
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert {"thinking_delta", "signature_delta", "text_delta", "input_json_delta"} <= set(kinds)
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"] and final.content[0].signature
+    assert [b.type for b in client.messages.create(model="claude-x", max_tokens=64, messages=MESSAGES).content] == ["text"]
