@@ -410,6 +410,81 @@ def test_responses_client_images(direct, model):
         assert [p["image_url"]["url"] for p in turn["content"][1:]] == [IMAGE_URL, f"data:image/png;base64,{PNG}"]
 
 
+# ============================================================================================== thinking
+
+THOUGHT = f"mock-anthropic thinking as {CLAUDE}"
+
+
+def test_anthropic_client_thinking_stream_on_claude_native(direct):
+    """plano's e2e expectation: thinking blocks and deltas reach an Anthropic client on Claude untouched."""
+    with claude(direct).messages.stream(
+        model=CLAUDE, max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024}, messages=user("Explain briefly what 2+2 equals")
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert any(e.type == "content_block_start" and e.content_block.type == "thinking" for e in events)
+    assert any(e.type == "content_block_delta" and e.delta.type == "thinking_delta" for e in events)
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[0].thinking == THOUGHT
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_chat_client_reasoning_on_claude_keeps_the_thinking_signature_through_a_tool_turn(direct, stream):
+    client = oai(direct)
+    messages: list[dict] = user(ASK_BOTH)
+    if stream:
+        chunks = list(client.chat.completions.create(model=CLAUDE, messages=messages, tools=CHAT_TOOLS, reasoning_effort="high", stream=True))
+        reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices)
+        with client.chat.completions.stream(model=CLAUDE, messages=messages, tools=CHAT_TOOLS, reasoning_effort="high") as events:
+            message = events.get_final_completion().choices[0].message
+    else:
+        message = client.chat.completions.create(model=CLAUDE, messages=messages, tools=CHAT_TOOLS, reasoning_effort="high").choices[0].message
+        reasoning = message.model_extra["reasoning_content"]
+    assert reasoning == THOUGHT
+    blocks = message.model_extra["thinking_blocks"]
+    assert [(b["type"], b["thinking"]) for b in blocks] == [("thinking", THOUGHT)] and blocks[0]["signature"].startswith("mock-signature-")
+    asked = direct.anthropic_mock.requests_snapshot()[-1]["body"]
+    assert asked["thinking"]["type"] == "enabled" and asked["thinking"]["budget_tokens"] < asked["max_tokens"]
+
+    direct.anthropic_mock.reset()
+    calls = message.tool_calls
+    messages.append({"role": "assistant", "content": None, "tool_calls": [c.model_dump() for c in calls], "thinking_blocks": blocks})
+    messages += [{"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in calls]
+    final = client.chat.completions.create(model=CLAUDE, messages=messages, tools=CHAT_TOOLS, reasoning_effort="high")
+    assert final.choices[0].message.content == f"mock-anthropic answered as {CLAUDE} with tool results: sunny | sunny"
+    sent = received(direct.anthropic_mock)["body"]
+    assistant = sent["messages"][1]["content"]
+    assert assistant[0] == {"type": "thinking", "thinking": THOUGHT, "signature": blocks[0]["signature"]}  # the signature survived
+    assert [b["type"] for b in assistant[1:]] == ["tool_use", "tool_use"] and sent["thinking"]["type"] == "enabled"
+
+
+def test_claude_thinking_in_history_is_dropped_cleanly_for_gpt(direct):
+    """A conversation that started on Claude (signed thinking in the history) continues on GPT."""
+    history = [
+        *user("hello"),
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "text", "text": "hi there"}]},
+        *user("and now?"),
+    ]
+    message = claude(direct).messages.create(model="gpt-4o-mini", max_tokens=50, thinking={"type": "enabled", "budget_tokens": 1024}, messages=history)
+    assert anthropic_text(message) == "mock-openai answered as gpt-4o-mini" and [b.type for b in message.content] == ["text"]
+    sent = received(direct.openai_mock)["body"]
+    assert sent["messages"] == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}, {"role": "user", "content": "and now?"}]
+    assert "thinking" not in sent and "sig" not in json.dumps(sent)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_responses_client_reasoning_on_claude(direct, stream):
+    client = oai(direct)
+    if stream:
+        events = list(client.responses.create(model=CLAUDE, input="hello", reasoning={"effort": "high"}, stream=True))
+        assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == THOUGHT
+        response = events[-1].response
+    else:
+        response = client.responses.create(model=CLAUDE, input="hello", reasoning={"effort": "high"})
+    assert [o.type for o in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text == THOUGHT and response.output_text == f"mock-anthropic answered as {CLAUDE}"
+    assert received(direct.anthropic_mock)["body"]["thinking"]["type"] == "enabled"
+
+
 # ===================================================================================== compressed answers
 
 
@@ -428,7 +503,9 @@ def test_providers_that_compress_are_translated_and_same_api_answers_stay_compre
         with claude(direct).messages.stream(model="gpt-4o-mini", max_tokens=20, messages=user("hello")) as events:
             assert "".join(events.text_stream) == "mock-openai answered as gpt-4o-mini"
     else:
-        assert anthropic_text(claude(direct).messages.create(model="gpt-4o-mini", max_tokens=20, messages=user("hello"))) == "mock-openai answered as gpt-4o-mini"
+        assert (
+            anthropic_text(claude(direct).messages.create(model="gpt-4o-mini", max_tokens=20, messages=user("hello"))) == "mock-openai answered as gpt-4o-mini"
+        )
 
     request = urllib.request.Request(
         direct.url + "/v1/chat/completions",
