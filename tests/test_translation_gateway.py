@@ -746,3 +746,53 @@ def test_every_attempt_failing_returns_the_last_providers_error_in_the_clients_s
     with pytest.raises(openai.RateLimitError) as info2:
         oai(gw).chat.completions.create(model="gpt-4o", messages=user(REASONING))
     assert info2.value.status_code == 429 and info2.value.body["code"] == "rate_limit_exceeded"  # OpenAI's own 429 shape
+
+
+# ======================================================================== plano's own e2e expectations
+# tests/e2e/test_model_alias_routing.py of katanemo/plano, where they need no real provider.
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_anthropic_client_on_an_alias_of_a_gpt_model(gw, stream):
+    client = claude(gw)
+    if stream:
+        with client.messages.stream(
+            model="fast-model", max_tokens=500, messages=user("Hello, please respond with exactly: Hello from streaming alias via Anthropic!")
+        ) as events:
+            text = "".join(events.text_stream)
+    else:
+        text = anthropic_text(
+            client.messages.create(model="fast-model", max_tokens=500, messages=user("Hello, please respond with exactly: Hello from alias!"))
+        )
+    assert text == "mock-openai answered as gpt-4o-mini"
+    assert received(gw.openai_mock)["body"]["model"] == "gpt-4o-mini"
+
+
+def test_a_400_from_the_provider_reaches_the_client_as_a_400(gw):
+    gw.openai_mock.fail_next(status=400)
+    with pytest.raises(openai.BadRequestError) as info:
+        oai(gw).chat.completions.create(model="fast-model", max_tokens=50, messages=user("Hello, this should trigger a 400 error"))
+    assert info.value.status_code == 400
+    gw.openai_mock.fail_next(status=400)
+    with pytest.raises(anthropic.BadRequestError) as info2:
+        claude(gw).messages.create(model="fast-model", max_tokens=50, messages=user("Hello, this should trigger a 400 error"))
+    assert info2.value.status_code == 400 and info2.value.body["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", CLAUDE])
+def test_responses_echo_tool_plain_and_streaming(gw, model):
+    """test_openai_responses_api_client.py: "Call the echo tool", plain and streamed, passthrough and on Claude;
+    text or tool-call argument deltas are both fine there (the mock answers text: it names no tool)."""
+    tools = [
+        {
+            "type": "function",
+            "name": "echo_tool",
+            "description": "Echo back the provided input",
+            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        }
+    ]
+    client = oai(gw)
+    response = client.responses.create(model=model, input="Call the echo tool", tools=tools)
+    assert response.id and response.output_text
+    events = list(client.responses.create(model=model, input="Call the echo tool", tools=tools, stream=True))
+    assert any(e.type in ("response.output_text.delta", "response.function_call_arguments.delta") for e in events)
