@@ -49,6 +49,26 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+#: the only variables Envoy inherits
+ENVOY_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+def envoy_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in ENVOY_ENVIRONMENT}
+
+
+def _check_free(port: int, what: str) -> None:
+    """Fail with the port's name before Envoy does with a log line nobody reads."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise OSError(f"port {port}, {what}, is not free ({exc.strerror})") from None
+
+
 def free_port() -> int:
     import socket
 
@@ -79,7 +99,9 @@ class LocalGateway:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     mock_providers: bool = False
     listener_port: int | None = None
-    admin_port: int | None = None
+    #: readiness (Envoy and the ext_proc healthy) and Envoy's /stats/prometheus on 127.0.0.1; the admin
+    #: itself is an owner-only Unix socket in the work directory
+    stats_port: int | None = None
     envoy_concurrency: int = 1
     envoy_log_level: str = "warning"
     #: Prometheus /metrics of the ext_proc on 127.0.0.1; None picks a free port
@@ -87,6 +109,8 @@ class LocalGateway:
     quiet: bool = False
     #: start a CPU tritonserver (triton_local) serving routing.router.model and point routing.router.url at it
     local_triton: bool = False
+    #: how often Envoy pings its ext_proc connection (tests shorten it)
+    extproc_keepalive_s: float = 30.0
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="plano-up-"))
@@ -122,12 +146,21 @@ class LocalGateway:
 
             self.triton, self.config = await start_for_config(self.config)
         self.listener_port = self.listener_port or self.config.listener_port
-        self.admin_port = self.admin_port or free_port()
+        self.stats_port = self.stats_port or free_port()
+        _check_free(self.listener_port, "the listener port (the config's listeners[].port, or --port)")
         socket_path = self.workdir / "extproc.sock"
         address = f"unix:{socket_path}"
         bootstrap = self.workdir / "envoy.yaml"
         bootstrap.write_text(
-            render_bootstrap_yaml(self.config, extproc_address=address, admin_port=self.admin_port, listener_port=self.listener_port)
+            render_bootstrap_yaml(
+                self.config,
+                extproc_address=address,
+                admin=f"unix:{self.workdir / 'admin.sock'}",
+                listener_port=self.listener_port,
+                probe_port=self.stats_port,
+                probe_address="127.0.0.1",
+                extproc_keepalive_s=self.extproc_keepalive_s,
+            )
         )
         log = open(self.workdir / "envoy.log", "wb")  # noqa: SIM115 - lives as long as Envoy
         # Envoy is forked before the gRPC server exists: forking a process with live gRPC threads is unsafe.
@@ -136,6 +169,8 @@ class LocalGateway:
              "--log-level", self.envoy_log_level],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Envoy never needs the providers' keys (the ext_proc injects them): it gets none of our environment
+            env=envoy_environment(),
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
         )
         log.close()
@@ -146,7 +181,7 @@ class LocalGateway:
 
     async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        ready_url = f"http://127.0.0.1:{self.admin_port}/ready"
+        ready_url = f"http://127.0.0.1:{self.stats_port}/ready"
         while time.monotonic() < deadline:
             assert self.envoy is not None
             if self.envoy.poll() is not None:

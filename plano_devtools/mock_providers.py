@@ -9,7 +9,7 @@ One ``MockProvider`` serves, on one port, with the standard library only (HTTP/1
 
 Each answer says who answered ("mock-openai answered as gpt-4o") so a test can tell which provider and
 model served a request. ``stream: true`` answers are server-sent events, flushed one chunk at a time
-(``chunk_delay`` seconds apart).
+(``chunk_delay`` seconds apart); ``answer_delay`` holds every answer back that long.
 
 Tool use, in each API's own wire format (OpenAI Chat ``tool_calls`` with streamed argument deltas,
 Anthropic ``tool_use`` blocks with ``input_json_delta``, Responses ``function_call`` items with
@@ -312,6 +312,8 @@ class MockProvider:
         #: answer gzip-compressed (JSON and SSE) when the request accepts gzip, as the real providers do;
         #: "always": even when it does not (a proxy in between that compresses anyway)
         self.gzip: bool | str = False
+        #: seconds to wait before answering at all (a slow or hung provider)
+        self.answer_delay = 0.0
         self.host = host
         self.port: int | None = None
         self.requests: list[dict[str, Any]] = []
@@ -547,6 +549,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         entry["status"] = 200
         self.mock._record(entry)
+        if self.mock.answer_delay > 0:
+            time.sleep(self.mock.answer_delay)
         reply = plan_reply(kind, body, self.mock.reply_text(model))
         prompt_tokens = max(1, len(raw) // 4)
         stream = bool(body.get("stream"))

@@ -183,7 +183,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
             f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
             f"  metrics:   http://127.0.0.1:{gateway.metrics_port}/metrics (ext_proc), "
-            f"http://127.0.0.1:{gateway.admin_port}/stats/prometheus (Envoy)"
+            f"http://127.0.0.1:{gateway.stats_port}/stats/prometheus (Envoy)"
             + (f"\n  mock providers: {mocks}" if mocks else "")
             + "\nCtrl-C stops everything.",
             flush=True,
@@ -215,7 +215,11 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
 
     config = _load_or_exit(args.config, resolve_secrets=False)  # keys never go into the bootstrap
     text = render_bootstrap_yaml(
-        config, extproc_address=args.extproc, admin_port=args.admin_port, listener_port=args.port, probe_port=args.probe_port
+        config,
+        extproc_address=args.extproc,
+        admin=f"unix:{args.admin_socket}" if args.admin_socket else args.admin_port,
+        listener_port=args.port,
+        probe_port=args.probe_port,
     )
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
@@ -255,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render-envoy", help="print the Envoy bootstrap for a plano config")
     render.add_argument("--config", required=True)
     render.add_argument("--extproc", default=DEFAULT_EXTPROC_ADDRESS, help="where `serve` listens: host:port or unix:/path")
-    render.add_argument("--admin-port", type=int, default=9901)
+    render.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin interface on 127.0.0.1 (default 9901)")
+    render.add_argument(
+        "--admin-socket",
+        default=None,
+        help="put the admin interface on this Unix socket (mode 0600) instead: only its owner can switch Envoy to "
+        "debug logging, which prints request headers and so the providers' keys",
+    )
     render.add_argument("--port", type=int, default=None, help="listener port (default: from the config)")
     render.add_argument("--probe-port", type=int, default=None, help="also listen here (0.0.0.0) with only /ready and /stats/prometheus")
     render.add_argument("-o", "--output", default="-")

@@ -53,6 +53,61 @@ class RoutePreference(_Strict):
     examples: tuple[RouteExample, ...] = Field(default=(), max_length=MAX_ROUTE_EXAMPLES)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float:
+    """'30s', '500ms', '5m', '1h' -> seconds."""
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"'{value}' is not a duration like '30s', '500ms' or '5m'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[str, AfterValidator(lambda v: (duration_seconds(v), v)[1])]
+
+
+class OnTimeout(_Strict):
+    #: an attempt whose provider sends nothing (no headers, no bytes) for this long is abandoned and the
+    #: next attempt starts (Envoy's per-try idle timeout); default: 300 s, at most the listener timeout
+    #: shared by the attempts
+    timeout: Duration | None = None
+
+
+class RetryAfterHandling(_Strict):
+    #: a same-model retry waits out the provider's retry-after up to this long (Envoy's rate-limited
+    #: back-off); a fall-over to another model never waits for it
+    max_retry_after_seconds: float = Field(default=10.0, ge=0, le=3600)
+
+
+class Backoff(_Strict):
+    #: back-off between same-model attempts (jittered exponential, Envoy's retry back-off)
+    base_ms: int = Field(default=250, ge=1, le=60_000)
+    max_ms: int = Field(default=2000, ge=1, le=600_000)
+
+
+class RetryPolicy(_Strict):
+    """plano's ``model_providers[].retry_policy``, the parts Envoy enforces (README, "Retries and
+    timeouts"). Which models are tried and in what order is the route's ranked ``models`` list here."""
+
+    on_timeout: OnTimeout = OnTimeout()
+    retry_after_handling: RetryAfterHandling = RetryAfterHandling()
+    backoff: Backoff = Backoff()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("fallback_models", "default_strategy", "default_max_attempts", "on_status_codes", "on_high_latency"):
+                if key in data:
+                    raise ValueError(
+                        f"{key} is not supported: the route's ranked models decide the fall-over order, every model "
+                        "gets one attempt and 429/5xx/resets/timeouts move to the next"
+                    )
+        return data
+
+
 class ProviderConfig(_Strict):
     model: str = Field(description="<provider>/<model id>")
     name: str | None = None
@@ -63,6 +118,7 @@ class ProviderConfig(_Strict):
     http_host: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     passthrough_auth: bool = False
+    retry_policy: RetryPolicy = RetryPolicy()
     routing_preferences: tuple[LegacyRoutePreference, ...] = ()
 
     @field_validator("model")
@@ -96,21 +152,6 @@ class ProviderConfig(_Strict):
 
 class ModelAlias(_Strict):
     target: str = Field(min_length=1)
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(value: str) -> float:
-    """'30s', '500ms', '5m', '1h' -> seconds."""
-    match = _DURATION.fullmatch(value.strip())
-    if not match:
-        raise ValueError(f"'{value}' is not a duration like '30s', '500ms' or '5m'")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-Duration = Annotated[str, AfterValidator(lambda v: (duration_seconds(v), v)[1])]
 
 
 class Listener(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -23,3 +24,41 @@ def latest_user_text(conversation: tuple[Turn, ...] | list[Turn]) -> str:
         if turn.role == "user":
             return turn.content
     return conversation[-1].content if conversation else ""
+
+
+# -- client-injected context ---------------------------------------------------------------------
+
+#: Context blocks that agent clients put into the *user* turn although the user never typed them:
+#: Claude Code's ``<system-reminder>`` (todo lists, file contents, hook output), Codex's
+#: ``<environment_context>`` (cwd, sandbox, shell) and ``<user_instructions>`` (AGENTS.md), and the
+#: ``<command-name>``/``<command-message>``/``<command-args>``/``<local-command-stdout>`` echo of
+#: slash commands. Routing on them would route every turn of a session by the same boilerplate.
+CONTEXT_TAGS: tuple[str, ...] = (
+    "system-reminder",
+    "environment_context",
+    "user_instructions",
+    "command-name",
+    "command-message",
+    "command-args",
+    "local-command-stdout",
+)
+_BLOCK = re.compile(
+    r"<(" + "|".join(re.escape(t) for t in CONTEXT_TAGS) + r")(?:\s[^>]*)?>.*?</\1\s*>",
+    re.DOTALL | re.IGNORECASE,
+)
+_UNCLOSED = re.compile(r"<(" + "|".join(re.escape(t) for t in CONTEXT_TAGS) + r")(?:\s[^>]*)?>", re.IGNORECASE)
+
+
+def strip_context_blocks(text: str) -> str:
+    """The user's own words of a user turn: `text` without client-injected context blocks (see
+    CONTEXT_TAGS), blank lines collapsed, stripped. An opening tag that is never closed drops
+    everything after it (a truncated block is still not the user's words). Text without such
+    blocks comes back unchanged except for surrounding whitespace; a turn that held nothing else
+    comes back as "" (callers then treat the turn as having no text)."""
+    if "<" not in text:
+        return text.strip()
+    out = _BLOCK.sub("\n", text)
+    unclosed = _UNCLOSED.search(out)
+    if unclosed is not None:
+        out = out[: unclosed.start()]
+    return re.sub(r"\n\s*\n+", "\n\n", out).strip()

@@ -181,8 +181,8 @@ class Forwarder:
         remove += [k for k in upstream.foreign_headers if k in present]
         sets = [(":authority", upstream.host), (":path", upstream.paths[route.wire]), *auth]
         if route.translation is not None:
-            # the response translator reads the answer: ask for it uncompressed (providers gzip when asked,
-            # and every SDK asks)
+            # the response translator parses this answer: a client's "accept-encoding: gzip" (httpx sends
+            # it by default) would get it compressed, which no translator reads
             sets.append(("accept-encoding", "identity"))
         return sets, remove
 

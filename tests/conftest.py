@@ -40,3 +40,4 @@ def _reset_mocks(request):
         gw.openai_mock.reset()
         gw.anthropic_mock.reset()
         gw.openai_mock.chunk_delay = gw.anthropic_mock.chunk_delay = 0.0
+        gw.openai_mock.answer_delay = gw.anthropic_mock.answer_delay = 0.0

@@ -7,6 +7,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from typing import Any
 
 import anthropic
 import openai
@@ -19,14 +20,57 @@ REASONING = "Solve this step by step: a train leaves at 3pm at 60 mph and anothe
 FRANCE = "What is the capital of France?"
 
 
+class SilentServer:
+    """Accepts TCP connections and never answers: a router or provider that hangs, deterministically."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.held.append(conn)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def hung_router_config(config_text: str, router_url: str, fallback: str = "default") -> str:
+    """The config with its router replaced by an OpenAI-compatible one at `router_url` (a SilentServer)
+    and a 300 ms timeout: every router call times out."""
+    router = f"  router: {{backend: openai, url: '{router_url}', model: arch-router, timeout_ms: 300, fallback: {fallback}}}\n"
+    return config_text.replace("routing:\n", "routing:\n" + router, 1)
+
+
 class RunningGateway:
     """Runs a LocalGateway on a background event loop so synchronous SDK clients can call it."""
 
-    def __init__(self, config_text: str) -> None:
+    def __init__(self, config_text: str, **options: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.gateway = LocalGateway(config_text, env={}, mock_providers=True, listener_port=free_port())
+        self.gateway = LocalGateway(config_text, env={}, mock_providers=True, listener_port=free_port(), **options)
         asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(120)
 
     def close(self) -> None:

@@ -67,7 +67,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.integration
 def test_up_serves_the_configured_port_and_stops_everything_on_sigterm():
     port = free_port()
-    proc = subprocess.Popen([*CLI, "up", "--config", str(DEMO_CONFIG), "--mock-providers", "--port", str(port)],
+    proc = subprocess.Popen([*CLI, "up", "--config", str(DEMO_CONFIG), "--mock-providers", "--port", str(port), "--metrics-port", str(free_port())],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

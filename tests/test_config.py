@@ -245,3 +245,19 @@ def test_overrides_work_or_are_rejected():
         assert error.startswith("overrides: ") and "not supported by plano-extproc" in error
     assert errors_of(BASE + "overrides:\n  disable_signals: false\n")[0].startswith("overrides.disable_signals:")
     assert errors_of(BASE + "overrides:\n  surprise: 1\n") == ["overrides.surprise: unknown key"]
+
+
+def test_retry_policy_keys_work_or_are_rejected():
+    text = BASE.replace(
+        "    default: true\n",
+        "    default: true\n    retry_policy:\n      on_timeout: {timeout: 45s}\n      retry_after_handling: {max_retry_after_seconds: 3}\n"
+        "      backoff: {base_ms: 100, max_ms: 800}\n",
+        1,
+    )
+    rules = parse_config(text, DEMO_ENV).by_model["openai/gpt-4o-mini"].retry_policy
+    assert (rules.on_timeout.timeout, rules.retry_after_handling.max_retry_after_seconds, rules.backoff.base_ms) == ("45s", 3.0, 100)
+    plano_only = BASE.replace("    default: true\n", "    default: true\n    retry_policy:\n      default_strategy: same_model\n", 1)
+    (error,) = errors_of(plano_only)
+    assert error.startswith("model_providers[0].retry_policy:") and "default_strategy is not supported" in error
+    bad = BASE.replace("    default: true\n", "    default: true\n    retry_policy:\n      on_timeout: {timeout: soon}\n", 1)
+    assert errors_of(bad)[0].startswith("model_providers[0].retry_policy.on_timeout.timeout:")

@@ -128,27 +128,14 @@ def test_other_route_set(router: EmbeddedRouter) -> None:
     )
 
 
-def test_route_embeddings_are_cached(encoder: MiniLMEncoder) -> None:
-    router = EmbeddedRouter(encoder=encoder)
-    calls = []
-    real = encoder.encode
-
-    class Spy:
-        def __getattr__(self, name):  # everything else goes to the real encoder
-            return getattr(encoder, name)
-
-        def encode(self, texts, **kw):
-            calls.append(list(texts))
-            return real(texts, **kw)
-
-    router._encoder = Spy()  # type: ignore[assignment]
+def test_route_embeddings_are_cached(router: EmbeddedRouter) -> None:
     router.choose_route_sync(SEED_ROUTES, user("Write a Python function that implements binary search"))
     router.choose_route_sync(SEED_ROUTES, user("What is the capital of France?"))
     router.choose_route_sync(list(SEED_ROUTES), user("Explain step by step why the sky is blue"))
-    assert len(calls) == 1 and router.route_encodings == 1
+    assert router.route_encodings == 1
     changed = [SEED_ROUTES[0], RouteSpec("complex_reasoning", "hard maths problems")]
     router.choose_route_sync(changed, user("prove that sqrt(2) is irrational"))
-    assert len(calls) == 2
+    assert router.route_encodings == 2
 
 
 def test_route_cache_is_bounded(encoder: MiniLMEncoder) -> None:
@@ -180,8 +167,9 @@ def test_settings_reject_unknown_knobs() -> None:
 
 
 def test_threshold_knob(encoder: MiniLMEncoder) -> None:
-    strict = EmbeddedRouter(encoder=encoder, threshold=0.99, clear_margin=2.0)
+    strict = EmbeddedRouter(encoder=encoder, threshold=0.99)
     assert strict.choose_route_sync(SEED_ROUTES, user("Write a Python function that implements binary search")) is None
+    assert strict.bar_sync(SEED_ROUTES) == 0.99
 
 
 # -- async -----------------------------------------------------------------------------
@@ -255,26 +243,10 @@ def test_hub_correction_is_centred_per_route(encoder: MiniLMEncoder) -> None:
     )
 
 
-def test_decide_sync_reports_what_threshold_saw(router: EmbeddedRouter) -> None:
+def test_decide_sync_reports_what_the_bar_saw(router: EmbeddedRouter) -> None:
     decision, best, score = router.decide_sync(SEED_ROUTES, user("What is the capital of France?"))
-    assert decision is None and best in {"code_generation", "complex_reasoning"} and score < 0.29
+    assert decision is None and best in {"code_generation", "complex_reasoning"} and score < router.bar_sync(SEED_ROUTES)
     assert router.decide_sync(SEED_ROUTES, []) == (None, None, float("-inf"))
-
-
-def test_lexical_signal_is_cheap(router: EmbeddedRouter) -> None:
-    routes = [RouteSpec(f"r{i}", f"topic {i}: alpha{i}, beta{i} or gamma{i}, shared words here") for i in range(10)]
-    rs = router._route_set(routes)
-    text = "how would you say fly in italian and what are the shared words for alpha3"
-    t0 = time.perf_counter()
-    for _ in range(200):
-        bonus = np.zeros(len(routes), dtype=np.float32)
-        for stem in content_stems(text):
-            hit = rs.lexicon.get(stem)
-            if hit is not None:
-                bonus += hit
-    per_query = (time.perf_counter() - t0) / 200
-    assert per_query < 0.3e-3
-    assert bonus[3] > bonus[0] > 0
 
 
 # -- onnxruntime backend (optional packages) -------------------------------------------------
@@ -339,3 +311,153 @@ def test_auto_backend_falls_back_to_numpy(monkeypatch, tmp_path) -> None:
     assert router.choose_route_sync(SEED_ROUTES, user("Write a Python function that implements binary search")) == (
         "code_generation"
     )
+
+
+# -- examples, conversations, bounds ---------------------------------------------------------------
+
+COOKING = [
+    "how long should I roast a whole chicken",
+    "what can I use instead of buttermilk in pancakes",
+    "give me a recipe for vegetable lasagna",
+    "how do I know when pasta is al dente",
+    "what temperature do I bake salmon at",
+    "how much rice do I need for four people",
+]
+CARS = [
+    "my tire pressure light just came on",
+    "how often should I change the oil in my car",
+    "the engine makes a clicking noise when I start it",
+    "what does the check engine light mean",
+    "how do I jump start a dead battery",
+    "is it bad to drive with worn brake pads",
+]
+OPAQUE = [RouteSpec("team_a", "requests handled by team A"), RouteSpec("team_b", "requests handled by team B")]
+
+
+@pytest.fixture(scope="module")
+def fast_encoder() -> MiniLMEncoder:
+    """The production encoder (onnxruntime int8 when installed): the tests below embed a few hundred texts."""
+    return MiniLMEncoder(backend="auto")
+
+
+def test_examples_decide_when_descriptions_say_nothing(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder)
+    taught = [RouteSpec("team_a", OPAQUE[0].description, tuple(COOKING)), RouteSpec("team_b", OPAQUE[1].description, tuple(CARS))]
+    assert router.choose_route_sync(taught, user("what goes well with roast lamb for dinner")) == "team_a"
+    assert router.choose_route_sync(taught, user("my car battery keeps dying overnight")) == "team_b"
+    assert router.choose_route_sync(taught, user("Who painted the ceiling of the Sistine Chapel?")) is None
+    # the same routes without examples know nothing of cooking or cars
+    blind = [router.choose_route_sync(OPAQUE, user(t)) for t in ("what goes well with roast lamb for dinner", "my car battery keeps dying overnight")]
+    assert blind != ["team_a", "team_b"]
+
+
+def test_examples_are_bounded_per_route_set(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder, max_examples_per_set=6)
+    many = [RouteSpec("team_a", "a", tuple(COOKING * 3)), RouteSpec("team_b", "b", tuple(CARS * 3))]
+    rs = router._route_set(many)
+    assert sum(len(f) for f in rs.example_features) == 6
+
+
+def test_follow_up_keeps_the_route_of_the_request_it_follows(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder)
+    code = "Write a Python function that implements binary search"
+    follow = [Turn("user", code), Turn("assistant", "def binary_search(xs, x): ..."), Turn("user", "now do it in Java")]
+    alone = router.choose_route_sync(SEED_ROUTES, user("now do it in Java"))
+    assert alone != "code_generation"  # on its own the turn says nothing about code
+    assert router.choose_route_sync(SEED_ROUTES, follow) == "code_generation"
+    assert EmbeddedRouter(encoder=fast_encoder, follow_up=False).choose_route_sync(SEED_ROUTES, follow) == alone
+    # several follow-ups in a row still lead back to the request
+    longer = follow + [Turn("assistant", "class BinarySearch { ... }"), Turn("user", "and again in Go")]
+    assert router.choose_route_sync(SEED_ROUTES, longer) == "code_generation"
+    # a new request that routes on its own is not dragged back to the earlier route
+    switch = follow[:2] + [Turn("user", "Explain the trade-offs between microservices and monolithic architectures")]
+    assert router.choose_route_sync(SEED_ROUTES, switch) == "complex_reasoning"
+
+
+def test_routes_on_the_users_words_not_injected_context(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder)
+    reminder = "<system-reminder>\n" + "Explain every step of your reasoning in detail. " * 40 + "\n</system-reminder>\n"
+    conv = [Turn("user", reminder + "Write a Python function that implements binary search")]
+    assert router.choose_route_sync(SEED_ROUTES, conv) == "code_generation"
+    # a turn that is nothing but context does not count as the user's latest request
+    conv += [Turn("assistant", "done"), Turn("user", "<environment_context><cwd>/x</cwd></environment_context>")]
+    assert router.choose_route_sync(SEED_ROUTES, conv) == "code_generation"
+
+
+def test_huge_prompt_is_cut_before_tokenizing(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=MiniLMEncoder(backend="auto"))
+    seen: list[int] = []
+    tok = router.encoder._tok
+
+    class Recorder:
+        def encode(self, text, *a, **kw):
+            seen.append(len(text))
+            return tok.encode(text, *a, **kw)
+
+    router.warmup()
+    router.encoder._tok = Recorder()  # type: ignore[assignment]
+    prompt = "Write a Python function that implements binary search\n" + ("lorem ipsum dolor sit amet " * 160_000)
+    assert len(prompt) > 4 << 20
+    assert router.choose_route_sync(SEED_ROUTES, user(prompt)) == "code_generation"
+    st = router.settings
+    assert seen and max(seen) <= max(st.whole_tokens, st.segment_tokens) * MiniLMEncoder.CHARS_PER_TOKEN_BOUND
+
+
+def test_route_cache_is_bounded_by_bytes(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder, route_cache_bytes=1 << 20, request_templates=False)
+    long_desc = ", ".join(f"topic number {i}" for i in range(40))
+    for n in range(12):
+        router.choose_route_sync([RouteSpec(f"r{n}_{i}", f"set {n}: {long_desc}") for i in range(4)], user("hello"))
+    assert router._route_bytes <= router.settings.route_cache_bytes
+    assert router._route_bytes == sum(rs.nbytes for rs in router._route_sets.values())
+    assert 1 <= len(router._route_sets) < 12
+
+
+def test_reject_share_means_the_same_for_any_route_set(fast_encoder: MiniLMEncoder) -> None:
+    from plano_extproc.router.general_requests import general_requests
+
+    ten = [RouteSpec(f"r{i}", d) for i, d in enumerate([
+        "personal bank accounts: balances, transfers, paying bills", "credit cards: limits, rewards, lost cards",
+        "food and restaurants: recipes, ingredients, reservations", "smart home: lights, music, shopping lists",
+        "cars and commuting: traffic, fuel, tires", "travel planning: flights, hotels, visas, luggage",
+        "quick utilities: weather, timers, unit conversion", "employment: payroll, time off, benefits",
+        "chit-chat with the assistant: greetings, jokes", "assistant settings: voice, language, volume",
+    ])]
+    general = general_requests()
+    for share in (0.3, 0.7):
+        router = EmbeddedRouter(encoder=fast_encoder, reject_share=share, follow_up=False)
+        for routes in (SEED_ROUTES, ten):
+            rejected = sum(router.choose_route_sync(routes, user(t)) is None for t in general) / len(general)
+            assert abs(rejected - share) <= 0.02, (share, len(routes), rejected)
+
+
+def test_a_bare_greeting_gets_no_route(fast_encoder: MiniLMEncoder) -> None:
+    router = EmbeddedRouter(encoder=fast_encoder)
+    for text in ("hello", "Hello!", "hey there", "ok"):
+        assert router.choose_route_sync(SEED_ROUTES, user(text)) is None, text
+    # but a route that has greetings among its examples gets them
+    chat = [RouteSpec("chit_chat", "casual chit-chat", ("hi", "hello there", "good morning", "hey, how are you")), *SEED_ROUTES]
+    assert router.choose_route_sync(chat, user("hello")) == "chit_chat"
+
+
+def test_many_long_inline_routes_cost_a_bounded_amount(fast_encoder: MiniLMEncoder) -> None:
+    from plano_extproc.router.embedded import MAX_TEXTS_PER_SET
+
+    router = EmbeddedRouter(encoder=fast_encoder)
+    router.warmup()
+    calls = 0
+    real = fast_encoder.encode_one
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(fast_encoder, name)
+
+        def encode_one(self, *a, **kw):
+            nonlocal calls
+            calls += 1
+            return real(*a, **kw)
+
+    router._encoder = Counting()  # type: ignore[assignment]
+    huge = [RouteSpec(f"r{i}", f"area {i}: " + ", ".join(f"item {i}-{j}" for j in range(300))) for i in range(60)]
+    router.choose_route_sync(huge, user("item 7-12 please"))
+    assert calls <= MAX_TEXTS_PER_SET + 3  # the texts of the set, plus the request's views

@@ -140,7 +140,7 @@ def test_envoy_accepts_bootstrap(source: str, address: str, tmp_path: Path) -> N
         config = load_config(LEGACY_CONFIG, env={}, resolve_secrets=False)
     else:
         config = parse_config(OLLAMA_CONFIG, {}, resolve_secrets=False)
-    _validate(render_bootstrap_yaml(config, extproc_address=address, admin_port=19901), tmp_path)
+    _validate(render_bootstrap_yaml(config, extproc_address=address, admin=19901), tmp_path)
 
 
 def test_checked_in_example_is_current(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_checked_in_example_is_current(tmp_path: Path) -> None:
 
 def test_admin_is_local_only(demo_bootstrap: dict[str, Any]) -> None:
     assert demo_bootstrap["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
-    b = render_bootstrap(_demo(), extproc_address="127.0.0.1:1", admin_port=9999)
+    b = render_bootstrap(_demo(), extproc_address="127.0.0.1:1", admin=9999)
     assert b["admin"]["address"]["socket_address"]["port_value"] == 9999
 
 
@@ -217,7 +217,18 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
         assert set(policy["retry_on"].split(",")) >= {"5xx", "reset", "connect-failure", "retriable-status-codes"}
         assert policy["retriable_status_codes"] == [429]
         assert policy["retry_back_off"]["base_interval"] and policy["retry_back_off"]["max_interval"]
-        assert policy["rate_limited_retry_back_off"]["reset_headers"] == [{"name": "retry-after"}]  # format: SECONDS (default)
+        models = route["route"]["cluster"].removeprefix("ranked.").split("+")
+        if len(set(models)) == 1:
+            # a same-model retry waits out a retry-after up to the cap (10 s by default)
+            assert policy["rate_limited_retry_back_off"]["reset_headers"] == [{"name": "retry-after"}]  # format: SECONDS (default)
+            assert policy["rate_limited_retry_back_off"]["max_interval"] == "10s"
+            assert policy["retry_back_off"] == {"base_interval": "0.250s", "max_interval": "2s"}
+        else:
+            # a fall-over to another model does not wait for the failed provider's retry-after
+            assert "rate_limited_retry_back_off" not in policy
+            assert policy["retry_back_off"] == {"base_interval": "0.050s", "max_interval": "0.500s"}
+        # a silent attempt gives way well inside the 30 s listener timeout: 15 s each for two attempts
+        assert policy["per_try_idle_timeout"] == "15s"
     # the processor only names prebuilt composites, each has its exact route: no generic cluster_header one
     assert not [r for r in routes if "cluster_header" in r.get("route", {})]
     # /v1/ requests match this route before the processor decided: it must keep the processor enabled
@@ -279,7 +290,9 @@ def test_composite_per_preference_and_per_model(demo_bootstrap: dict[str, Any]) 
         # the decision travels as dynamic metadata (headers mutated upstream persist across attempts)
         assert up["metadata_options"]["forwarding_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
         strip = [f for f in filters if f["name"] == "envoy.filters.http.header_mutation"]
-        removed = {m["remove"] for m in strip[0]["typed_config"]["mutations"]["request_mutations"]}
+        mutations = strip[0]["typed_config"]["mutations"]["request_mutations"]
+        removed = {m["remove"] for m in mutations if "remove" in m}
+        assert {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}} in mutations
         assert {CLUSTER_HEADER, ROUTE_HEADER} <= removed
 
 

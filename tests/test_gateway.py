@@ -19,7 +19,7 @@ import pytest
 from plano_devtools.local import MOCK_KEY
 from plano_extproc.api import routing_pb2, routing_pb2_grpc
 from tests.conftest import DEMO_CONFIG
-from tests.harness import CLAUDE, CODE, FRANCE, REASONING, RunningGateway, claude, oai, post, user
+from tests.harness import CLAUDE, CODE, FRANCE, REASONING, RunningGateway, SilentServer, claude, hung_router_config, oai, post, user
 
 pytestmark = pytest.mark.integration
 
@@ -245,8 +245,8 @@ def test_grpc_decide_api_on_the_extproc_socket(gw):
 
 
 def test_router_timeout_falls_back_without_an_error():
-    text = DEMO_CONFIG.read_text().replace("routing:\n", "routing:\n  router: {timeout_ms: 1, fallback: default}\n", 1)
-    running = RunningGateway(text)
+    hung = SilentServer()
+    running = RunningGateway(hung_router_config(DEMO_CONFIG.read_text(), hung.url))
     try:
         status, _, d = post(running, "/routing/v1/chat/completions", {"model": "gpt-4o", "messages": user(CODE * 40)})
         assert status == 200 and d["source"] == "fallback" and d["models"] == ["openai/gpt-4o"]
@@ -255,6 +255,7 @@ def test_router_timeout_falls_back_without_an_error():
         assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
     finally:
         running.close()
+        hung.close()
 
 
 def test_models_listing_names_declared_models_and_aliases(gw):

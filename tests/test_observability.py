@@ -20,7 +20,7 @@ from plano_extproc.bootstrap import render_bootstrap
 from plano_extproc.config import load_config, parse_config
 from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Processor
 from tests.conftest import DEMO_CONFIG
-from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
+from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, SilentServer, claude, hung_router_config, oai, post, user
 
 GPT4O = "openai/gpt-4o"
 GPT4O_MINI = "openai/gpt-4o-mini"
@@ -280,8 +280,8 @@ def test_no_label_value_is_unbounded(gw):
 
 @pytest.mark.integration
 def test_router_timeout_is_a_failure_of_kind_timeout():
-    text = DEMO_CONFIG.read_text().replace("routing:\n", "routing:\n  router: {timeout_ms: 1, fallback: default}\n", 1)
-    running = RunningGateway(text)
+    hung = SilentServer()
+    running = RunningGateway(hung_router_config(DEMO_CONFIG.read_text(), hung.url))
     try:
         before = scrape(running)
         status, _, d = post(running, "/routing/v1/chat/completions", {"model": "gpt-4o", "messages": user(CODE * 40)})
@@ -295,6 +295,7 @@ def test_router_timeout_is_a_failure_of_kind_timeout():
         assert value(now, "plano_tokens_total", model=GPT4O, type="output") - value(before, "plano_tokens_total", model=GPT4O, type="output") == reply.usage.completion_tokens
     finally:
         running.close()
+        hung.close()
 
 
 def test_response_observation_is_switchable_in_the_config() -> None:

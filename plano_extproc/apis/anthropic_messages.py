@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from plano_extproc.apis.base import (
     ClientApi,
     ConversationBuilder,
@@ -81,9 +79,9 @@ def read_usage(payload: dict[str, Any]) -> Usage | None:
     )
 
 
-def error_body(status: int, message: str, param: str | None = None) -> bytes:  # noqa: ARG001 - Anthropic errors name no param
+def error_json(status: int, message: str, param: str | None = None) -> dict[str, Any]:  # noqa: ARG001 - Anthropic errors name no param
     kind = _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
-    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 ANTHROPIC_MESSAGES = ClientApi(
@@ -92,6 +90,6 @@ ANTHROPIC_MESSAGES = ClientApi(
     path="/v1/messages",
     provider_suffix="/messages",
     parse=parse,
-    error_body=error_body,
+    error_json=error_json,
     read_usage=read_usage,
 )

@@ -34,7 +34,8 @@ class RequestFormatError(Exception):
         self.status = status
 
 
-ErrorBody = Callable[[int, str, "str | None"], bytes]
+#: (status, message, param) -> the JSON error object of an API
+ErrorJson = Callable[[int, str, "str | None"], dict[str, Any]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,14 +51,18 @@ class ClientApi:
     #: what follows a provider's version prefix ("/v1" + "/chat/completions")
     provider_suffix: str
     parse: Callable[[bytes], ParsedRequest]
-    #: (status, message, param) -> the error body this API's SDKs understand
-    error_body: ErrorBody
+    #: (status, message, param) -> the error object this API's SDKs understand (also rendered into
+    #: Envoy's own error replies, bootstrap/local_replies.py)
+    error_json: ErrorJson
     #: one JSON payload of this API's responses (a body or one SSE event) -> the usage it reports
     read_usage: Callable[[dict[str, Any]], Usage | None]
 
     @property
     def routing_path(self) -> str:
         return "/routing" + self.path
+
+    def error_body(self, status: int, message: str, param: str | None = None) -> bytes:
+        return orjson.dumps(self.error_json(status, message, param))
 
     def __repr__(self) -> str:
         return f"ClientApi({self.name})"
@@ -286,14 +291,14 @@ class ConversationBuilder:
         return tuple(turns)
 
 
-def openai_error_body(types: dict[int, str]) -> ErrorBody:
+def openai_error_json(types: dict[int, str]) -> ErrorJson:
     """The `{"error": {message, type, param, code}}` shape of the OpenAI APIs."""
 
-    def body(status: int, message: str, param: str | None = None) -> bytes:
+    def error(status: int, message: str, param: str | None = None) -> dict[str, Any]:
         kind = types.get(status) or ("server_error" if status >= 500 else "invalid_request_error")
-        return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": _OPENAI_CODES.get(status)}})
+        return {"error": {"message": message, "type": kind, "param": param, "code": _OPENAI_CODES.get(status)}}
 
-    return body
+    return error
 
 
 _OPENAI_CODES = {

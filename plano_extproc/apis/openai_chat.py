@@ -13,7 +13,7 @@ from plano_extproc.apis.base import (
     ConversationBuilder,
     ParsedRequest,
     load_json_object,
-    openai_error_body,
+    openai_error_json,
     pop_inline_preferences,
     read_model_and_stream,
     require_list,
@@ -58,6 +58,6 @@ OPENAI_CHAT = ClientApi(
     path="/v1/chat/completions",
     provider_suffix="/chat/completions",
     parse=parse,
-    error_body=openai_error_body({404: "not_found_error", 403: "permission_error", 401: "authentication_error", 429: "rate_limit_error"}),
+    error_json=openai_error_json({404: "not_found_error", 403: "permission_error", 401: "authentication_error", 429: "rate_limit_error"}),
     read_usage=read_usage,
 )

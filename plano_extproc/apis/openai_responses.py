@@ -15,7 +15,7 @@ from plano_extproc.apis.base import (
     ParsedRequest,
     RequestFormatError,
     load_json_object,
-    openai_error_body,
+    openai_error_json,
     pop_inline_preferences,
     read_model_and_stream,
     text_of,
@@ -71,6 +71,6 @@ OPENAI_RESPONSES = ClientApi(
     path="/v1/responses",
     provider_suffix="/responses",
     parse=parse,
-    error_body=openai_error_body({404: "not_found_error", 403: "permission_error", 401: "authentication_error", 429: "rate_limit_error"}),
+    error_json=openai_error_json({404: "not_found_error", 403: "permission_error", 401: "authentication_error", 429: "rate_limit_error"}),
     read_usage=read_usage,
 )

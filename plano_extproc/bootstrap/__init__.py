@@ -10,7 +10,7 @@ on the real binary, are in docs/envoy.md; code comments cite them as "finding (x
   (attempt N → sub-cluster N; its own upstream filters run a per-attempt ext_proc), the ext_proc
   service, the decision black hole, the OTLP collector;
 * `filters`: the ext_proc processors and observers, match_delegate, header strip, terminal filters;
-* `admin`: the admin interface on 127.0.0.1 and the optional probe listener.
+* `admin`: the admin interface (127.0.0.1 or an owner-only Unix socket) and the optional probe listener.
 
 What both sides must agree on (phases, filter names, cluster names, attempt lists, retry budgets, the
 decision metadata, the config fingerprint) is in `plano_extproc.contract`, which the processors import
@@ -40,9 +40,11 @@ from google.protobuf import json_format
 from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import config_fingerprint, prebuilt_attempt_lists
 
-from .admin import ADMIN_CLUSTER, PROBE_LISTENER, admin, probe_listener
+from .admin import ADMIN_CLUSTER, PROBE_LISTENER, probe_listener
+from .admin import admin as admin_interface
 from .clusters import (
     CA_BUNDLE,
+    EXTPROC_KEEPALIVE_S,
     OTEL_CLUSTER,
     composite_cluster,
     decision_cluster,
@@ -78,33 +80,37 @@ def build_bootstrap(
     config: PlanoConfig,
     *,
     extproc_address: str,
-    admin_port: int = 9901,
+    admin: int | str = 9901,
     listener_port: int | None = None,
     probe_port: int | None = None,
+    probe_address: str = "0.0.0.0",
+    extproc_keepalive_s: float = EXTPROC_KEEPALIVE_S,
 ) -> Any:
     """The Envoy bootstrap for ``config`` as an ``envoy.config.bootstrap.v3.Bootstrap`` message.
 
-    ``extproc_address`` is ``host:port`` or ``unix:/path/to.sock``; ``listener_port`` overrides the
-    config's listener port; ``probe_port`` adds a listener (0.0.0.0) with only the admin's ``/ready`` and
-    ``/stats/prometheus``. The ext_proc filters fail closed: if the processor is unreachable or too slow
-    the client gets a 5xx, never an unrouted, unauthenticated request sent upstream.
+    ``extproc_address`` is ``host:port`` or ``unix:/path/to.sock``; ``admin`` a port on 127.0.0.1 or
+    ``unix:/path`` (a socket only its owner may use, admin.py); ``listener_port`` overrides the config's
+    listener port; ``probe_port`` adds a listener on ``probe_address`` with only readiness (Envoy and the
+    ext_proc healthy) and ``/stats/prometheus``; ``extproc_keepalive_s`` is how often Envoy pings the
+    ext_proc connection. The ext_proc filters fail closed: if the processor is unreachable or too slow
+    the client gets an error, never an unrouted, unauthenticated request sent upstream.
     """
     fingerprint = config_fingerprint(config)
     observation = Observation.of(config)
     port = config.listener_port if listener_port is None else listener_port
-    clusters = [extproc_cluster(extproc_address), decision_cluster()]
+    clusters = [extproc_cluster(extproc_address, extproc_keepalive_s), decision_cluster()]
     clusters += [model_cluster(p, config.overrides) for p in config.providers]
     if config.tracing.envoy_otlp_grpc:
         clusters.append(otel_cluster(config.tracing.envoy_otlp_grpc))
     clusters += [composite_cluster(attempts, fingerprint, observation) for attempts in prebuilt_attempt_lists(config)]
     listeners = [listener(config, port, fingerprint, observation)]
     if probe_port is not None:
-        probes, admin_cluster = probe_listener(probe_port, admin_port)
+        probes, admin_cluster = probe_listener(probe_port, admin, probe_address)
         listeners.append(probes)
         clusters.append(admin_cluster)
     return bootstrap_pb2.Bootstrap(
         node=base_pb2.Node(id="plano", cluster="plano"),
-        admin=admin(admin_port),
+        admin=admin_interface(admin),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(listeners=listeners, clusters=clusters),
     )
 
@@ -124,41 +130,15 @@ def _key_order(key: str) -> tuple[int, str]:
     return ({"@type": 0, "name": 1}.get(key, 2), key)
 
 
-def render_bootstrap(
-    config: PlanoConfig,
-    *,
-    extproc_address: str,
-    admin_port: int = 9901,
-    listener_port: int | None = None,
-    probe_port: int | None = None,
-) -> dict[str, Any]:
-    """`build_bootstrap` as the JSON-shaped dict Envoy reads (proto field names, ``@type`` in every Any),
-    keys in a stable order."""
-    message = build_bootstrap(
-        config,
-        extproc_address=extproc_address,
-        admin_port=admin_port,
-        listener_port=listener_port,
-        probe_port=probe_port,
-    )
+def render_bootstrap(config: PlanoConfig, **options: Any) -> dict[str, Any]:
+    """`build_bootstrap` (same keyword options) as the JSON-shaped dict Envoy reads (proto field names,
+    ``@type`` in every Any), keys in a stable order."""
+    message = build_bootstrap(config, **options)
     rendered: dict[str, Any] = _plain(json_format.MessageToDict(message, preserving_proto_field_name=True))
     return rendered
 
 
-def render_bootstrap_yaml(
-    config: PlanoConfig,
-    *,
-    extproc_address: str,
-    admin_port: int = 9901,
-    listener_port: int | None = None,
-    probe_port: int | None = None,
-) -> str:
-    """`render_bootstrap` as the YAML file Envoy reads."""
-    rendered = render_bootstrap(
-        config,
-        extproc_address=extproc_address,
-        admin_port=admin_port,
-        listener_port=listener_port,
-        probe_port=probe_port,
-    )
+def render_bootstrap_yaml(config: PlanoConfig, **options: Any) -> str:
+    """`render_bootstrap` (same keyword options) as the YAML file Envoy reads."""
+    rendered = render_bootstrap(config, **options)
     return YAML_HEADER + yaml.dump(rendered, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=120)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
@@ -134,9 +134,15 @@ def composite_cluster(attempts: tuple[str, ...], fingerprint: str, observation: 
     return cluster
 
 
-def extproc_cluster(extproc_address: str) -> Any:
+#: how often Envoy pings its connections to the ext_proc (the server side accepts it, extproc.server)
+EXTPROC_KEEPALIVE_S = 30
+#: the ext_proc's gRPC health, checked actively: readiness (the probe listener) follows it
+EXTPROC_HEALTH_INTERVAL_S = 2
+
+
+def extproc_cluster(extproc_address: str, keepalive_s: float = EXTPROC_KEEPALIVE_S) -> Any:
     """Our gRPC service over HTTP/2 (TCP or a Unix socket), with circuit breakers sized for one stream
-    per request per processor."""
+    per request per processor, and an active gRPC health check."""
     kind, host, port = parse_extproc_address(extproc_address)
     address = pipe_address(host) if kind == "unix" else socket_address(host, port)
     cluster = _cluster(EXTPROC_CLUSTER, connect_timeout_s=1, load_assignment=one_endpoint(EXTPROC_CLUSTER, address))
@@ -150,12 +156,23 @@ def extproc_cluster(extproc_address: str) -> Any:
         limit.value = EXTPROC_CIRCUIT_LIMIT
     cluster.circuit_breakers.thresholds.append(threshold)
     http2 = protocol_pb2.Http2ProtocolOptions(
-        connection_keepalive=protocol_pb2.KeepaliveSettings(interval=seconds(30), timeout=seconds(5))
+        connection_keepalive=protocol_pb2.KeepaliveSettings(interval=seconds(keepalive_s), timeout=seconds(5))
     )
     http2.max_concurrent_streams.value = EXTPROC_MAX_CONCURRENT_STREAMS
     options = hpo_pb2.HttpProtocolOptions()
     options.explicit_http_config.http2_protocol_options.CopyFrom(http2)
     set_http_protocol_options(cluster, options)
+    check = health_check_pb2.HealthCheck(
+        timeout=seconds(1),
+        interval=seconds(EXTPROC_HEALTH_INTERVAL_S),
+        # Envoy counts the filters' gRPC streams as no traffic and would otherwise check once a minute
+        no_traffic_interval=seconds(EXTPROC_HEALTH_INTERVAL_S),
+        no_traffic_healthy_interval=seconds(EXTPROC_HEALTH_INTERVAL_S),
+        grpc_health_check=health_check_pb2.HealthCheck.GrpcHealthCheck(),
+    )
+    check.unhealthy_threshold.value = 2
+    check.healthy_threshold.value = 1
+    cluster.health_checks.append(check)
     return cluster
 
 

@@ -62,8 +62,9 @@ def socket_address(host: str, port: int) -> Any:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
 
 
-def pipe_address(path: str) -> Any:
-    return address_pb2.Address(pipe=address_pb2.Pipe(path=path))
+def pipe_address(path: str, mode: int = 0) -> Any:
+    """A Unix socket; `mode` (e.g. 0o600) restricts who may connect when Envoy creates it."""
+    return address_pb2.Address(pipe=address_pb2.Pipe(path=path, mode=mode))
 
 
 def one_endpoint(cluster_name: str, address: Any, hostname: str = "") -> Any:

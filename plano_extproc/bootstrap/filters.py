@@ -21,7 +21,7 @@ from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.type.matcher.v3 import http_inputs_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, string_pb2
 from google.protobuf.message import Message
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2
@@ -82,7 +82,7 @@ class Observation:
 # ------------------------------------------------------------------------------------------ ext_proc
 
 
-def _http_filter(name: str, config: Message) -> Any:
+def http_filter(name: str, config: Message) -> Any:
     return hcm_pb2.HttpFilter(name=name, typed_config=pack(config))
 
 
@@ -139,7 +139,7 @@ def routing_filter(config: PlanoConfig, fingerprint: str) -> Any:
         Processor.DOWNSTREAM, fingerprint, message_timeout_ms=config.routing.router.timeout_ms + EXTPROC_MARGIN_MS
     )
     processor.metadata_options.receiving_namespaces.CopyFrom(_namespaces())
-    return _http_filter(ROUTING_FILTER, processor)
+    return http_filter(ROUTING_FILTER, processor)
 
 
 def upstream_filter(fingerprint: str) -> Any:
@@ -159,7 +159,7 @@ def upstream_filter(fingerprint: str) -> Any:
         extension_config=typed_extension(UPSTREAM_FILTER, processor),
         xds_matcher=matcher_pb2.Matcher(matcher_list=matcher_pb2.Matcher.MatcherList(matchers=[rule])),
     )
-    return _http_filter(UPSTREAM_FILTER, delegate)
+    return http_filter(UPSTREAM_FILTER, delegate)
 
 
 def _header_is(header: str, value: str) -> Any:
@@ -230,7 +230,7 @@ def observer_filter(fingerprint: str, *, bodies: bool) -> Any:
     the observer reads the processor's in-process record instead. Its own name lets routes disable it
     apart from the routing processor (finding (i))."""
     observer = _observer(Processor.OBSERVE, fingerprint, bodies=bodies, attributes=OBSERVE_ATTRIBUTES)
-    return _http_filter(OBSERVE_FILTER, observer)
+    return http_filter(OBSERVE_FILTER, observer)
 
 
 def upstream_observer_filter(fingerprint: str) -> Any:
@@ -268,7 +268,7 @@ def _skip_when(
     delegate = extension_matcher_pb2.ExtensionWithMatcher(
         extension_config=typed_extension(name, config), xds_matcher=matcher_pb2.Matcher(matcher_tree=tree)
     )
-    return _http_filter(name, delegate)
+    return http_filter(name, delegate)
 
 
 # ------------------------------------------------------------------------------------------- others
@@ -278,18 +278,27 @@ def strip_internal_headers() -> Any:
     """Internal headers never reach a provider. After the per-attempt processor, which may read them on
     attempt 1; later attempts get the decision from metadata (finding (d))."""
     mutations = header_mutation_pb2.Mutations(
-        request_mutations=[mutation_rules_pb2.HeaderMutation(remove=h) for h in STRIPPED_BEFORE_PROVIDER]
+        request_mutations=[
+            *(mutation_rules_pb2.HeaderMutation(remove=h) for h in STRIPPED_BEFORE_PROVIDER),
+            # and whatever x-envoy-* header is left (Envoy's own are suppressed, clients' stripped at the edge)
+            mutation_rules_pb2.HeaderMutation(
+                remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
+                    key_matcher=string_pb2.StringMatcher(prefix="x-envoy-")
+                )
+            ),
+        ]
     )
-    return _http_filter("envoy.filters.http.header_mutation", header_mutation_pb2.HeaderMutation(mutations=mutations))
+    return http_filter("envoy.filters.http.header_mutation", header_mutation_pb2.HeaderMutation(mutations=mutations))
 
 
 def router() -> Any:
-    return _http_filter("envoy.filters.http.router", router_pb2.Router())
+    # no x-envoy-* headers of Envoy's own (expected timeout, attempt count...) on requests to providers
+    return http_filter("envoy.filters.http.router", router_pb2.Router(suppress_envoy_headers=True))
 
 
 def upstream_codec() -> Any:
     """The mandatory last filter of an upstream chain."""
-    return _http_filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
+    return http_filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
 
 
 def disabled(*names: str) -> dict[str, Any]:

@@ -6,19 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import grpc_service_pb2, substitution_format_string_pb2
+from envoy.config.core.v3 import address_pb2, grpc_service_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2
+from google.protobuf.wrappers_pb2 import UInt32Value
 
 from plano_extproc.config import PlanoConfig
 
 from .clusters import OTEL_CLUSTER
 from .common import BUFFER_LIMIT_BYTES, pack, seconds, socket_address
 from .filters import Observation, downstream_chain
+from .local_replies import local_reply_config
 from .routes import route_config
 
 LISTENER = "plano_listener"
@@ -79,7 +81,18 @@ def listener(config: PlanoConfig, port: int, fingerprint: str, observation: Obse
         route_config=route_config(config, observation),
         http_filters=downstream_chain(config, fingerprint, observation),
         access_log=[_access_log()],
+        # an edge listener: every client is external, whatever its address. Envoy then strips the
+        # x-envoy-* control headers clients send, makes its own x-request-id (the processors key their
+        # in-flight records by it), and trusts no X-Forwarded-For.
+        # (an empty internal address list means Envoy's default, loopback and private ranges: name one
+        # address no peer can have instead, so a client on loopback - a sidecar's app - is external too)
+        xff_num_trusted_hops=0,
+        internal_address_config=hcm_pb2.HttpConnectionManager.InternalAddressConfig(
+            cidr_ranges=[address_pb2.CidrRange(address_prefix="0.0.0.0", prefix_len=UInt32Value(value=32))]
+        ),
+        local_reply_config=local_reply_config(),
     )
+    hcm.use_remote_address.value = True
     if config.tracing.envoy_otlp_grpc:
         hcm.tracing.CopyFrom(_tracing(config))
     result = listener_pb2.Listener(

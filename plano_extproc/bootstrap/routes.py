@@ -15,7 +15,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 
-from plano_extproc.config import PlanoConfig
+from plano_extproc.config import PlanoConfig, duration_seconds
 from plano_extproc.contract import (
     CLUSTER_HEADER,
     DECIDED_KEY,
@@ -30,15 +30,17 @@ from plano_extproc.contract import (
 )
 from plano_extproc.decision import models_listing
 
-from .common import seconds
+from .common import milliseconds, seconds
 from .filters import Observation, disabled
 
-#: Exponential back-off between attempts (attempt 2 usually goes to another provider, so keep it short).
-RETRY_BASE_INTERVAL_S = 0.25
-RETRY_MAX_INTERVAL_S = 2
-#: A provider's ``retry-after`` is honoured up to this; a longer one is ignored and the exponential
-#: back-off applies (finding (c), continued) — the next attempt usually goes to another provider anyway.
-RATE_LIMITED_MAX_INTERVAL_S = 2
+#: Back-off before a fall-over to another model: short, and never waiting for the failed provider's
+#: retry-after (that provider's limit says nothing about the next one's).
+FALLOVER_BASE_INTERVAL_S = 0.05
+FALLOVER_MAX_INTERVAL_S = 0.5
+#: an attempt whose provider sends nothing for this long is abandoned (per-try idle timeout), unless the
+#: model's retry_policy.on_timeout says otherwise or the listener timeout leaves less per attempt
+DEFAULT_ATTEMPT_IDLE_S = 300.0
+#: 429, 5xx, a reset, a refused connection and an attempt's idle timeout (a 504) move to the next attempt
 RETRY_ON = "5xx,reset,connect-failure,retriable-status-codes"
 RETRIABLE_STATUS_CODES = (429,)
 
@@ -71,24 +73,44 @@ def _json_response(status: int, body: str) -> dict[str, Any]:
     }
 
 
-def retry_policy(num_retries: int) -> Any:
-    """429/5xx/reset → next attempt → next sub-cluster of the composite = next model."""
-    policy = rc.RetryPolicy(
-        retry_on=RETRY_ON,
-        retriable_status_codes=list(RETRIABLE_STATUS_CODES),
-        retry_back_off=rc.RetryPolicy.RetryBackOff(
-            base_interval=seconds(RETRY_BASE_INTERVAL_S), max_interval=seconds(RETRY_MAX_INTERVAL_S)
-        ),
-        rate_limited_retry_back_off=rc.RetryPolicy.RateLimitedRetryBackOff(
-            reset_headers=[rc.RetryPolicy.ResetHeader(name="retry-after", format=rc.RetryPolicy.SECONDS)],
-            max_interval=seconds(RATE_LIMITED_MAX_INTERVAL_S),
-        ),
-    )
-    policy.num_retries.value = num_retries
+def attempt_idle_seconds(config: PlanoConfig, attempts: tuple[str, ...]) -> float:
+    """How long an attempt may stay silent: the first model's ``retry_policy.on_timeout.timeout`` (Envoy
+    has one per-try timeout per route), else the default — at most the listener timeout shared by all
+    attempts, so a hung first provider leaves time for the next."""
+    configured = config.by_model[attempts[0]].retry_policy.on_timeout.timeout
+    idle = duration_seconds(configured) if configured else DEFAULT_ATTEMPT_IDLE_S
+    listener_timeout = config.listener.timeout_seconds
+    if listener_timeout:
+        idle = min(idle, listener_timeout / len(attempts))
+    return idle
+
+
+def retry_policy(config: PlanoConfig, attempts: tuple[str, ...]) -> Any:
+    """429/5xx/reset/silence → next attempt → next sub-cluster of the composite = next model.
+
+    A list that retries the same model (a single model, listed twice) backs off as its retry_policy says
+    and waits out a retry-after up to ``max_retry_after_seconds`` (Envoy ignores a longer one and backs
+    off as usual, finding (c)); a fall-over to another model goes quickly and ignores retry-after."""
+    same_model = len(set(attempts)) == 1
+    policy = rc.RetryPolicy(retry_on=RETRY_ON, retriable_status_codes=list(RETRIABLE_STATUS_CODES))
+    policy.num_retries.value = retry_budget(attempts)
+    policy.per_try_idle_timeout.CopyFrom(seconds(attempt_idle_seconds(config, attempts)))
+    rules = config.by_model[attempts[0]].retry_policy
+    if same_model:
+        policy.retry_back_off.base_interval.CopyFrom(milliseconds(rules.backoff.base_ms))
+        policy.retry_back_off.max_interval.CopyFrom(milliseconds(max(rules.backoff.max_ms, rules.backoff.base_ms)))
+        if rules.retry_after_handling.max_retry_after_seconds > 0:
+            policy.rate_limited_retry_back_off.reset_headers.append(
+                rc.RetryPolicy.ResetHeader(name="retry-after", format=rc.RetryPolicy.SECONDS)
+            )
+            policy.rate_limited_retry_back_off.max_interval.CopyFrom(seconds(rules.retry_after_handling.max_retry_after_seconds))
+    else:
+        policy.retry_back_off.base_interval.CopyFrom(seconds(FALLOVER_BASE_INTERVAL_S))
+        policy.retry_back_off.max_interval.CopyFrom(seconds(FALLOVER_MAX_INTERVAL_S))
     return policy
 
 
-def _proxy_route(attempts: tuple[str, ...], timeout_s: float) -> Any:
+def _proxy_route(config: PlanoConfig, attempts: tuple[str, ...], timeout_s: float) -> Any:
     name = composite_cluster_name(attempts)
     action = rc.RouteAction(
         cluster=name,
@@ -98,7 +120,7 @@ def _proxy_route(attempts: tuple[str, ...], timeout_s: float) -> Any:
         # exactly len-1 retries: one more would answer Envoy's own 503 "no healthy upstream" instead of the
         # last provider's error (finding (a)); the processor may lower it per request with
         # x-envoy-max-retries (finding (b))
-        retry_policy=retry_policy(retry_budget(attempts)),
+        retry_policy=retry_policy(config, attempts),
     )
     # the Host of the provider each attempt picked (finding (c), continued)
     action.auto_host_rewrite.value = True
@@ -160,6 +182,6 @@ def route_config(config: PlanoConfig, observation: Observation) -> Any:
         domains=["*"],
         # the upstream processor learns the attempt number from x-envoy-attempt-count (finding (c))
         include_request_attempt_count=True,
-        routes=[decision, *(_proxy_route(a, timeout_s) for a in prebuilt_attempt_lists(config)), models, no_decision, not_found],
+        routes=[decision, *(_proxy_route(config, a, timeout_s) for a in prebuilt_attempt_lists(config)), models, no_decision, not_found],
     )
     return route_pb2.RouteConfiguration(name="plano_routes", virtual_hosts=[vhost])

@@ -100,7 +100,7 @@ class DownstreamContext:
 class DownstreamExchange:
     """One HTTP request's downstream ext_proc stream: the headers, then the buffered body."""
 
-    __slots__ = ("api", "ctx", "decision_only", "info", "parent_span", "started_ns", "trace_id")
+    __slots__ = ("api", "ctx", "decision_only", "done", "info", "parent_span", "started_ns", "trace_id")
 
     def __init__(self, ctx: DownstreamContext) -> None:
         self.ctx = ctx
@@ -110,14 +110,21 @@ class DownstreamExchange:
         self.trace_id = ""
         self.parent_span: str | None = None
         self.started_ns = 0
+        self.done = False
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
         if kind == "request_headers":
-            return self.on_headers(request.request_headers)
-        if kind == "request_body":
-            return await self.on_body(request.request_body)
-        return None
+            response = self.on_headers(request.request_headers)
+        elif kind == "request_body":
+            response = await self.on_body(request.request_body)
+            # the routing filter sends nothing after the body: the decision is final
+            self.done = True
+        else:
+            return None
+        if response.WhichOneof("response") == "immediate_response":
+            self.done = True
+        return response
 
     def finish(self) -> None:
         pass

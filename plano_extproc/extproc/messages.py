@@ -13,7 +13,11 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 class Exchange(Protocol):
-    """One ext_proc stream's processor: a reply per message (None for observers), `finish` at the end."""
+    """One ext_proc stream's processor: a reply per message (None for observers), `finish` at the end.
+    `done` turns true when the processor expects no more messages: the server then closes the stream
+    (Envoy treats that as processing complete), so nothing on that stream can fail the request later."""
+
+    done: bool
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None: ...
 

@@ -21,9 +21,16 @@ from plano_extproc.api import routing_pb2, routing_pb2_grpc
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
-from plano_extproc.apis import BY_NAME, DEFAULT_API, ClientApi, RequestFormatError
+from plano_extproc.apis import BY_NAME, DEFAULT_API, ENDPOINTS, ClientApi, RequestFormatError
 from plano_extproc.config import PlanoConfig
-from plano_extproc.contract import FINGERPRINT_METADATA, PROCESSOR_METADATA, Processor, config_fingerprint, prebuilt_attempt_lists
+from plano_extproc.contract import (
+    FINGERPRINT_METADATA,
+    PROCESSOR_METADATA,
+    DecisionMetadata,
+    Processor,
+    config_fingerprint,
+    prebuilt_attempt_lists,
+)
 from plano_extproc.engine import DecisionEngine, build_router_chain
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
@@ -50,6 +57,23 @@ def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
     if request.api_format == routing_pb2.API_FORMAT_UNSPECIFIED:
         return None
     return BY_NAME.get(routing_pb2.ApiFormat.Name(request.api_format).lower())
+
+
+def _client_api(message: ext.ProcessingRequest, exchange: Exchange | None = None) -> ClientApi:
+    """The client API whose error shape a refused or failed stream answers in: the one its exchange
+    learnt, else the decision metadata's, else the one the request path names; OpenAI's when none says."""
+    api = getattr(exchange, "api", None)
+    if isinstance(api, ClientApi):
+        return api
+    decision = DecisionMetadata.from_metadata(message.metadata_context)
+    if decision is not None and decision.api in BY_NAME:
+        return BY_NAME[decision.api]
+    if message.WhichOneof("request") == "request_headers":
+        for h in message.request_headers.headers.headers:
+            if h.key == ":path":
+                endpoint = ENDPOINTS.get((h.raw_value.decode("utf-8", "replace") or h.value).split("?", 1)[0])
+                return endpoint[0] if endpoint is not None else DEFAULT_API
+    return DEFAULT_API
 
 
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
@@ -100,8 +124,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
             self._mismatch(fingerprint)
             if processor in OBSERVERS:
                 return
-            async for _ in request_iterator:
-                yield immediate(503, DEFAULT_API.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
+            async for first in request_iterator:
+                api = _client_api(first)
+                yield immediate(503, api.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
                 return
             return
         exchange = self.exchanges[processor]()
@@ -115,12 +140,14 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 except Exception:
                     # A bug here must cost one request a clean 500, not a hung stream or a traceback to the client.
                     log.exception("ext_proc %s processing failed", processor)
-                    response = immediate(500, DEFAULT_API.error_body(500, "internal error in the routing step", None))
+                    response = immediate(500, _client_api(message, exchange).error_body(500, "internal error in the routing step", None))
                 phase = message.WhichOneof("request") or "unknown"  # the message kind: request_headers, ...
                 histogram = durations.get(phase) or durations.setdefault(phase, self.metrics.phase_duration.labels(processor.value, phase))
                 histogram.observe(time.perf_counter() - started)
                 if response is not None:
                     yield response
+                if exchange.done:
+                    break
         finally:
             inflight.dec()
             exchange.finish()  # a response cut short still records what was seen
@@ -184,6 +211,12 @@ class ExtProcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_concurrent_streams", 10_000),
+                # Envoy keeps its connection to us alive with HTTP/2 pings (every 30 s, bootstrap); grpc-core's
+                # default server policy answers pings on a connection without data flow with GOAWAY
+                # too_many_pings after two, which killed long requests (docs/envoy.md finding (n))
+                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
         ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(exchanges, self.metrics, config_fingerprint(config)), self.server)
@@ -198,7 +231,12 @@ class ExtProcServer:
         await self.engine.warm_up()
         if self.metrics_address:
             host, _, port = self.metrics_address.rpartition(":")
-            self._metrics_http, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
+            try:
+                self._metrics_http, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot serve /metrics on {self.metrics_address} ({exc.strerror}): pick a free port with --metrics (serve) or --metrics-port (up)"
+                ) from None
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 

@@ -7,6 +7,10 @@ answered, then closes it. Bounded by entries and by bytes (keys and kept bodies 
 closes (client gone, observer off) expires after `ttl_seconds` or is evicted, oldest first. A record that
 is missing (evicted, or another worker process served the first phase) costs only speed: the upstream
 processor then reads the body from Envoy.
+
+Envoy keeps an x-request-id the client sent, so two requests in flight may share one. Such a record keeps
+no body at all (`open`): each attempt of either request reads its own body from Envoy, and no request is
+ever prepared from another's conversation or credentials. Only the observers' attribution is then shared.
 """
 
 from __future__ import annotations
@@ -80,6 +84,15 @@ class InFlightRequests:
         forward: ForwardRequest | None = None,
         client_body: dict[str, Any] | None = None,
     ) -> RequestRecord:
+        existing = self._records.get(request_id)
+        if existing is not None:
+            # another request in flight carries this x-request-id: whose body a kept one is can no longer be
+            # told, so neither request's is kept (their attempts read their own from Envoy)
+            if existing.forward is not None or existing.client_body is not None:
+                existing.forward = existing.client_body = None
+                existing.client_bytes = 0
+                self._records.put(request_id, existing)  # re-weighed
+            return existing
         size = len(forward.raw) if forward is not None and client_body is not None else 0
         first = attempts[0] if attempts else ""
         record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=first, translation_pending=client_body is not None)

@@ -62,7 +62,7 @@ def _body_reply(body: bytes, sets: list[tuple[str, str]] | None = None) -> ext.P
 class TranslateExchange:
     """One response. `translation` is set when the answer must be translated; `stream` for SSE."""
 
-    __slots__ = ("api", "client_body", "ctx", "decoder", "failed", "model_id", "status", "stream", "translation")
+    __slots__ = ("api", "client_body", "ctx", "decoder", "done", "failed", "model_id", "status", "stream", "translation")
 
     def __init__(self, ctx: TranslateContext) -> None:
         self.ctx = ctx
@@ -75,12 +75,17 @@ class TranslateExchange:
         self.failed = False
         #: undoes a content-encoding the provider used although the attempt asked for identity
         self.decoder: zlib._Decompress | None = None
+        self.done = False
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
         if kind == "response_headers":
-            return self.on_headers(request)
+            response = self.on_headers(request)
+            # no translation for this answer (body mode none), or a body-less answer
+            self.done = self.translation is None or request.response_headers.end_of_stream
+            return response
         if kind == "response_body":
+            self.done = request.response_body.end_of_stream
             return self.on_body(request.response_body)
         return None
 
@@ -118,11 +123,12 @@ class TranslateExchange:
             self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
         elif encoding not in ("", "identity"):
             return immediate(502, api.error_body(502, f"the answer of {self.model_id} came {encoding}-encoded and could not be translated", None))
+        remove = ["content-length", "content-encoding"] if self.decoder is not None else ["content-length"]
         if 200 <= self.status < 300 and "text/event-stream" in content_type:
             self.stream = route.translation.stream(self.model_id, self.client_body)
-            return _headers_reply(header_mutation(remove=["content-length", "content-encoding"]), _Mode.STREAMED)
+            return _headers_reply(header_mutation(remove=remove), _Mode.STREAMED)
         # a JSON answer or an error of any shape: translated whole
-        mutation = header_mutation([("content-type", "application/json")], remove=["content-length", "content-encoding"])
+        mutation = header_mutation([("content-type", "application/json")], remove=remove)
         return _headers_reply(mutation, _Mode.BUFFERED)
 
     def _decoded(self, body: ext.HttpBody) -> bytes:

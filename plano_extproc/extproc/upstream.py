@@ -32,18 +32,23 @@ class UpstreamContext:
 
 
 class UpstreamExchange:
-    __slots__ = ("ctx", "pending")
+    __slots__ = ("ctx", "done", "pending")
 
     def __init__(self, ctx: UpstreamContext) -> None:
         self.ctx = ctx
         #: (the decision, the attempt's model) until the body message arrives
         self.pending: tuple[DecisionMetadata, str] | None = None
+        self.done = False
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
         kind = request.WhichOneof("request")
         if kind == "request_headers":
-            return self.on_headers(request.request_headers, request.metadata_context)
+            response = self.on_headers(request.request_headers, request.metadata_context)
+            # prepared from the kept body (or refused): Envoy sends no body message for this attempt
+            self.done = self.pending is None
+            return response
         if kind == "request_body":
+            self.done = True
             return self.on_body(request.request_body)
         return None
 

@@ -3,11 +3,16 @@
 When the primary backend times out, fails, or its breaker is open, `routing.router.fallback` decides:
 `embedded` asks the embedded CPU router instead, `default` gives up on routing (the request's model or
 the default model). Either way the failure is reported in the outcome and counted, never raised.
+
+Every answer the primary gives (a route or "no route"; not cached replays, not failures) is also handed
+to a fallback that learns (`learned.LearnsFromPrimary`, the embedded router): it keeps them as bounded
+per-route-set examples, so that when the primary fails the fallback decides like the primary did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +20,7 @@ from collections.abc import Callable, Sequence
 from plano_extproc.conversation import Turn
 from plano_extproc.decision import RouterOutcome
 from plano_extproc.router.base import RouterBackend, RouteSpec, RouterError
+from plano_extproc.router.learned import LearnsFromPrimary
 from plano_extproc.ttl_cache import TtlLruCache
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,19 @@ class CircuitBreaker:
             self._opened_at = self._clock()
 
 
+def _decision_key(routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> bytes:
+    """A digest of everything the router is shown: the decision cache then holds 16 bytes per entry, not
+    the conversation and the routes' examples (megabytes for an agent's request)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in [x for r in routes for x in (r.name, r.description, *r.examples, "\x00")] + ["\x01"] + [
+        x for t in conversation for x in (t.role, t.content)
+    ]:
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
 class RouterChain:
     def __init__(
         self,
@@ -67,7 +86,7 @@ class RouterChain:
         timeout_s: float,
         fallback: RouterBackend | None = None,
         breaker: CircuitBreaker | None = None,
-        cache: TtlLruCache[tuple[tuple[RouteSpec, ...], tuple[Turn, ...]], str | None] | None = None,
+        cache: TtlLruCache[bytes, str | None] | None = None,
     ) -> None:
         self.primary = primary
         self.timeout_s = timeout_s
@@ -84,7 +103,7 @@ class RouterChain:
     async def choose(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> RouterOutcome:
         if not routes or not conversation:
             return RouterOutcome(None)
-        key = (tuple(routes), tuple(conversation)) if self.cache is not None else None
+        key = _decision_key(routes, conversation) if self.cache is not None else None
         if key is not None:
             cached = self.cache.get(key)  # type: ignore[union-attr]
             if cached is not None:
@@ -99,6 +118,7 @@ class RouterChain:
             if failure is None:
                 if key is not None:
                     self.cache.put(key, route or "")  # type: ignore[union-attr]
+                self._teach(routes, conversation, route)
                 seconds = time.perf_counter() - started
                 if self.on_call is not None:
                     self.on_call(self.primary.name, seconds, None)
@@ -121,6 +141,14 @@ class RouterChain:
         if self.on_call is not None:
             self.on_call(self.fallback.name, time.perf_counter() - fallback_started, None)
         return RouterOutcome(route, self.fallback.name, failed=True, error_kind=kind, seconds=time.perf_counter() - started)
+
+    def _teach(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn], route: str | None) -> None:
+        """Hand the primary's answer to a fallback that learns from it (cheap; never fails the request)."""
+        if isinstance(self.fallback, LearnsFromPrimary):
+            try:
+                self.fallback.learn(routes, conversation, route)
+            except Exception:  # noqa: BLE001 - learning is best effort
+                log.exception("fallback router %s could not learn from the primary", self.fallback.name)
 
     async def _call_primary(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[str | None, str | None]:
         """(the primary's route, None), or (None, the failure kind)."""

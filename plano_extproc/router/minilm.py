@@ -328,16 +328,31 @@ class MiniLMEncoder:
 
     # -- public API ------------------------------------------------------------------
 
-    def encode_one(self, text: str) -> np.ndarray:
-        """One sentence -> unit-length float32 vector of shape (384,). No padding involved."""
-        enc = self._tok.encode(text)
+    #: the text is cut at (tokens wanted) * this many characters before tokenizing: that bounds the
+    #: tokenizer's work (it holds the GIL; a 4 MiB prompt took seconds) and keeps the same ids for
+    #: ordinary text, where a token covers ~4 characters (only long whitespace runs or 33-100
+    #: letter words can make the cut text yield fewer tokens than wanted)
+    CHARS_PER_TOKEN_BOUND = 32
+
+    def token_ids(self, text: str, max_tokens: int | None = None) -> list[int]:
+        """WordPiece ids of `text` with [CLS]/[SEP], at most `max_tokens` (default: max_seq_length);
+        the text is cut before tokenizing (see CHARS_PER_TOKEN_BOUND)."""
+        cap = min(max_tokens or self.max_seq_length, self.max_seq_length)
+        ids = self._tok.encode(text[: cap * self.CHARS_PER_TOKEN_BOUND]).ids
+        if len(ids) > cap:
+            ids = ids[: cap - 1] + ids[-1:]  # keep [SEP], as the tokenizer's own truncation does
+        return ids
+
+    def encode_one(self, text: str, max_tokens: int | None = None) -> np.ndarray:
+        """One sentence -> unit-length float32 vector of shape (384,). No padding involved. At most
+        `max_tokens` tokens of it are read (default: max_seq_length)."""
+        ids = np.asarray(self.token_ids(text, max_tokens), dtype=np.int64)
         if self._ort is not None:
-            v = self._ort.pooled(self._embed(np.asarray(enc.ids, dtype=np.int64)))
+            v = self._ort.pooled(self._embed(ids))
         else:
-            ids = np.asarray(enc.ids, dtype=np.int64)[None, :]
-            v = self._forward(ids, None)[0].mean(axis=0)
+            v = self._forward(ids[None, :], None)[0].mean(axis=0)
         n = float(np.linalg.norm(v))
-        return v / n if n > 0 else v
+        return (v / n if n > 0 else v).astype(np.float32, copy=False)
 
     def encode(self, texts: Sequence[str] | str, *, batch_size: int = 32) -> np.ndarray:
         """Sentences -> (N, 384) float32, unit rows. Batches are padded to their longest member
@@ -350,7 +365,7 @@ class MiniLMEncoder:
         if self._ort is not None:
             # one unpadded sequence at a time (~1 ms each): same numbers as encode_one
             return np.stack([self.encode_one(t) for t in texts]).astype(np.float32, copy=False)
-        encs = self._tok.encode_batch(texts)
+        encs = self._tok.encode_batch([t[: self.max_seq_length * self.CHARS_PER_TOKEN_BOUND] for t in texts])
         order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))
         out = np.empty((len(texts), self.hidden), dtype=np.float32)
         for start in range(0, len(order), batch_size):
@@ -370,7 +385,7 @@ class MiniLMEncoder:
         return out
 
     def token_count(self, text: str) -> int:
-        return len(self._tok.encode(text).ids)
+        return len(self.token_ids(text))
 
 
 # --- onnxruntime backend ---------------------------------------------------------------

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class EmbeddedRouterSettings(BaseModel):
-    """Tuning knobs of the embedded router (config: ``routing.router.embedded``)."""
+    """Tuning knobs of the embedded router (config: ``routing.router.embedded``). The defaults are the
+    measured choice of docs/routing.md; none of them was fitted to one benchmark."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -22,16 +23,20 @@ class EmbeddedRouterSettings(BaseModel):
     #: where the generated ONNX graphs are cached; None = $PLANO_EXTPROC_CACHE or
     #: ~/.cache/plano-extproc
     onnx_cache_dir: str | None = None
-    #: best-ranked route's similarity score (mean top_k cosine, before the ranking-only
-    #: adjustments below) under this -> no route (calibrated; see module doc)
-    threshold: float = Field(default=0.29, ge=-1.0, le=1.0)
-    #: a "clear winner" is accepted below `threshold`: its score is at least `clear_floor`
-    #: and beats the runner-up by at least `clear_margin` (needs two or more routes)
-    clear_margin: float = Field(default=0.12, ge=0.0, le=2.0)
-    clear_floor: float = Field(default=0.20, ge=-1.0, le=1.0)
-    #: best route must beat the runner-up by at least this much, else no route (0 = off)
-    min_margin: float = Field(default=0.0, ge=0.0, le=2.0)
-    #: a route's score is the mean of its top_k best-matching description texts
+
+    # -- rejection ------------------------------------------------------------------------------
+    #: the one rejection knob: the share of *general requests* (a packaged set of everyday questions
+    #: and chit-chat that no specialised route is for, router/data/general_requests.txt) that the
+    #: router should answer with "no route". For each route set the similarity bar is the quantile
+    #: of those requests' best-route similarity, so the bar means the same thing whatever the number
+    #: of routes or the length of their descriptions. Higher = stricter.
+    reject_share: float = Field(default=0.7, ge=0.0, le=1.0)
+    #: a fixed similarity bar instead of the calibrated one (None = calibrated, the default; kept
+    #: for deployments that measured their own)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+    # -- scoring --------------------------------------------------------------------------------
+    #: a route's similarity is the mean of its top_k best-matching description texts
     top_k: int = Field(default=2, ge=1, le=16)
     #: ranking only: subtract this times each route's "hub bias" (its mean score against the
     #: other routes' description texts, centred over the route set), so a route whose
@@ -40,13 +45,48 @@ class EmbeddedRouterSettings(BaseModel):
     #: ranking only: add this times the summed IDF weight (IDF over the current route set) of
     #: the query's stemmed content words found in a route's description (0 = off)
     lexical_weight: float = Field(default=0.025, ge=0.0, le=1.0)
-    #: weight of the previous user turn blended into the query embedding (0 = latest turn
-    #: only, the default: in a small probe blending did not rescue follow-ups such as
-    #: "and in Java?" and at high weights it dragged topic changes to the old route)
-    history_weight: float = Field(default=0.0, ge=0.0, le=1.0)
-    #: tokens of the query the encoder reads (the model's maximum is 256); longer input is cut
+    #: description texts are also embedded as requests ("Can you help with <text>?"), which bridges
+    #: noun-phrase descriptions and imperative requests (off = descriptions as written)
+    request_templates: bool = True
+    #: the route's name ("code_generation" -> "code generation") as one more text of the route (off:
+    #: it fixed one seed request but cost 3 points on llm_tasks and 0.5 on CLINC, docs/routing.md)
+    route_names: bool = False
+
+    # -- what of the prompt is read (bounds the work per request) -------------------------------
+    #: tokens of the whole prompt the encoder reads
+    whole_tokens: int = Field(default=32, ge=8, le=256)
+    #: tokens of each of the two extra segments (the prompt's first and last sentence/line), which
+    #: is where long prompts state what they want (0 = whole prompt only)
+    segment_tokens: int = Field(default=16, ge=0, le=128)
+    #: characters kept from the start and from the end of a prompt before anything is tokenized
+    #: (a 4 MiB prompt costs what a 8 KiB one does)
+    head_chars: int = Field(default=4096, ge=256, le=1 << 20)
+    tail_chars: int = Field(default=4096, ge=0, le=1 << 20)
+    #: kept for configs that set it: the encoder's own cap (the model's maximum is 256)
     max_query_tokens: int = Field(default=256, ge=8, le=512)
-    #: how many distinct route sets keep their embeddings
+
+    # -- examples (routing_preferences[].examples and what the primary router taught) ----------
+    #: examples per route set that are embedded (~3 ms each, once per route set); beyond it each route
+    #: keeps an equal share of its first examples
+    max_examples_per_set: int = Field(default=400, ge=0, le=20000)
+    #: L2 penalty and Adam steps of the per-route-set classifier fitted on the examples
+    classifier_l2: float = Field(default=1e-3, ge=0.0, le=1.0)
+    classifier_steps: int = Field(default=150, ge=10, le=2000)
+    #: learning from the primary router: recent decisions kept per route (and of "no route") per
+    #: route set, how many route sets keep them, and how often the fallback refits on them
+    learned_per_route: int = Field(default=40, ge=0, le=1000)
+    learned_none: int = Field(default=80, ge=0, le=5000)
+    learned_route_sets: int = Field(default=8, ge=1, le=256)
+    learned_refit_seconds: float = Field(default=30.0, ge=0.0)
+
+    # -- conversations --------------------------------------------------------------------------
+    #: a latest user turn that only refers back ("now do it in Java", "make it shorter") is routed by
+    #: the user turn it follows; any other turn is routed on its own (measured in docs/routing.md)
+    follow_up: bool = True
+
+    # -- caches ---------------------------------------------------------------------------------
+    #: how many distinct route sets keep their embeddings, and how many bytes they may take
     route_cache_size: int = Field(default=64, ge=1)
+    route_cache_bytes: int = Field(default=64 << 20, ge=1 << 20)
     #: how many query texts keep their embeddings (follow-ups re-use the previous turn's)
     query_cache_size: int = Field(default=1024, ge=0)

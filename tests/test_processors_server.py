@@ -1,0 +1,280 @@
+"""The gRPC wiring of the processors: a real grpc.aio `ExtProcServer` on a Unix socket (as Envoy reaches
+it with a `unix:` address), driven by the generated ext_proc client stub with the initial metadata the
+rendered bootstrap sends (contract.PROCESSOR_METADATA, contract.FINGERPRINT_METADATA).
+
+Request processors are driven in lock step, as Envoy does: one message, then its reply.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+import orjson
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
+
+from plano_extproc.apis import BY_NAME
+from plano_extproc.contract import FINGERPRINT_METADATA, PROCESSOR_METADATA, REQUEST_TIME_ATTRIBUTE, Processor, config_fingerprint
+from plano_extproc.extproc.server import ExtProcServer
+from plano_extproc.forwarding import Forwarder
+from plano_extproc.router.chain import RouterChain
+from tests.processors_kit import (
+    CLAUDE,
+    KeywordRouter,
+    Mode,
+    apply_mutation,
+    assert_error_shape,
+    body_of,
+    client_body,
+    client_headers,
+    common_of,
+    decision_metadata,
+    demo_config,
+    envoy_metadata,
+    immediate_of,
+    request_body_msg,
+    request_headers_msg,
+    response_attributes,
+    response_body_msg,
+    response_headers_msg,
+    set_headers,
+)
+
+API_NAMES = ("openai_chat", "anthropic_messages", "openai_responses")
+CALL_TIMEOUT_S = 10  # a hung stream fails the test instead of hanging it; never reached when all is well
+
+
+@dataclass
+class Served:
+    server: ExtProcServer
+    stub: ext_grpc.ExternalProcessorStub
+    fingerprint: str
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def open(self, processor: str | None, fingerprint: str | None = "ours") -> grpc.aio.StreamStreamCall:
+        metadata = []
+        if processor is not None:
+            metadata.append((PROCESSOR_METADATA, processor))
+        if fingerprint is not None:
+            metadata.append((FINGERPRINT_METADATA, self.fingerprint if fingerprint == "ours" else fingerprint))
+        return self.stub.Process(metadata=tuple(metadata), timeout=CALL_TIMEOUT_S)
+
+    async def lockstep(self, processor: str | None, messages: Sequence[ext.ProcessingRequest], fingerprint: str | None = "ours") -> tuple[list[ext.ProcessingResponse], grpc.StatusCode]:
+        """Send each message and read its reply, as Envoy does; stop after an immediate response."""
+        call = self.open(processor, fingerprint)
+        replies = []
+        for message in messages:
+            await call.write(message)
+            reply = await call.read()
+            if reply is grpc.aio.EOF:
+                break
+            replies.append(reply)
+            if reply.WhichOneof("response") == "immediate_response":
+                break
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF  # the stream ends: nothing more, nothing hung
+        return replies, await call.code()
+
+    async def observe(self, processor: str, messages: Sequence[ext.ProcessingRequest], fingerprint: str | None = "ours") -> tuple[list[ext.ProcessingResponse], grpc.StatusCode]:
+        """Observers: Envoy sends and never waits for a reply."""
+        call = self.open(processor, fingerprint)
+        for message in messages:
+            await call.write(message)
+        await call.done_writing()
+        replies = [r async for r in call]
+        return replies, await call.code()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    directory = tempfile.mkdtemp(prefix="plano-", dir="/tmp")  # short: Unix socket paths are limited to ~107 bytes
+    address = f"unix:{directory}/extproc.sock"
+    config = demo_config()
+    server = ExtProcServer(config, address)
+    server.engine.router = RouterChain(KeywordRouter(), 5.0)  # the embedded model's scores are not under test
+    await server.start()
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield Served(server, ext_grpc.ExternalProcessorStub(channel), config_fingerprint(config))
+    finally:
+        await channel.close()
+        await server.stop(0)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def decision_request(api: str = "openai_chat", text: str = "code_generation: a trie", routing: bool = True) -> list[ext.ProcessingRequest]:
+    raw = client_body(api, text)
+    path = ("/routing" if routing else "") + BY_NAME[api].path
+    return [request_headers_msg(client_headers(path, raw, "req-s1")), request_body_msg(raw)]
+
+
+@pytest.mark.parametrize("processor", ["downstream", None], ids=["named", "unnamed-is-downstream"])
+@pytest.mark.parametrize("fingerprint", ["ours", None], ids=["fingerprint", "no-fingerprint"])
+async def test_a_stream_is_served_by_the_processor_it_names(served, processor, fingerprint):
+    replies, code = await served.lockstep(processor, decision_request(), fingerprint)
+    assert code == grpc.StatusCode.OK and len(replies) == 2
+    assert common_of(replies[0]) == ext.CommonResponse()
+    answer = immediate_of(replies[1])
+    assert answer.status == 200 and answer.body["route"] == "code_generation"
+    assert served.sample("plano_config_mismatch_total") == 0
+
+
+def first_message(processor: str, api: str) -> ext.ProcessingRequest:
+    """The first message of a stream of `processor` for a request of client API `api`."""
+    metadata = decision_metadata({"models": "openai/gpt-4o,openai/gpt-4o", "api": api, "route": ""})
+    if processor == "downstream":
+        return decision_request(api, routing=False)[0]
+    if processor == "upstream":  # the decision metadata is forwarded to it; the path may be a provider's already
+        headers = {**client_headers("/v1/chat/completions", b"{}", "req-s1"), "x-envoy-attempt-count": "2"}
+        return request_headers_msg(headers, metadata=metadata)
+    return response_headers_msg(200, {"content-type": "application/json"}, attributes=response_attributes("req-s1", 1), metadata=metadata)
+
+
+@pytest.mark.parametrize("api", API_NAMES)
+@pytest.mark.parametrize("processor", ["downstream", "upstream", "translate"])
+async def test_a_stream_from_a_bootstrap_of_another_config_is_refused_with_503(served, processor, api):
+    first = first_message(processor, api)
+    replies, code = await served.lockstep(processor, [first], fingerprint="0123456789abcdef")
+    assert code == grpc.StatusCode.OK
+    (reply,) = replies
+    answer = immediate_of(reply)
+    assert answer.status == 503
+    assert_error_shape(api, answer.body, "Envoy runs a bootstrap rendered from another config")
+    assert served.sample("plano_config_mismatch_total") == 1
+    await served.lockstep(processor, [first], fingerprint="0123456789abcdef")
+    assert served.sample("plano_config_mismatch_total") == 2  # counted per refused stream
+
+
+@pytest.mark.parametrize("processor", ["observe", "upstream-observe"])
+async def test_an_observer_of_another_config_is_counted_and_answers_nothing(served, processor):
+    replies, code = await served.observe(processor, [response_headers_msg(200, attributes=response_attributes("req-x", 1))], fingerprint="0123456789abcdef")
+    assert (replies, code) == ([], grpc.StatusCode.OK)
+    assert served.sample("plano_config_mismatch_total") == 1
+
+
+async def test_an_unknown_processor_name_is_invalid_argument(served):
+    call = served.open("sideways")
+    await call.write(decision_request()[0])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call.read()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert PROCESSOR_METADATA in raised.value.details()
+
+
+@pytest.mark.parametrize("api", API_NAMES)
+async def test_an_exception_in_the_downstream_processor_is_a_clean_500_and_the_server_goes_on(served, monkeypatch, api):
+    real_route = served.server.engine.route
+    calls = []
+
+    async def route_once_broken(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return await real_route(*args, **kwargs)
+
+    monkeypatch.setattr(served.server.engine, "route", route_once_broken)
+    replies, code = await served.lockstep("downstream", decision_request(api))
+    assert code == grpc.StatusCode.OK
+    answer = immediate_of(replies[-1])
+    assert answer.status == 500
+    assert_error_shape(api, answer.body, "internal error in the routing step")
+    assert "a bug" not in orjson.dumps(answer.body).decode()  # no traceback or detail to the client
+    replies, code = await served.lockstep("downstream", decision_request())
+    assert immediate_of(replies[-1]).status == 200
+    assert served.sample("plano_extproc_inflight_streams", processor="downstream") == 0
+
+
+async def test_an_exception_in_the_per_attempt_processor_is_a_clean_500(served, monkeypatch):
+    raw = client_body("openai_chat", "complex_reasoning: trains")
+    replies, _ = await served.lockstep("downstream", [request_headers_msg(client_headers("/v1/chat/completions", raw, "req-u1")), request_body_msg(raw)])
+    metadata = envoy_metadata(replies[1])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Forwarder, "prepare", broken)
+    headers = {**client_headers("/v1/chat/completions", raw, "req-u1"), "x-envoy-attempt-count": "2"}
+    replies, code = await served.lockstep("upstream", [request_headers_msg(headers, metadata=metadata)])
+    assert code == grpc.StatusCode.OK
+    answer = immediate_of(replies[0])
+    assert answer.status == 500
+    assert_error_shape("openai_chat", answer.body, "internal error in the routing step")
+
+
+async def test_an_exception_in_the_translator_is_a_500_in_the_clients_shape(served, monkeypatch):
+    from plano_extproc.extproc.translate import TranslateExchange
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(TranslateExchange, "on_body", broken)
+    first = first_message("translate", "anthropic_messages")
+    metadata = decision_metadata({"models": ",".join((CLAUDE, "openai/gpt-4o")), "api": "openai_chat", "route": ""})
+    first.metadata_context.CopyFrom(metadata)  # attempt 1 is Claude for a Chat client: translated
+    replies, code = await served.lockstep("translate", [first, response_body_msg(b"{}", end_of_stream=True)])
+    assert code == grpc.StatusCode.OK and replies[0].mode_override.response_body_mode == Mode.BUFFERED
+    answer = immediate_of(replies[1])
+    assert answer.status == 500
+    assert_error_shape("openai_chat", answer.body, "internal error")
+
+
+async def test_one_request_through_every_processor_shares_one_record(served):
+    """Downstream, a failed attempt 1, attempt 2 translated, its answer translated and observed: separate
+    gRPC streams that meet only in the server's in-flight record and Envoy's metadata."""
+    raw = client_body("openai_chat", "complex_reasoning: trains")
+    headers = client_headers("/v1/chat/completions", raw, "req-c1")
+    replies, _ = await served.lockstep("downstream", [request_headers_msg(headers), request_body_msg(raw)])
+    down = replies[1]
+    apply_mutation(headers, common_of(down).header_mutation)
+    metadata = envoy_metadata(down)
+    assert set_headers(down)[":authority"] == "api.openai.com"
+
+    # attempt 1 (GPT-4o) answers 429: the per-attempt observer sees it; attempt 2 goes to Claude, translated
+    failed = response_headers_msg(429, attributes=response_attributes("req-c1", 1), metadata=metadata)
+    assert await served.observe("upstream-observe", [failed]) == ([], grpc.StatusCode.OK)
+    replies, _ = await served.lockstep("upstream", [request_headers_msg({**headers, "x-envoy-attempt-count": "2"}, metadata=metadata)])
+    attempt = replies[0]
+    assert common_of(attempt).status == ext.CommonResponse.CONTINUE_AND_REPLACE
+    assert set_headers(attempt)["x-api-key"] == "sk-ant-test" and "authorization" in list(common_of(attempt).header_mutation.remove_headers)
+
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-20250514",
+        "content": [{"type": "text", "text": "At 7pm."}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 20, "output_tokens": 4},
+    }
+    provider_headers = {"content-type": "application/json"}
+    replies, _ = await served.lockstep(
+        "translate",
+        [
+            response_headers_msg(200, provider_headers, attributes=response_attributes("req-c1", 2), metadata=metadata),
+            response_body_msg(orjson.dumps(answer), end_of_stream=True),
+        ],
+    )
+    client = orjson.loads(body_of(replies[1]))
+    assert client["object"] == "chat.completion" and client["choices"][0]["message"]["content"] == "At 7pm."
+
+    attributes = response_attributes("req-c1", 2, **{REQUEST_TIME_ATTRIBUTE: datetime.now(UTC).isoformat()})
+    observed = [response_headers_msg(200, provider_headers, attributes=attributes), response_body_msg(orjson.dumps(answer), end_of_stream=True)]
+    assert await served.observe("observe", observed) == ([], grpc.StatusCode.OK)
+
+    assert served.sample("plano_upstream_responses_total", model="openai/gpt-4o", provider="openai", status_class="4xx") == 1
+    assert served.sample("plano_upstream_responses_total", model=CLAUDE, provider="anthropic", status_class="2xx") == 1
+    assert served.sample("plano_upstream_fallovers_total", model=CLAUDE) == 1
+    assert served.sample("plano_tokens_total", model=CLAUDE, type="input") == 20
+    assert served.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 1
+    assert served.server.inflight.get("req-c1") is None
+    for processor in Processor:
+        assert served.sample("plano_extproc_inflight_streams", processor=processor.value) == 0
+    assert served.sample("plano_extproc_phase_duration_seconds_count", processor="downstream", phase="request_body") == 1
