@@ -25,6 +25,8 @@ from plano_extproc.ttl_cache import TtlLruCache
 
 #: per-record overhead beyond key and kept body, for the byte bound
 _RECORD_BYTES = 400
+#: how long a closed record waits for the response translator (it arrives within milliseconds)
+_PARKED_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -42,8 +44,6 @@ class RequestRecord:
     model: str = ""  # the model of the latest attempt
     #: the response translator has not read the record yet (set when `client_body` is kept)
     translation_pending: bool = False
-    #: the observer is done with the record (kept only for the translator)
-    observed: bool = False
 
 
 def _weight(key: str, record: RequestRecord) -> int:
@@ -66,6 +66,10 @@ class InFlightRequests:
         self._clock = clock
         self._records: TtlLruCache[str, RequestRecord] = TtlLruCache(
             ttl_seconds, max_entries, clock, max_bytes=max_bytes, weigh=_weight
+        )
+        #: records the observer closed before the response translator read them (milliseconds, normally)
+        self._parked: TtlLruCache[str, RequestRecord] = TtlLruCache(
+            _PARKED_SECONDS, max(1, max_entries // 10), clock, max_bytes=max(1, max_bytes // 4), weigh=_weight
         )
 
     def __len__(self) -> int:
@@ -120,18 +124,25 @@ class InFlightRequests:
             self._records.put(request_id, record)  # re-weighed
 
     def claim(self, request_id: str) -> RequestRecord | None:
-        """The response translator's read: the record, dropped when the observer is already done with it."""
+        """The response translator's read: the record, open or parked by the observer (then it goes)."""
         record = self._records.get(request_id)
         if record is not None:
             record.translation_pending = False
-            if record.observed:
-                self._records.pop(request_id)
+            return record
+        record = self._parked.get(request_id)  # get: an expired one is gone
+        if record is not None:
+            self._parked.pop(request_id)
         return record
 
+    @property
+    def parked(self) -> int:
+        """Closed records still waiting for the response translator."""
+        return len(self._parked)
+
     def close(self, request_id: str) -> RequestRecord | None:
-        """The observer is done: the record goes, unless the response translator has yet to read it."""
-        record = self._records.get(request_id)
+        """The observer is done: the record goes (parked when the response translator has yet to read it)."""
+        record = self._records.pop(request_id)
         if record is not None and record.translation_pending:
-            record.observed = True
-            return record
-        return self._records.pop(request_id)
+            record.forward = None
+            self._parked.put(request_id, record)
+        return record
