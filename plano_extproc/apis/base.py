@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from plano_extproc.conversation import Turn
+from plano_extproc.conversation import CONTEXT_TAGS, Turn
 from plano_extproc.router.base import MAX_EXAMPLE_CHARS, MAX_ROUTE_EXAMPLES
 from plano_extproc.usage import Usage
 
@@ -216,13 +216,15 @@ def read_model_and_stream(body: dict[str, Any]) -> tuple[str | None, bool]:
     return (model or None), stream
 
 
-#: context that coding agents put into user turns and that is not the user's request: Claude Code's
-#: ``<system-reminder>`` blocks (the git attribution note, the environment), Codex's
-#: ``<environment_context>`` and AGENTS.md instructions. Shown to the router they outweigh the request
-#: itself (Claude Code's reminders alone made every demo prompt route to no route).
+#: context that coding agents put into user turns and that is not the user's request (the tags of
+#: conversation.CONTEXT_TAGS: Claude Code's ``<system-reminder>``, Codex's ``<environment_context>``...),
+#: and Codex's AGENTS.md block. Shown to a router they outweigh the request itself (Claude Code's reminders
+#: alone made every demo prompt route to no route). Only closed blocks go: the router prompt of every
+#: backend is built from this text, and a prompt that merely mentions a tag keeps its words.
 _HARNESS = re.compile(
-    r"<(system-reminder|environment_context|user_instructions)>.*?</\1>|^# AGENTS\.md instructions for [^\n]*\n+<INSTRUCTIONS>.*?</INSTRUCTIONS>",
-    re.DOTALL,
+    r"<(" + "|".join(re.escape(t) for t in CONTEXT_TAGS) + r")(?:\s[^>]*)?>.*?</\1\s*>"
+    r"|^# AGENTS\.md instructions for [^\n]*\n+<INSTRUCTIONS>.*?</INSTRUCTIONS>",
+    re.DOTALL | re.IGNORECASE,
 )
 
 
