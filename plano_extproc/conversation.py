@@ -1,4 +1,4 @@
-"""The conversation as the router sees it: plain-text turns, already filtered (DESIGN §3)."""
+"""The conversation as the router sees it: plain-text turns, already filtered (docs/arch-router.md)."""
 
 from __future__ import annotations
 
