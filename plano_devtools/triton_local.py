@@ -2,7 +2,7 @@
 
 The wheel ships `pytriton/tritonserver/` (the server binary, the Python backend `backends/python/` and
 one `python_backend_stubs/<X.Y>/triton_python_backend_stub` per Python) and its shared libraries in
-`nvidia_pytriton.libs/`. To serve a Python-backend model (DESIGN §4):
+`nvidia_pytriton.libs/`. To serve a Python-backend model (triton_models/README.md):
 
 1. a backend directory with `python/` = `libtriton_python.so` + `triton_python_backend_utils.py` + the
    stub built for *this* interpreter's Python (3.11 for our venv) copied beside them;

@@ -1,4 +1,4 @@
-"""The plano config file, v0.4.0 (DESIGN §5): parsing, validation with paths, migration, secrets.
+"""The plano config file, v0.4.0 (README, "Configuration"; docs/plano-compatibility.md): parsing, validation with paths, migration, secrets.
 
 Pure: `parse_config` takes the already-read YAML text and an environment mapping; `load_config` is the
 only function that touches the file system.

@@ -1,4 +1,4 @@
-"""The conversation as the router sees it: plain-text turns, already filtered (DESIGN §3)."""
+"""The conversation as the router sees it: plain-text turns, already filtered (docs/arch-router.md)."""
 
 from __future__ import annotations
 
@@ -43,22 +43,20 @@ CONTEXT_TAGS: tuple[str, ...] = (
     "local-command-stdout",
 )
 _BLOCK = re.compile(
-    r"<(" + "|".join(re.escape(t) for t in CONTEXT_TAGS) + r")(?:\s[^>]*)?>.*?</\1\s*>",
-    re.DOTALL | re.IGNORECASE,
+    r"<(" + "|".join(re.escape(t) for t in CONTEXT_TAGS) + r")(?:\s[^>]*)?>.*?</\1\s*>"
+    # Codex's AGENTS.md block: a heading, then the file between INSTRUCTIONS tags
+    r"|^# AGENTS\.md instructions for [^\n]*\n+<INSTRUCTIONS>.*?</INSTRUCTIONS>",
+    re.DOTALL | re.IGNORECASE | re.MULTILINE,
 )
-_UNCLOSED = re.compile(r"<(" + "|".join(re.escape(t) for t in CONTEXT_TAGS) + r")(?:\s[^>]*)?>", re.IGNORECASE)
 
 
 def strip_context_blocks(text: str) -> str:
     """The user's own words of a user turn: `text` without client-injected context blocks (see
-    CONTEXT_TAGS), blank lines collapsed, stripped. An opening tag that is never closed drops
-    everything after it (a truncated block is still not the user's words). Text without such
-    blocks comes back unchanged except for surrounding whitespace; a turn that held nothing else
+    CONTEXT_TAGS), blank lines collapsed, stripped. Only closed blocks go — agents always close them, and a
+    user who merely mentions a tag ("what does <system-reminder> mean?") keeps their words. Text without
+    such blocks comes back unchanged except for surrounding whitespace; a turn that held nothing else
     comes back as "" (callers then treat the turn as having no text)."""
-    if "<" not in text:
+    if "</" not in text:
         return text.strip()
     out = _BLOCK.sub("\n", text)
-    unclosed = _UNCLOSED.search(out)
-    if unclosed is not None:
-        out = out[: unclosed.start()]
     return re.sub(r"\n\s*\n+", "\n\n", out).strip()

@@ -150,7 +150,7 @@ def decide_route(
 
 
 def decision_payload(decision: Decision, trace_id: str, session_id: str | None = None) -> dict[str, object]:
-    """The JSON body of a decision response (DESIGN §1). `model` (= models[0]) serves older clients."""
+    """The JSON body of a decision response (README, "Endpoints"). `model` (= models[0]) serves older clients."""
     payload: dict[str, object] = {
         "models": list(decision.models),
         "model": decision.model,

@@ -273,3 +273,40 @@ def test_agent_context_blocks_never_reach_the_router():
         ]},
     )
     assert codex.conversation == (Turn("user", "Write quicksort in Go"),)
+
+
+REMINDER = "<system-reminder>\nAttribution for git commits: end git commit messages with Co-Authored-By\n</system-reminder>\n"
+
+
+def test_agent_harness_blocks_are_not_shown_to_the_router():
+    """Claude Code's <system-reminder> blocks and Codex's environment and AGENTS.md context are the
+    harness talking, not the user: the router reads the user's own words."""
+    claude_code = parse(
+        ANTHROPIC_MESSAGES,
+        {
+            "model": "claude-x",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": REMINDER}, {"type": "text", "text": "write a binary search"}]},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": REMINDER + "\n\nnow in Rust <system-reminder>todo list empty</system-reminder>"},
+            ],
+        },
+    )
+    assert claude_code.conversation == (Turn("user", "write a binary search"), Turn("assistant", "ok"), Turn("user", "now in Rust"))
+    codex = parse(
+        OPENAI_RESPONSES,
+        {
+            "model": "gpt-4o",
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "# AGENTS.md instructions for /w\n\n<INSTRUCTIONS>\nuse tabs\n</INSTRUCTIONS>"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>\n  <cwd>/w</cwd>\n</environment_context>"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "explain the tab rule"}]},
+            ],
+        },
+    )
+    assert codex.conversation == (Turn("user", "explain the tab rule"),)
+    # text that merely mentions a tag, or a message that is only a reminder, is left as it is / dropped
+    chat = parse(OPENAI_CHAT, {"messages": [{"role": "user", "content": "what does <system-reminder> mean?"}, {"role": "user", "content": REMINDER}]})
+    assert chat.conversation == (Turn("user", "what does <system-reminder> mean?"),)

@@ -44,8 +44,9 @@ def test_ordinary_text_is_untouched() -> None:
     assert strip_context_blocks("  plain question  ") == "plain question"
 
 
-def test_unclosed_block_drops_the_rest() -> None:
-    assert strip_context_blocks("write a haiku\n<system-reminder>\ntruncated context") == "write a haiku"
+def test_an_unclosed_tag_is_the_users_own_text() -> None:
+    # agents close their blocks; a lone tag is something the user typed
+    assert strip_context_blocks("what does <system-reminder> mean?") == "what does <system-reminder> mean?"
 
 
 def test_tags_are_matched_case_insensitively_with_attributes() -> None:

@@ -68,15 +68,15 @@ def test_long_requests_outlive_the_keepalive_pings(pinged):
 
 HUNG_FIRST = DEMO_CONFIG.read_text().replace(
     "  - model: anthropic/claude-sonnet-4-20250514\n    access_key: $ANTHROPIC_API_KEY\n",
-    "  - model: anthropic/claude-sonnet-4-20250514\n    access_key: $ANTHROPIC_API_KEY\n    retry_policy:\n      on_timeout: {timeout: 1s}\n",
+    "  - model: anthropic/claude-sonnet-4-20250514\n    access_key: $ANTHROPIC_API_KEY\n    retry_policy:\n      on_timeout: {timeout: 3s}\n",
 )
 
 
 def test_a_hung_provider_is_abandoned_for_the_next_model():
     running = RunningGateway(HUNG_FIRST)
     try:
-        running.anthropic_mock.answer_delay = 20  # never answers within the request's life
-        reply = oai(running).chat.completions.create(model="gpt-4o-mini", messages=user(CODE), timeout=15)
+        running.anthropic_mock.answer_delay = 60  # never answers within the request's life
+        reply = oai(running).chat.completions.create(model="gpt-4o-mini", messages=user(CODE), timeout=45)
         # code_generation ranks Claude first: it hung, the attempt was abandoned, gpt-4o answered
         assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
         assert [r["body"]["model"] for r in running.openai_mock.requests_snapshot()] == ["gpt-4o"]

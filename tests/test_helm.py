@@ -8,6 +8,7 @@ bootstrap the init container would write is rendered with the same arguments and
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -143,8 +144,9 @@ def test_expected_objects_per_scenario(rendered):
     def summary(name):
         return sorted({d["kind"] for d in rendered[name]})
 
-    assert summary("default") == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
-    assert summary("sidecar") == ["ConfigMap"]
+    # the Secret: the generated client key (client authentication is on by default)
+    assert summary("default") == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
+    assert summary("sidecar") == ["ConfigMap", "Secret"]
     assert set(summary("everything")) >= {
         "HTTPRoute", "Ingress", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor", "PodMonitor", "Secret",
     }
@@ -191,7 +193,7 @@ def test_provider_keys_never_reach_a_configmap(rendered, scenario):
     for doc in docs:
         if doc["kind"] != "Secret":
             assert FAKE_KEY not in json.dumps(doc), doc["kind"]
-    secret = one(docs, "Secret")
+    secret = one(docs, "Secret", f"{RELEASE}-plano-extproc-provider-keys")
     assert "OPENAI_API_KEY" in secret["data"]
 
 
@@ -504,3 +506,21 @@ def test_chart_readme_lists_every_value():
     assert not missing, f"values missing from helm/plano-extproc/README.md: {missing}"
     for snippet in ("mode: sidecar", "create secret generic", "helm install", "ServiceMonitor", "sidecarContainers"):
         assert snippet in readme
+
+
+def test_client_keys_are_on_by_default_and_come_from_a_secret(chart, rendered):
+    docs = rendered["default"]
+    keys = one(docs, "Secret", f"{RELEASE}-plano-extproc-client-keys")
+    assert set(keys["data"]) == {"default"} and len(base64.b64decode(keys["data"]["default"])) == 40
+    assert config_of(docs)["client_auth"] == {"keys_dir": "/etc/plano-client-keys"}
+    (_, pod), = pod_specs(docs)
+    mounts = {m["name"]: m for m in container(pod, "plano-extproc")["volumeMounts"]}
+    assert mounts["plano-client-keys"]["mountPath"] == "/etc/plano-client-keys" and mounts["plano-client-keys"]["readOnly"]
+    # Envoy never sees them
+    assert "plano-client-keys" not in {m["name"] for m in container(pod, "envoy")["volumeMounts"]}
+    existing = render(chart, {"clientAuth": {"existingSecret": "team-keys"}})
+    assert not [d for d in kinds(existing, "Secret") if d["metadata"]["name"].endswith("client-keys")]
+    volumes = {v["name"]: v for v in pod_specs(existing)[0][1]["spec"]["volumes"]}
+    assert volumes["plano-client-keys"]["secret"]["secretName"] == "team-keys"
+    off = render(chart, {"clientAuth": {"enabled": False}})
+    assert "client_auth" not in config_of(off) and not kinds(off, "Secret")

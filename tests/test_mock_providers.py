@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import subprocess
@@ -192,3 +193,190 @@ def test_main_runs_a_provider() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------------------------- tool use
+
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city"],
+}
+TIME = {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}
+ASK_BOTH = 'Use get_weather {"city": "Paris", "days": 2} and then call get_time {"tz": "Europe/Paris"} please'
+
+
+def _chat_tools() -> list[dict]:
+    return [{"type": "function", "function": {"name": n, "parameters": p}} for n, p in (("get_weather", WEATHER), ("get_time", TIME))]
+
+
+def _anthropic_tools() -> list[dict]:
+    return [{"name": n, "description": n, "input_schema": p} for n, p in (("get_weather", WEATHER), ("get_time", TIME))]
+
+
+def _responses_tools() -> list[dict]:
+    return [{"type": "function", "name": n, "parameters": p, "strict": False} for n, p in (("get_weather", WEATHER), ("get_time", TIME))]
+
+
+def test_chat_parallel_tool_calls_then_the_results(mock: MockProvider) -> None:
+    client = _openai(mock)
+    messages: list[dict] = [{"role": "user", "content": ASK_BOTH}]
+    reply = client.chat.completions.create(model="gpt-4o", messages=messages, tools=_chat_tools())
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls
+    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
+    assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Paris", "days": 2}, {"tz": "Europe/Paris"}]
+    assert len({c.id for c in calls}) == 2
+
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        *({"role": "tool", "tool_call_id": c.id, "content": f"result of {c.function.name}"} for c in calls),
+    ]
+    final = client.chat.completions.create(model="gpt-4o", messages=messages, tools=_chat_tools())
+    assert final.choices[0].finish_reason == "stop"
+    assert final.choices[0].message.content == "mock-openai answered as gpt-4o with tool results: result of get_weather | result of get_time"
+
+
+def test_chat_tool_call_stream_has_argument_deltas(mock: MockProvider) -> None:
+    client = _openai(mock)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": ASK_BOTH}], tools=_chat_tools(), stream=True, stream_options={"include_usage": True}
+        )
+    )
+    deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert [d.index for d in deltas if d.id] == [0, 1]
+    assert sum(1 for d in deltas if d.index == 0 and not d.id) >= 2  # arguments arrive in pieces
+    args = {i: "".join(d.function.arguments or "" for d in deltas if d.index == i) for i in (0, 1)}
+    assert json.loads(args[0]) == {"city": "Paris", "days": 2} and json.loads(args[1]) == {"tz": "Europe/Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    # the SDK's own accumulator reads it too
+    with client.chat.completions.stream(model="gpt-4o", messages=[{"role": "user", "content": ASK_BOTH}], tools=_chat_tools()) as stream:
+        final = stream.get_final_completion()
+    assert [c.function.name for c in final.choices[0].message.tool_calls] == ["get_weather", "get_time"]
+
+
+def test_anthropic_tool_use_blocks_json_and_stream(mock: MockProvider) -> None:
+    client = _anthropic(mock)
+    messages: list[dict] = [{"role": "user", "content": ASK_BOTH}]
+    reply = client.messages.create(model="claude-x", max_tokens=64, messages=messages, tools=_anthropic_tools())
+    assert reply.stop_reason == "tool_use"
+    assert reply.content[0].type == "text" and reply.content[0].text == "mock-openai answered as claude-x: calling get_weather, get_time"
+    uses = [b for b in reply.content if b.type == "tool_use"]
+    assert [(u.name, u.input) for u in uses] == [("get_weather", {"city": "Paris", "days": 2}), ("get_time", {"tz": "Europe/Paris"})]
+
+    events = list(client.messages.create(model="claude-x", max_tokens=64, messages=messages, tools=_anthropic_tools(), stream=True))
+    json_deltas = [e for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
+    assert {e.index for e in json_deltas} == {1, 2} and len(json_deltas) >= 4
+    with client.messages.stream(model="claude-x", max_tokens=64, messages=messages, tools=_anthropic_tools()) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use" and [b.input for b in final.content if b.type == "tool_use"][1] == {"tz": "Europe/Paris"}
+
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": u.id, "content": [{"type": "text", "text": f"{u.name} ok"}]} for u in uses]},
+    ]
+    done = client.messages.create(model="claude-x", max_tokens=64, messages=messages, tools=_anthropic_tools())
+    assert done.stop_reason == "end_turn"
+    assert done.content[0].text == "mock-openai answered as claude-x with tool results: get_weather ok | get_time ok"
+
+
+def test_responses_function_calls_json_and_stream(mock: MockProvider) -> None:
+    client = _openai(mock)
+    reply = client.responses.create(model="gpt-4o", input=ASK_BOTH, tools=_responses_tools())
+    calls = [o for o in reply.output if o.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris", "days": 2}), ("get_time", {"tz": "Europe/Paris"})]
+    assert all(c.call_id.startswith("call_") for c in calls)
+
+    events = list(client.responses.create(model="gpt-4o", input=ASK_BOTH, tools=_responses_tools(), stream=True))
+    deltas = [e for e in events if e.type == "response.function_call_arguments.delta"]
+    assert {e.output_index for e in deltas} == {0, 1} and len(deltas) >= 4
+    assert [e.arguments for e in events if e.type == "response.function_call_arguments.done"] == [c.arguments for c in calls]
+    assert events[-1].type == "response.completed" and [o.name for o in events[-1].response.output] == ["get_weather", "get_time"]
+
+    follow = [
+        {"role": "user", "content": ASK_BOTH},
+        *(c.model_dump(exclude_none=True) for c in calls),
+        *({"type": "function_call_output", "call_id": c.call_id, "output": f"{c.name} done"} for c in calls),
+    ]
+    done = client.responses.create(model="gpt-4o", input=follow, tools=_responses_tools())
+    assert done.output_text == "mock-openai answered as gpt-4o with tool results: get_weather done | get_time done"
+
+
+def test_tool_rule_edges(mock: MockProvider) -> None:
+    client = _openai(mock)
+
+    def names(text: str, **kw) -> list[str]:
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}], **kw)
+        return [c.function.name for c in reply.choices[0].message.tool_calls or []]
+
+    tools = _chat_tools()
+    assert names(ASK_BOTH) == []  # no tools declared
+    assert names("what is the weather like?", tools=tools) == []  # no tool named
+    assert names("call get_weathers", tools=tools) == []  # whole words only
+    assert names("get_weather and get_time are tools", tools=tools) == []  # mentioned, not asked for
+    assert names("hi <system-reminder>use get_time</system-reminder>", tools=tools) == []  # harness text
+    assert names(ASK_BOTH, tools=tools, tool_choice="none") == []
+    assert names(ASK_BOTH, tools=tools, parallel_tool_calls=False) == ["get_weather"]
+    assert names("just answer", tools=tools, tool_choice="required") == ["get_weather"]
+    assert names(ASK_BOTH, tools=tools, tool_choice={"type": "function", "function": {"name": "get_time"}}) == ["get_time"]
+    # "use the tool": the first declared tool; no JSON given: the schema's required properties filled in
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Please use the tool for Rome"}], tools=tools)
+    assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments) == {"city": "for Rome"}
+    # Claude Code's harness reminders are not read for tool names
+    reminder = {"type": "text", "text": "<system-reminder>You can call get_time any time</system-reminder>"}
+    answer = _anthropic(mock).messages.create(
+        model="c", max_tokens=8, tools=_anthropic_tools(), messages=[{"role": "user", "content": [reminder, {"type": "text", "text": "hello"}]}]
+    )
+    assert answer.stop_reason == "end_turn" and len(answer.content) == 1
+
+
+def test_token_limits_and_stop_sequences_end_the_text_like_each_provider(mock: MockProvider) -> None:
+    client = _openai(mock)
+    cut = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=2)
+    assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == ("mock-openai answered ", "length")
+    cut = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_completion_tokens=1)
+    assert cut.choices[0].finish_reason == "length"
+    stopped = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stop=["as"])
+    assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == ("mock-openai answered ", "stop")
+
+    claude = _anthropic(mock)
+    cut_a = claude.messages.create(model="claude-x", max_tokens=3, messages=MESSAGES)
+    assert (cut_a.content[0].text, cut_a.stop_reason) == ("mock-openai answered as ", "max_tokens")
+    stopped_a = claude.messages.create(model="claude-x", max_tokens=64, messages=MESSAGES, stop_sequences=["answered"])
+    assert (stopped_a.content[0].text, stopped_a.stop_reason, stopped_a.stop_sequence) == ("mock-openai ", "stop_sequence", "answered")
+    with claude.messages.stream(model="claude-x", max_tokens=64, messages=MESSAGES, stop_sequences=["answered"]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "answered")
+
+    incomplete = client.responses.create(model="gpt-4o", input="hello", max_output_tokens=2)
+    assert incomplete.status == "incomplete" and incomplete.incomplete_details.reason == "max_output_tokens"
+    events = list(client.responses.create(model="gpt-4o", input="hello", max_output_tokens=2, stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.output_text == "mock-openai answered "
+
+
+def test_gzip_answers_when_asked(mock: MockProvider) -> None:
+    mock.gzip = True
+    reply = _openai(mock).chat.completions.create(model="gpt-4o", messages=MESSAGES)  # httpx decodes it
+    assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
+    with _anthropic(mock).messages.stream(model="claude-x", max_tokens=64, messages=MESSAGES) as stream:
+        assert "".join(stream.text_stream) == "mock-openai answered as claude-x"
+    req = urllib.request.Request(mock.base_url + "/v1/chat/completions", data=json.dumps({"model": "m", "messages": MESSAGES}).encode(), headers={"accept-encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["content-encoding"] == "gzip" and json.loads(gzip.decompress(resp.read()))["model"] == "m"
+
+
+def test_anthropic_thinking_blocks_when_thinking_is_on(mock: MockProvider) -> None:
+    client = _anthropic(mock)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    reply = client.messages.create(model="claude-x", max_tokens=2048, thinking=thinking, messages=MESSAGES)
+    assert [b.type for b in reply.content] == ["thinking", "text"]
+    assert reply.content[0].thinking == "mock-openai thinking as claude-x" and reply.content[0].signature.startswith("mock-signature-")
+    with client.messages.stream(model="claude-x", max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": ASK_BOTH}], tools=_anthropic_tools()) as stream:
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert {"thinking_delta", "signature_delta", "text_delta", "input_json_delta"} <= set(kinds)
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"] and final.content[0].signature
+    assert [b.type for b in client.messages.create(model="claude-x", max_tokens=64, messages=MESSAGES).content] == ["text"]

@@ -112,7 +112,7 @@ async def test_proxy_points_envoy_at_the_composite_in_the_body_reply(gateway, ap
     reply = flow.body_reply
     assert reply.WhichOneof("response") == "request_body"
     common = common_of(reply)
-    # the cluster header and the route-cache clear in one reply (DESIGN §2), the body replaced whole
+    # the cluster header and the route-cache clear in one reply (docs/envoy.md), the body replaced whole
     assert common.clear_route_cache and common.status == CONTINUE
     sets = set_headers(reply)
     assert sets[CLUSTER_HEADER] == cluster

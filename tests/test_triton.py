@@ -299,10 +299,13 @@ def _expected_with_embedded() -> list[tuple[str | None, list[str]]]:
     from plano_extproc.apis import ENDPOINTS
     from plano_extproc.engine import DecisionEngine, build_router_chain
 
-    config = parse_config(DEMO_CONFIG.read_text(), {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
+    # the reference decisions: a router call must never time out here, however busy the machine
+    text = DEMO_CONFIG.read_text().replace("routing:\n", "routing:\n  router: {timeout_ms: 60000}\n", 1)
+    config = parse_config(text, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
 
     async def run() -> list[tuple[str | None, list[str]]]:
         engine = DecisionEngine(config, build_router_chain(config))
+        await engine.warm_up()
         try:
             out = []
             for path, body in _seed_requests():

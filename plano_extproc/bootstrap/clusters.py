@@ -117,7 +117,7 @@ def model_cluster(provider: ProviderConfig, overrides: Overrides) -> Any:
 
 def composite_cluster(attempts: tuple[str, ...], fingerprint: str, observation: Observation) -> Any:
     """Attempt N goes to sub-cluster N (finding (a)); only the composite's own upstream filters run, once
-    per attempt (DESIGN §2)."""
+    per attempt (docs/envoy.md)."""
     entries = [composite_pb2.ClusterConfig.ClusterEntry(name=model_cluster_name(m)) for m in attempts]
     cluster = _cluster(
         composite_cluster_name(attempts),

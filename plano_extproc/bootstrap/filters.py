@@ -321,7 +321,7 @@ def downstream_chain(config: PlanoConfig, fingerprint: str, observation: Observa
 
 
 def upstream_chain(fingerprint: str, observation: Observation) -> list[Any]:
-    """The composite cluster's own filters: the only ones that run per attempt (DESIGN §2: a
+    """The composite cluster's own filters: the only ones that run per attempt (docs/envoy.md: a
     sub-cluster's filters do not run when it is reached through the composite)."""
     chain = [upstream_filter(fingerprint)]
     if observation.enabled:

@@ -107,6 +107,6 @@ def listener(config: PlanoConfig, port: int, fingerprint: str, observation: Obse
         address=socket_address(config.listener_address, port),
         filter_chains=[listener_components_pb2.FilterChain(filters=[http_connection_manager_filter(hcm)])],
     )
-    # 413 comes from this limit in BUFFERED mode (DESIGN §2)
+    # 413 comes from this limit in BUFFERED mode (docs/envoy.md)
     result.per_connection_buffer_limit_bytes.value = BUFFER_LIMIT_BYTES
     return result

@@ -2,7 +2,7 @@
 
 A thin adapter between ext_proc messages and the pure core. Decision endpoints (`/routing/v1/...`) end
 here with an ImmediateResponse. Proxy endpoints (`/v1/...`) get the composite cluster header (with the
-route cache cleared in the same reply, DESIGN §2), the decision as dynamic metadata for the per-attempt
+route cache cleared in the same reply, docs/envoy.md), the decision as dynamic metadata for the per-attempt
 processor (contract.DecisionMetadata), and attempt 1 prepared by `Forwarder.prepare`.
 """
 

@@ -25,6 +25,8 @@ from plano_extproc.ttl_cache import TtlLruCache
 
 #: per-record overhead beyond key and kept body, for the byte bound
 _RECORD_BYTES = 400
+#: how long a closed record waits for the response translator (it arrives within milliseconds)
+_PARKED_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -40,6 +42,8 @@ class RequestRecord:
     client_bytes: int = 0  # the JSON size of `client_body`, for the byte bound
     tried: int = 0  # the latest attempt number seen
     model: str = ""  # the model of the latest attempt
+    #: the response translator has not read the record yet (set when `client_body` is kept)
+    translation_pending: bool = False
 
 
 def _weight(key: str, record: RequestRecord) -> int:
@@ -62,6 +66,10 @@ class InFlightRequests:
         self._clock = clock
         self._records: TtlLruCache[str, RequestRecord] = TtlLruCache(
             ttl_seconds, max_entries, clock, max_bytes=max_bytes, weigh=_weight
+        )
+        #: records the observer closed before the response translator read them (milliseconds, normally)
+        self._parked: TtlLruCache[str, RequestRecord] = TtlLruCache(
+            _PARKED_SECONDS, max(1, max_entries // 10), clock, max_bytes=max(1, max_bytes // 4), weigh=_weight
         )
 
     def __len__(self) -> int:
@@ -90,10 +98,12 @@ class InFlightRequests:
                 self._records.put(request_id, existing)  # re-weighed
             return existing
         size = len(forward.raw) if forward is not None and client_body is not None else 0
-        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=attempts[0] if attempts else "")
+        first = attempts[0] if attempts else ""
+        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=first, translation_pending=client_body is not None)
         if not self._records.put(request_id, record) and forward is not None:
             # too big to keep with its body: keep the rest, the retries read the body from Envoy
             record.forward = record.client_body = None
+            record.translation_pending = False
             self._records.put(request_id, record)
         return record
 
@@ -113,5 +123,26 @@ class InFlightRequests:
             record.forward = None
             self._records.put(request_id, record)  # re-weighed
 
+    def claim(self, request_id: str) -> RequestRecord | None:
+        """The response translator's read: the record, open or parked by the observer (then it goes)."""
+        record = self._records.get(request_id)
+        if record is not None:
+            record.translation_pending = False
+            return record
+        record = self._parked.get(request_id)  # get: an expired one is gone
+        if record is not None:
+            self._parked.pop(request_id)
+        return record
+
+    @property
+    def parked(self) -> int:
+        """Closed records still waiting for the response translator."""
+        return len(self._parked)
+
     def close(self, request_id: str) -> RequestRecord | None:
-        return self._records.pop(request_id)
+        """The observer is done: the record goes (parked when the response translator has yet to read it)."""
+        record = self._records.pop(request_id)
+        if record is not None and record.translation_pending:
+            record.forward = None
+            self._parked.put(request_id, record)
+        return record

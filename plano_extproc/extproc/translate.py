@@ -13,6 +13,7 @@ half of one API and half of another.
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
 
 import orjson
@@ -61,7 +62,7 @@ def _body_reply(body: bytes, sets: list[tuple[str, str]] | None = None) -> ext.P
 class TranslateExchange:
     """One response. `translation` is set when the answer must be translated; `stream` for SSE."""
 
-    __slots__ = ("api", "client_body", "ctx", "done", "failed", "model_id", "status", "stream", "translation")
+    __slots__ = ("api", "client_body", "ctx", "decoder", "done", "failed", "model_id", "status", "stream", "translation")
 
     def __init__(self, ctx: TranslateContext) -> None:
         self.ctx = ctx
@@ -72,6 +73,8 @@ class TranslateExchange:
         self.model_id = ""
         self.status = 0
         self.failed = False
+        #: undoes a content-encoding the provider used although the attempt asked for identity
+        self.decoder: zlib._Decompress | None = None
         self.done = False
 
     async def handle(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse | None:
@@ -92,7 +95,7 @@ class TranslateExchange:
     def on_headers(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse:
         attrs = attributes(request)
         request_id = str(attrs.get(REQUEST_ID_ATTRIBUTE) or "")
-        record = self.ctx.inflight.get(request_id) if request_id else None
+        record = self.ctx.inflight.claim(request_id) if request_id else None
         decision = DecisionMetadata.from_metadata(request.metadata_context)
         api = BY_NAME.get(decision.api if decision is not None else record.api if record is not None else "")
         attempts = decision.attempts if decision is not None else record.attempts if record is not None else ()
@@ -116,12 +119,24 @@ class TranslateExchange:
         except ValueError:
             self.status = 0
         content_type = h.get("content-type", "").lower()
+        encoding = h.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):  # asked for identity, got it compressed anyway
+            self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
+        elif encoding not in ("", "identity"):
+            return immediate(502, api.error_body(502, f"the answer of {self.model_id} came {encoding}-encoded and could not be translated", None))
+        remove = ["content-length", "content-encoding"] if self.decoder is not None else ["content-length"]
         if 200 <= self.status < 300 and "text/event-stream" in content_type:
             self.stream = route.translation.stream(self.model_id, self.client_body)
-            return _headers_reply(header_mutation(remove=["content-length"]), _Mode.STREAMED)
+            return _headers_reply(header_mutation(remove=remove), _Mode.STREAMED)
         # a JSON answer or an error of any shape: translated whole
-        mutation = header_mutation([("content-type", "application/json")], remove=["content-length"])
+        mutation = header_mutation([("content-type", "application/json")], remove=remove)
         return _headers_reply(mutation, _Mode.BUFFERED)
+
+    def _decoded(self, body: ext.HttpBody) -> bytes:
+        if self.decoder is None:
+            return bytes(body.body)
+        out: bytes = self.decoder.decompress(body.body)
+        return out + self.decoder.flush() if body.end_of_stream else out
 
     def on_body(self, body: ext.HttpBody) -> ext.ProcessingResponse:
         translation = self.translation
@@ -130,10 +145,11 @@ class TranslateExchange:
         if self.stream is not None:
             return self._stream_chunk(body)
         try:
+            raw = self._decoded(body)
             if 200 <= self.status < 300:
-                out = orjson.dumps(translation.response(orjson.loads(body.body), self.model_id, self.client_body))
+                out = orjson.dumps(translation.response(orjson.loads(raw), self.model_id, self.client_body))
             else:
-                out = translation.error(self.status, body.body)
+                out = translation.error(self.status, raw)
         except Exception:  # a provider's answer we cannot read must not reach the client in another API
             log.exception("translating a %s answer for %s failed", self.model_id, translation.client)
             assert self.api is not None
@@ -143,7 +159,7 @@ class TranslateExchange:
     def _stream_chunk(self, body: ext.HttpBody) -> ext.ProcessingResponse:
         assert self.stream is not None
         try:
-            out = self.stream.feed(body.body)
+            out = self.stream.feed(self._decoded(body))
             if body.end_of_stream:
                 out += self.stream.finish()
         except Exception:

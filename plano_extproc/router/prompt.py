@@ -1,4 +1,4 @@
-"""Arch-Router prompt building and reply parsing (DESIGN §3). Pure: no I/O.
+"""Arch-Router prompt building and reply parsing (docs/arch-router.md). Pure: no I/O.
 
 The text must match what Arch-Router-1.5B was trained on byte for byte, so the template below is a
 verbatim contract (note the leading and trailing newline and the two spaces before "Follow").

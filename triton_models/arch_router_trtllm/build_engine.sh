@@ -20,7 +20,7 @@ set -euo pipefail
 IMAGE="${IMAGE:-nvcr.io/nvidia/tritonserver:25.06-trtllm-python-py3}"
 TRTLLM_TAG="${TRTLLM_TAG:-v0.20.0}"
 MAX_BATCH=64          # = max_batch_size in the config.pbtxt files
-MAX_INPUT_LEN=3072    # the router prompt is capped at ~2048 tokens (DESIGN §3) + ChatML + routes
+MAX_INPUT_LEN=3072    # the router prompt is capped at ~2048 tokens (docs/arch-router.md) + ChatML + routes
 MAX_SEQ_LEN=3104      # input + 32 generated tokens at most
 MAX_NUM_TOKENS=16384  # tokens per engine step across the in-flight batch
 

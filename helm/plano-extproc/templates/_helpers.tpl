@@ -27,6 +27,17 @@ Names. Deliberately independent of .Chart so the sidecar templates, included fro
 {{- printf "%s-config" (include "plano-extproc.fullname" . | trunc 56 | trimSuffix "-") -}}
 {{- end -}}
 
+{{- define "plano-extproc.clientKeysSecretName" -}}
+{{- if .Values.clientAuth.existingSecret -}}
+{{- .Values.clientAuth.existingSecret -}}
+{{- else -}}
+{{- printf "%s-client-keys" (include "plano-extproc.fullname" . | trunc 48 | trimSuffix "-") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* where the ext_proc reads the client keys (one file per key, from the Secret) */}}
+{{- define "plano-extproc.clientKeysDir" -}}/etc/plano-client-keys{{- end -}}
+
 {{- define "plano-extproc.keysSecretName" -}}
 {{- printf "%s-provider-keys" (include "plano-extproc.fullname" . | trunc 48 | trimSuffix "-") -}}
 {{- end -}}
@@ -76,7 +87,8 @@ app.kubernetes.io/component: triton
 
 {{/*
 The plano config as YAML: .Values.config, plus a listener on envoy.port when none is given, plus
-routing.router pointed at the chart's Triton when triton.enabled. Never holds a key: access keys stay
+client_auth reading the client-key Secret when clientAuth.enabled, plus routing.router pointed at the
+chart's Triton when triton.enabled. Never holds a key: access keys stay
 `$ENV_VAR` references, resolved by the ext_proc from the Secret-backed env vars.
 */}}
 {{- define "plano-extproc.config" -}}
@@ -84,6 +96,9 @@ routing.router pointed at the chart's Triton when triton.enabled. Never holds a 
 {{- if not (hasKey $cfg "listeners") -}}
 {{- $address := ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar") -}}
 {{- $_ := set $cfg "listeners" (list (dict "name" "egress_traffic" "type" "model" "address" $address "port" (int .Values.envoy.port))) -}}
+{{- end -}}
+{{- if and .Values.clientAuth.enabled (not (hasKey $cfg "client_auth")) -}}
+{{- $_ := set $cfg "client_auth" (dict "keys_dir" (include "plano-extproc.clientKeysDir" .)) -}}
 {{- end -}}
 {{- if .Values.triton.enabled -}}
 {{- $routing := dict -}}

@@ -146,6 +146,9 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     - {name: plano-config, mountPath: /etc/plano, readOnly: true}
     - {name: plano-run, mountPath: {{ .Values.extproc.socketDir }}}
     - {name: plano-tmp, mountPath: /tmp}
+    {{- if .Values.clientAuth.enabled }}
+    - {name: plano-client-keys, mountPath: {{ include "plano-extproc.clientKeysDir" . }}, readOnly: true}
+    {{- end }}
 {{- end -}}
 
 {{- define "plano-extproc.volumes" -}}
@@ -158,6 +161,12 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
   emptyDir: {sizeLimit: 1Mi}
 - name: plano-tmp
   emptyDir: {sizeLimit: 256Mi}
+{{- if .Values.clientAuth.enabled }}
+- name: plano-client-keys
+  secret:
+    secretName: {{ include "plano-extproc.clientKeysSecretName" . }}
+    defaultMode: 0400
+{{- end }}
 {{- end -}}
 
 {{/* Pod annotations: the config checksum (pods roll when the config changes) and Prometheus scraping. */}}

@@ -2,7 +2,7 @@
 
 Same tensors as the TensorRT-LLM ensemble (`text_input`, `max_tokens`, optional `end_id`, `pad_id`,
 `top_k`, `temperature`, `exclude_input_in_output` -> `text_output`). The input is the rendered Qwen2.5
-ChatML around the Arch-Router prompt (plano_extproc/router/prompt.py, DESIGN §3); this model recovers the
+ChatML around the Arch-Router prompt (plano_extproc/router/prompt.py, docs/arch-router.md); this model recovers the
 routes JSON between `<routes>` tags and the conversation JSON between `<conversation>` tags, asks the
 embedded CPU router, and answers the way Arch-Router does: `{"route": "name"}` or `{"route": "other"}`.
 
