@@ -95,7 +95,7 @@ METADATA_NAMESPACE = "plano"
 #: the key whose presence the proxy routes require: only a request our processor decided reaches a
 #: composite cluster, whatever headers it carries
 DECIDED_KEY = "models"
-#: keys the proxy routes' response headers read (bootstrap/routes.py, docs/envoy.md finding (o)): the
+#: keys the proxy routes' response headers read (bootstrap/routes.py, docs/envoy.md finding (t)): the
 #: model of the latest attempt (written by the downstream processor for attempt 1 and by the per-attempt
 #: processor for every attempt it prepares), the route and the decision's source
 ANSWERED_MODEL_KEY = "model"

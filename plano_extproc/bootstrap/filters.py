@@ -149,7 +149,7 @@ def upstream_filter(fingerprint: str) -> Any:
     processor = _processor(Processor.UPSTREAM, fingerprint, message_timeout_ms=UPSTREAM_EXTPROC_TIMEOUT_MS)
     # the decision reaches every attempt as metadata, never as a header (finding (d))
     processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
-    # and each attempt names its model back: the proxy routes' x-plano-model reads it (finding (o))
+    # and each attempt names its model back: the proxy routes' x-plano-model reads it (finding (t))
     processor.metadata_options.receiving_namespaces.CopyFrom(_namespaces())
     both = matcher_pb2.Matcher.MatcherList.Predicate.PredicateList(
         predicate=[_header_is(ATTEMPT_COUNT_HEADER, "1"), _header_is(FIRST_ATTEMPT_HEADER, FIRST_READY)]

@@ -114,7 +114,7 @@ def retry_policy(config: PlanoConfig, attempts: tuple[str, ...]) -> Any:
 
 
 #: response headers of every proxied answer (README via docs/plano-compatibility.md, "Response headers";
-#: docs/envoy.md finding (o)); a value that is empty (no route) leaves its header out
+#: docs/envoy.md finding (t)); a value that is empty (no route) leaves its header out
 RESPONSE_HEADERS = (
     # the model of the attempt that answered: attempt 1's from the routing processor, every later one's
     # from the per-attempt processor (Envoy merges dynamic metadata)

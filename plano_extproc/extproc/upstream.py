@@ -86,7 +86,7 @@ class UpstreamExchange:
             self.pending = (decision, model)
             sets, remove = self.ctx.forwarder.attempt_headers(_request(decision, b""), model, present)
             response = continue_headers(header_mutation(sets, remove))
-        # the proxy route's x-plano-model response header reads it (docs/envoy.md finding (o))
+        # the proxy route's x-plano-model response header reads it (docs/envoy.md finding (t))
         response.dynamic_metadata.CopyFrom(answered_model_metadata(model))
         return response
 
