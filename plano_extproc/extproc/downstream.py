@@ -63,9 +63,11 @@ class RequestInfo:
     session_id: str | None
     credentials: dict[str, str]
     present: frozenset[str]
+    #: the value of routing.session_cache.tenant_header, when configured and sent
+    tenant: str | None = None
 
     @classmethod
-    def from_headers(cls, h: dict[str, str]) -> RequestInfo:
+    def from_headers(cls, h: dict[str, str], tenant_header: str | None = None) -> RequestInfo:
         return cls(
             h.get(":path", ""),
             h.get(":method", ""),
@@ -74,6 +76,7 @@ class RequestInfo:
             next((h[n] for n in AFFINITY_HEADERS if h.get(n)), None),
             {k: h[k] for k in CREDENTIAL_HEADERS if k in h},
             frozenset(h),
+            h.get(tenant_header) if tenant_header else None,
         )
 
 
@@ -159,7 +162,7 @@ class DownstreamExchange:
 
     def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        self.info = RequestInfo.from_headers(h)
+        self.info = RequestInfo.from_headers(h, self.ctx.engine.tenant_header)
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
         path = self.info.path.split("?", 1)[0]
         if path.startswith(("/v1/", "/routing/")) or headers.end_of_stream:
@@ -175,7 +178,7 @@ class DownstreamExchange:
             return continue_body()
         try:
             request = api.parse(body.body)
-            routed = await self.ctx.engine.route(request, info.session_id)
+            routed = await self.ctx.engine.route(request, info.session_id, info.tenant)
         except RequestFormatError as exc:
             return self._error(exc.status, exc.message, exc.param)
         self._report(routed)

@@ -11,6 +11,11 @@ processor then reads the body from Envoy.
 Envoy keeps an x-request-id the client sent, so two requests in flight may share one. Such a record keeps
 no body at all (`open`): each attempt of either request reads its own body from Envoy, and no request is
 ever prepared from another's conversation or credentials. Only the observers' attribution is then shared.
+
+A record also remembers the config generation that opened it (`owner`, set through the view
+`for_owner` returns): the server hands every later stream of that request (upstream attempts, the
+translator, the observers) the same generation, so a config reload in between never mixes two configs
+within one request.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class RequestRecord:
     client_bytes: int = 0  # the JSON size of `client_body`, for the byte bound
     tried: int = 0  # the latest attempt number seen
     model: str = ""  # the model of the latest attempt
+    #: the config generation whose downstream processor opened the record (server.Generation)
+    owner: object | None = None
 
 
 def _weight(key: str, record: RequestRecord) -> int:
@@ -63,6 +70,13 @@ class InFlightRequests:
         self._records: TtlLruCache[str, RequestRecord] = TtlLruCache(
             ttl_seconds, max_entries, clock, max_bytes=max_bytes, weigh=_weight
         )
+        self._owner: object | None = None
+
+    def for_owner(self, owner: object) -> InFlightRequests:
+        """The same records; those opened through the view remember `owner`."""
+        view = InFlightRequests.__new__(InFlightRequests)
+        view._clock, view._records, view._owner = self._clock, self._records, owner
+        return view
 
     def __len__(self) -> int:
         return len(self._records)
@@ -90,7 +104,9 @@ class InFlightRequests:
                 self._records.put(request_id, existing)  # re-weighed
             return existing
         size = len(forward.raw) if forward is not None and client_body is not None else 0
-        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=attempts[0] if attempts else "")
+        record = RequestRecord(
+            attempts, api, route, self._clock(), forward, client_body, size, model=attempts[0] if attempts else "", owner=self._owner
+        )
         if not self._records.put(request_id, record) and forward is not None:
             # too big to keep with its body: keep the rest, the retries read the body from Envoy
             record.forward = record.client_body = None
