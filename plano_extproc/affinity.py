@@ -136,9 +136,9 @@ class SessionStore(Protocol):
 
     async def get(self, key: str) -> AffinityEntry | None: ...
 
-    async def pin(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> AffinityEntry:
-        """Store `entry` unless the key holds a pin already; the pin the key holds afterwards (`entry`
-        itself when it was stored, or when the store failed)."""
+    async def pin(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> AffinityEntry | None:
+        """Store `entry` unless the key holds a pin already. Returns that earlier pin (another decision
+        for the session was first: it wins), or None when `entry` was stored (or the store failed)."""
         ...
 
     async def replace(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> None:
@@ -184,12 +184,14 @@ class MemorySessionStore:
     async def get(self, key: str) -> AffinityEntry | None:
         return self.cache.get(key)
 
-    async def pin(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> AffinityEntry:
+    async def pin(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> AffinityEntry | None:
         held, stored = self.cache.put_if_absent(key, entry, ttl_seconds)
         if stored:
             self._stored += 1
-        elif held is not entry:
-            self._conflicts += 1
+            return None
+        if held is entry:  # heavier than the bound: not stored
+            return None
+        self._conflicts += 1
         return held
 
     async def replace(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> None:

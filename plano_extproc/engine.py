@@ -119,7 +119,7 @@ class DecisionEngine:
                     await self.sessions.replace(key, mine, ttl)
                 else:
                     held = await self.sessions.pin(key, mine, ttl)
-                    if held is not mine and held != mine:
+                    if held is not None:
                         # another decision for this session was first (a race, another replica): it wins
                         decision = decide_route(self.config, request, None, held)
         if self.metrics is not None:

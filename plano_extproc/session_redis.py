@@ -150,23 +150,23 @@ class RedisSessionStore:
         self._stats.hits += 1
         return entry
 
-    async def pin(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> AffinityEntry:
+    async def pin(self, key: str, entry: AffinityEntry, ttl_seconds: float) -> AffinityEntry | None:
         value = encode_entry(entry)
         try:
             stored = await self._call("pin", lambda: self._set(key, value, ttl_seconds, only_new=True))
         except _Failed:
-            return entry
+            return None
         if stored:
             self._stats.stored += 1
-            return entry
+            return None
         # another decision holds the key: answer with it, so every replica serves the session alike
         try:
             raw = await self._call("get", lambda: self._client.get(key))
         except _Failed:
-            return entry
+            return None
         held = decode_entry(raw) if raw is not None else None
-        if held is None:  # expired in between, or not ours to read: ours stands for this request
-            return entry
+        if held is None:  # expired in between, or not a pin we can read: ours stands for this request
+            return None
         self._stats.conflicts += 1
         return held
 
