@@ -156,7 +156,7 @@ class Generations:
         self.current = generation
         replaced = self._by_fingerprint.pop(generation.fingerprint, None)
         self._by_fingerprint[generation.fingerprint] = generation
-        dropped = [replaced] if replaced is not None else []
+        dropped = [replaced] if replaced is not None and replaced is not generation else []
         while len(self._by_fingerprint) > self.RETAINED:
             _, oldest = self._by_fingerprint.popitem(last=False)
             dropped.append(oldest)
