@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -14,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from plano_devtools.local import envoy_binary, free_port, pick_base_id, point_config_at_mocks
+from plano_devtools.mock_providers import MockProvider
 from plano_extproc.config import parse_config
 from plano_extproc.reload import config_bootstrap_digest
 from tests.conftest import DEMO_CONFIG
@@ -221,3 +228,85 @@ def test_a_new_model_is_applied_with_an_envoy_hot_restart_and_no_request_fails(t
         assert [g.fingerprint for g in gw.gateway.server.generations.live()] == [gw.gateway.server.fingerprint]
     finally:
         gw.close()
+
+
+def test_serve_reports_a_bootstrap_change_and_serves_the_old_config_until_envoy_runs_the_new_bootstrap(tmp_path):
+    """`serve` beside an Envoy it does not own, as a sidecar runs: a new model needs a new bootstrap, which
+    serve cannot give Envoy; it says how to, keeps the running Envoy on the old config, and serves the new
+    one as soon as an Envoy runs the re-rendered bootstrap (here: hot-restarted onto it by hand)."""
+    mocks = [MockProvider("mock-openai"), MockProvider("mock-anthropic")]
+    for mock in mocks:
+        mock.start(0)
+    directory = Path(tempfile.mkdtemp(prefix="plano-", dir="/tmp"))  # short: Unix socket paths are limited
+    config = directory / "config.yaml"
+
+    def config_text(text: str) -> str:
+        return yaml.safe_dump(point_config_at_mocks(text, mocks[0].base_url, mocks[1].base_url))
+
+    config.write_text(config_text(DEMO))
+    socket_path, port, probe, base_id = directory / "x.sock", free_port(), free_port(), pick_base_id()
+    cli = [sys.executable, "-m", "plano_extproc.cli"]
+    serve = subprocess.Popen([*cli, "serve", "--config", str(config), "--listen", f"unix:{socket_path}", "--metrics", "", "--watch-interval", "0.1",
+                              "--log-format", "text", "--log-level", "info"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True).start()
+    envoys: list[subprocess.Popen] = []
+
+    def start_envoy(epoch: int) -> None:
+        bootstrap = directory / f"envoy-{epoch}.yaml"
+        rendered = subprocess.run([*cli, "render-envoy", "--config", str(config), "--extproc", f"unix:{socket_path}", "--admin-socket",
+                                   str(directory / f"admin-{epoch}.sock"), "--port", str(port), "--probe-port", str(probe), "-o", str(bootstrap)],
+                                  capture_output=True, text=True, timeout=60)
+        assert rendered.returncode == 0, rendered.stderr
+        envoys.append(subprocess.Popen([envoy_binary(), "-c", str(bootstrap), "--base-id", str(base_id), "--restart-epoch", str(epoch),
+                                        "--socket-path", str(directory / "hr"), "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
+                                        "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+
+    def decide(model: str) -> dict:
+        body = json.dumps({"model": model, "messages": user(FRANCE)}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/routing/v1/chat/completions", data=body, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def answers() -> bool:
+        try:
+            decide("gpt-4o")
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(lambda: any("serving ext_proc" in line for line in lines), 60, "serve to start")
+        start_envoy(0)
+        wait_until(answers, 60, "Envoy to serve")
+        assert decide("gpt-4.1")["model"] == "openai/gpt-4o-mini"  # not served: the default model
+
+        write(config, config_text(NEW_MODEL))
+        wait_until(lambda: any("needs a new Envoy bootstrap" in line for line in lines), 30, "serve's report")
+        report = next(line for line in lines if "needs a new Envoy bootstrap" in line)
+        assert "ERROR" in report and "render-envoy --config" in report and "restart or hot-restart Envoy" in report
+        assert decide("gpt-4.1")["model"] == "openai/gpt-4o-mini"  # the running Envoy keeps the old config
+        assert any("Envoy runs the bootstrap of an earlier config" in line for line in lines)
+
+        start_envoy(1)  # the fix serve named: the re-rendered bootstrap, Envoy hot-restarted onto it
+        wait_until(lambda: envoys[0].poll() is not None, 30, "the old Envoy to hand over and exit")
+        decision = decide("gpt-4.1")
+        assert (decision["model"], decision["source"]) == ("openai/gpt-4.1", "direct")
+        body = json.dumps({"model": "gpt-4.1", "messages": user(FRANCE)}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["choices"][0]["message"]["content"] == "mock-openai answered as gpt-4.1"
+        assert serve.poll() is None and not any("Traceback" in line for line in lines)
+    finally:
+        for proc in [*envoys, serve]:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+        for mock in mocks:
+            mock.stop()
+        Path(f"/dev/shm/envoy_shared_memory_{base_id * 10}").unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
