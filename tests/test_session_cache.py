@@ -260,3 +260,35 @@ async def test_a_pin_that_names_no_model_of_the_config_is_routed_anew(demo_confi
     routed = await engine.route(OPENAI_CHAT.parse(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})), "s")
     assert (routed.decision.route, routed.decision.pinned) == ("complex_reasoning", False)
     assert (await engine.sessions.get(key)).route == "complex_reasoning"  # the pin was replaced
+
+
+async def test_the_decide_api_reads_the_tenant_from_grpc_metadata(tmp_path):
+    import grpc
+
+    from plano_extproc.api import routing_pb2, routing_pb2_grpc
+    from plano_extproc.extproc.server import ExtProcServer
+    from plano_extproc.router.chain import RouterChain
+    from tests.conftest import DEMO_CONFIG, DEMO_ENV
+    from tests.processors_kit import KeywordRouter
+
+    text = DEMO_CONFIG.read_text() + "  session_cache: {tenant_header: x-tenant}\n"
+    server = ExtProcServer(parse_config(text, DEMO_ENV), f"unix:{tmp_path}/x.sock")
+    server.engine.router = RouterChain(KeywordRouter(), 5.0)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = routing_pb2_grpc.RoutingServiceStub(channel)
+
+            async def decide(text: str, tenant: str | None) -> routing_pb2.DecideResponse:
+                body = orjson.dumps({"messages": [{"role": "user", "content": text}]})
+                metadata = (("x-tenant", tenant),) if tenant else ()
+                return await stub.Decide(routing_pb2.DecideRequest(api="openai_chat", body=body, affinity_id="s"), metadata=metadata, timeout=10)
+
+            assert (await decide("code_generation please", "acme")).route == "code_generation"
+            other = await decide("complex_reasoning please", "globex")
+            assert (other.route, other.pinned) == ("complex_reasoning", False)
+            again = await decide("complex_reasoning please", "acme")
+            assert (again.route, again.pinned) == ("code_generation", True)
+        assert await server.engine.sessions.get("plano:affinity:acme:s") is not None
+    finally:
+        await server.stop(0)
