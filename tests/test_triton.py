@@ -304,6 +304,7 @@ def _expected_with_embedded() -> list[tuple[str | None, list[str]]]:
     async def run() -> list[tuple[str | None, list[str]]]:
         engine = DecisionEngine(config, build_router_chain(config))
         try:
+            await engine.warm_up()  # a cold first call can exceed the 1 s router timeout on a busy machine
             out = []
             for path, body in _seed_requests():
                 routed = await engine.route_raw(ENDPOINTS[path][0], json.dumps(body).encode())
