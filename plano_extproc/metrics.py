@@ -17,7 +17,7 @@ OpenTelemetry GenAI semantic conventions, and the names here that carry the same
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from plano_extproc import __version__
-from plano_extproc.affinity import AffinityCache
+from plano_extproc.affinity import AffinityCache, MemorySessionStore, SessionStore
 from plano_extproc.config import PlanoConfig
 from plano_extproc.decision import Decision, DecisionSource
 from plano_extproc.model_metrics import LiveLatency
@@ -67,6 +67,58 @@ class _CacheCollector(Collector):
         yield GaugeMetricFamily(f"{self.prefix}_entries", f"{self.what} entries now", value=len(self.cache))
 
 
+class _CacheSource(Collector):
+    """`_CacheCollector` over whichever cache a getter returns now (a config reload may replace it)."""
+
+    def __init__(self, prefix: str, what: str) -> None:
+        self.prefix, self.what = prefix, what
+        self.source: Callable[[], TtlLruCache[Any, Any] | None] = lambda: None
+
+    def collect(self) -> Iterable[Metric]:
+        cache = self.source()
+        if cache is not None:
+            yield from _CacheCollector(cache, self.prefix, self.what).collect()
+
+
+class _SessionCollector(Collector):
+    """The session store's counters at scrape time (memory or Redis; `affinity.SessionStats`)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], SessionStore | None] = lambda: None
+
+    def collect(self) -> Iterable[Metric]:
+        store = self.source()
+        if store is None:
+            return
+        stats = store.stats
+        lookups = CounterMetricFamily("plano_affinity_lookups", "X-Model-Affinity (pinned sessions) lookups", labels=["result"])
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        yield lookups
+        yield CounterMetricFamily("plano_affinity_evictions", "Pins dropped by the LRU bound (memory store)", value=stats.evictions)
+        yield CounterMetricFamily("plano_affinity_expirations", "Pins dropped by their TTL (memory store)", value=stats.expirations)
+        pins = CounterMetricFamily(
+            "plano_affinity_pins", "Pin writes: stored, or lost to an earlier decision for the session (a race, another replica)", labels=["result"]
+        )
+        pins.add_metric(["stored"], stats.stored)
+        pins.add_metric(["lost"], stats.conflicts)
+        yield pins
+        errors = CounterMetricFamily(
+            "plano_affinity_store_errors",
+            "Session store calls that failed and were answered as a new session (fail-open); kind: timeout, error, unavailable, bad_value",
+            labels=["backend", "operation", "kind"],
+        )
+        for (operation, kind), count in sorted(stats.errors.items()):
+            errors.add_metric([store.kind, operation, kind], count)
+        yield errors
+        up = GaugeMetricFamily("plano_affinity_store_up", "1 while the session store answers, 0 during an outage", labels=["backend"])
+        up.add_metric([store.kind], 1 if stats.available else 0)
+        yield up
+        entries = store.entries()
+        if entries is not None:
+            yield GaugeMetricFamily("plano_affinity_entries", "X-Model-Affinity (pinned sessions) entries now", value=entries)
+
+
 class Metrics:
     def __init__(self, config: PlanoConfig, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -76,6 +128,8 @@ class Metrics:
         #: a model a vendor/* entry serves is counted under that entry ("openai/*")
         self._entry_of = config.entry_of
         self._lock = threading.Lock()
+        self._sessions: _SessionCollector | None = None
+        self._decision_cache: _CacheSource | None = None
         r = self.registry
 
         Info("plano_build", "Build information", registry=r).info({"version": __version__})
@@ -100,6 +154,21 @@ class Metrics:
         self.config_mismatches = Counter(
             "plano_config_mismatch",
             "ext_proc streams refused because Envoy's bootstrap was rendered from another config",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "plano_config_reloads",
+            "Config file changes seen: applied (in place), restarted (applied with an Envoy hot restart), bootstrap_mismatch "
+            "(applied for streams of a matching bootstrap only: Envoy needs the re-rendered bootstrap), invalid (kept the old "
+            "config), failed (valid but could not be applied; kept the old config)",
+            ["result"],
+            registry=r,
+        )
+        self.config_generation = Gauge("plano_config_generation", "Config generation serving new requests (1 = the config at start)", registry=r)
+        self.config_generation.set(1)
+        self.previous_bootstrap_streams = Counter(
+            "plano_config_previous_bootstrap_streams",
+            "ext_proc streams served with an earlier config because the Envoy that sent them runs its bootstrap",
             registry=r,
         )
         self.inflight = Gauge("plano_extproc_inflight_streams", "Open ext_proc streams", ["processor"], registry=r)
@@ -161,11 +230,32 @@ class Metrics:
 
     # recording ------------------------------------------------------------------------------------
 
-    def watch_affinity(self, cache: AffinityCache) -> None:
-        self.registry.register(_CacheCollector(cache, "plano_affinity", "X-Model-Affinity (pinned sessions)"))
+    def watch_sessions(self, source: Callable[[], SessionStore | None]) -> None:
+        """Export the store `source()` returns at each scrape; a later call replaces the source."""
+        if self._sessions is None:
+            self._sessions = _SessionCollector()
+            self.registry.register(self._sessions)
+        self._sessions.source = source
 
-    def watch_decision_cache(self, cache: TtlLruCache[Any, Any]) -> None:
-        self.registry.register(_CacheCollector(cache, "plano_router_cache", "Router decision cache"))
+    def watch_affinity(self, cache: AffinityCache) -> None:
+        store = MemorySessionStore(cache.max_entries, cache=cache)
+        self.watch_sessions(lambda: store)
+
+    def watch_decision_cache(self, cache: TtlLruCache[Any, Any] | None) -> None:
+        """Export this decision cache (replacing one watched before)."""
+        if self._decision_cache is None:
+            self._decision_cache = _CacheSource("plano_router_cache", "Router decision cache")
+            self.registry.register(self._decision_cache)
+        self._decision_cache.source = lambda: cache
+
+    def set_config(self, config: PlanoConfig) -> None:
+        """A reloaded config: its routes and models become the label values (others count as other)."""
+        self._routes = frozenset(p.name for p in config.routing_preferences)
+        self._models = frozenset(config.by_model)
+        self._providers = {m: p.provider for m, p in config.by_model.items()}
+
+    def record_reload(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
 
     def record_request(self, endpoint: str, api_format: str, status: int) -> None:
         self.requests.labels(endpoint, api_format, outcome_of(status)).inc()

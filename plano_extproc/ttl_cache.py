@@ -93,6 +93,29 @@ class TtlLruCache(Generic[K, V]):
             self._evict(now)
             return True
 
+    def put_if_absent(self, key: K, value: V, ttl_seconds: float | None = None) -> tuple[V, bool]:
+        """Store `value` unless a live entry holds the key (first writer wins); returns the entry that
+        holds the key afterwards and whether it is `value`. `ttl_seconds` overrides the cache's TTL for
+        this entry. The lookup counts as no hit or miss. When `value` alone is heavier than `max_bytes`
+        nothing is stored and (value, False) is returned."""
+        weight = self._weigh(key, value) if self._weigh is not None else 0
+        now = self._clock()
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                if found[0] > now:
+                    self._entries.move_to_end(key)
+                    return found[1], False
+                del self._entries[key]
+                self._bytes -= found[2]
+                self.stats.expirations += 1
+            if self.max_bytes is not None and weight > self.max_bytes:
+                return value, False
+            self._entries[key] = (now + (self.ttl_seconds if ttl_seconds is None else ttl_seconds), value, weight)
+            self._bytes += weight
+            self._evict(now)
+            return value, True
+
     def pop(self, key: K) -> V | None:
         with self._lock:
             found = self._entries.pop(key, None)

@@ -41,3 +41,12 @@ def _reset_mocks(request):
         gw.anthropic_mock.reset()
         gw.openai_mock.chunk_delay = gw.anthropic_mock.chunk_delay = 0.0
         gw.openai_mock.answer_delay = gw.anthropic_mock.answer_delay = 0.0
+
+
+def demo_config_with(**routing: object) -> str:
+    """The demo config's text with these `routing` keys set (the rest of the file as it is)."""
+    import yaml
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    data.setdefault("routing", {}).update(routing)
+    return str(yaml.safe_dump(data, sort_keys=False))

@@ -223,6 +223,20 @@ def test_config_checksum_annotation_follows_the_config(chart, rendered):
     assert checksum(render(chart, {"replicaCount": 5})) == base
 
 
+def test_a_config_change_rolls_the_pods_instead_of_reloading_in_place(chart, rendered):
+    """The chart's choice (README, "Config changes"): every config change, routes alone included, changes
+    the checksum annotation and so rolls the pods, each with a bootstrap rendered for its config; the
+    ext_proc does not also watch the mounted file (old pods would half-apply a change during the roll)."""
+    def checksum(docs):
+        return gateway(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/plano-config"]
+
+    values = copy.deepcopy(chart.values)
+    values["config"]["routing_preferences"][0]["description"] += " (reworded)"
+    assert checksum(render(chart, {"config": values["config"]})) != checksum(rendered["default"])
+    args = container(gateway(rendered["default"])["spec"]["template"], "plano-extproc")["args"]
+    assert args[args.index("--watch-interval") + 1] == "0"
+
+
 def test_triton_enabled_points_the_router_at_it(rendered):
     docs = rendered["triton"]
     router = config_of(docs)["routing"]["router"]

@@ -262,6 +262,8 @@ def test_no_label_value_is_unbounded(gw):
         "router", "affinity", "alias", "direct", "default", "fallback",
         "1xx", "2xx", "3xx", "4xx", "5xx",
         "input", "output", "timeout", "error", "bad_reply", "breaker_open", "hit", "miss",
+        "stored", "lost", "get", "pin", "unavailable", "bad_value",  # session pins and their store
+        "applied", "restarted", "bootstrap_mismatch", "invalid", "failed",  # config reloads
         *(p.value for p in Processor),
         "request_headers", "request_body", "response_headers", "response_body", "response_trailers", "request_trailers",
     }

@@ -63,9 +63,11 @@ class RequestInfo:
     session_id: str | None
     credentials: dict[str, str]
     present: frozenset[str]
+    #: the value of routing.session_cache.tenant_header, when configured and sent
+    tenant: str | None = None
 
     @classmethod
-    def from_headers(cls, h: dict[str, str], session_headers: tuple[str, ...]) -> RequestInfo:
+    def from_headers(cls, h: dict[str, str], session_headers: tuple[str, ...], tenant_header: str | None = None) -> RequestInfo:
         return cls(
             h.get(":path", ""),
             h.get(":method", ""),
@@ -74,6 +76,7 @@ class RequestInfo:
             next((h[n] for n in session_headers if h.get(n)), None),
             {k: h[k] for k in CREDENTIAL_HEADERS if k in h},
             frozenset(h),
+            h.get(tenant_header) if tenant_header else None,
         )
 
 
@@ -180,7 +183,7 @@ class DownstreamExchange:
 
     def on_headers(self, headers: ext.HttpHeaders) -> ext.ProcessingResponse:
         h = header_dict(headers)
-        self.info = RequestInfo.from_headers(h, self.ctx.session_headers)
+        self.info = RequestInfo.from_headers(h, self.ctx.session_headers, self.ctx.engine.tenant_header)
         if self.ctx.tracer.header_prefixes:
             self.span_attributes = self.ctx.tracer.header_attributes(h)
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
@@ -202,7 +205,7 @@ class DownstreamExchange:
             return continue_body()
         try:
             request = api.parse(body.body)
-            routed = await self.ctx.engine.route(request, info.session_id)
+            routed = await self.ctx.engine.route(request, info.session_id, info.tenant)
         except RequestFormatError as exc:
             return self._error(exc.status, exc.message, exc.param)
         if self.client is not None:

@@ -2,13 +2,25 @@
 
 Which processor a stream gets is told by gRPC metadata the rendered Envoy config sets on each filter
 (`x-plano-processor: downstream | upstream`); a missing value means downstream.
+
+Config reload: everything built from one config (the engine, the forwarder, the processors' contexts)
+is a `Generation`. `ExtProcServer.reload` builds and warms up the next one and installs it for new
+streams; a stream keeps the generation it started with. Which one a stream gets: the generation that
+opened its request's in-flight record (upstream attempts, translator and observers of a request decided
+before a reload finish on that config), else the latest generation whose bootstrap fingerprint the
+stream carries (an Envoy still running the bootstrap of an earlier config — draining after a hot
+restart, or not yet re-rendered — keeps the config its clusters were rendered from), else, for a
+fingerprint no generation has, the stream is refused as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -27,12 +39,13 @@ from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import (
     FINGERPRINT_METADATA,
     PROCESSOR_METADATA,
+    REQUEST_ID_ATTRIBUTE,
     DecisionMetadata,
     Processor,
     config_fingerprint,
     prebuilt_attempt_lists,
 )
-from plano_extproc.engine import DecisionEngine, build_router_chain
+from plano_extproc.engine import DecisionEngine, build_router_chain, same_session_store
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
 from plano_extproc.extproc.observer import OBSERVERS, AttemptObserver, ObserverContext, ResponseObserver
@@ -77,15 +90,168 @@ def _client_api(message: ext.ProcessingRequest, exchange: Exchange | None = None
     return DEFAULT_API
 
 
-class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
-    """Envoy's streams, each handed to the exchange of its processor (contract.Processor)."""
+@dataclass(eq=False)
+class Generation:
+    """One config as the processors serve it. Streams that started under it keep it to their end."""
 
-    def __init__(self, exchanges: Mapping[Processor, Callable[[], Exchange]], metrics: Metrics, fingerprint: str) -> None:
-        self.exchanges = exchanges
+    number: int
+    config: PlanoConfig
+    fingerprint: str
+    engine: DecisionEngine
+    forwarder: Forwarder
+    tracer: Tracer
+    exchanges: dict[Processor, Callable[[], Exchange]] = field(default_factory=dict)
+    #: streams and Decide calls running on it now
+    active: int = 0
+    #: no longer handed to new streams; its own resources are closed once `active` drops to 0
+    retired: bool = False
+    closed: bool = False
+
+    def resources(self) -> tuple[object, ...]:
+        """What closing it closes (each may be shared with the next generation)."""
+        return () if self.closed else (self.engine.router, self.engine.sessions, self.tracer)
+
+
+class Generations:
+    """The current generation and, per bootstrap fingerprint, the latest one that matches it."""
+
+    #: fingerprints (and so Envoy bootstraps) served at once: the current one and a few earlier ones
+    RETAINED = 4
+
+    def __init__(self, first: Generation, metrics: Metrics, *, envoy_managed: bool = False) -> None:
+        self.current = first
         self.metrics = metrics
+        #: `up` restarts Envoy itself: streams of the previous bootstrap are then expected (draining)
+        self.envoy_managed = envoy_managed
+        self._by_fingerprint: OrderedDict[str, Generation] = OrderedDict([(first.fingerprint, first)])
+        self._warned: set[tuple[str, str]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def live(self) -> list[Generation]:
+        return list(self._by_fingerprint.values())
+
+    def for_stream(self, fingerprint: str | None, owner: Generation | None = None) -> Generation | None:
+        if owner is not None and (fingerprint is None or owner.fingerprint == fingerprint):
+            return owner
+        current = self.current
+        if fingerprint is None or fingerprint == current.fingerprint:
+            return current
+        found = self._by_fingerprint.get(fingerprint)
+        if found is not None:
+            self.metrics.previous_bootstrap_streams.inc()
+            if not self.envoy_managed and (fingerprint, current.fingerprint) not in self._warned:
+                self._warned.add((fingerprint, current.fingerprint))
+                log.error(
+                    "Envoy runs the bootstrap of an earlier config (fingerprint %s); the config file now needs "
+                    "bootstrap %s (new models, endpoints or ranked model lists). Its requests are served with "
+                    "that earlier config (generation %d) until Envoy runs the new bootstrap: re-render it with "
+                    "`plano-extproc render-envoy --config FILE ...` and restart or hot-restart Envoy",
+                    fingerprint,
+                    current.fingerprint,
+                    found.number,
+                )
+        return found
+
+    def install(self, generation: Generation) -> None:
+        """New streams get `generation`; generations no longer reachable are retired."""
+        self.current = generation
+        replaced = self._by_fingerprint.pop(generation.fingerprint, None)
+        self._by_fingerprint[generation.fingerprint] = generation
+        dropped = [replaced] if replaced is not None and replaced is not generation else []
+        while len(self._by_fingerprint) > self.RETAINED:
+            _, oldest = self._by_fingerprint.popitem(last=False)
+            dropped.append(oldest)
+        for old in dropped:
+            self._retire(old)
+
+    def forget(self, fingerprint: str) -> None:
+        """The Envoy running that bootstrap is gone: its generation is retired (unless current)."""
+        if fingerprint != self.current.fingerprint:
+            found = self._by_fingerprint.pop(fingerprint, None)
+            if found is not None:
+                self._retire(found)
+
+    def enter(self, generation: Generation) -> None:
+        generation.active += 1
+
+    def leave(self, generation: Generation) -> None:
+        generation.active -= 1
+        if generation.retired and generation.active == 0:
+            self._close_unshared(generation)
+
+    def discard(self, generation: Generation) -> None:
+        """A generation that was never installed (its reload failed)."""
+        self._retire(generation)
+
+    def _retire(self, generation: Generation) -> None:
+        generation.retired = True
+        if generation.active == 0:
+            self._close_unshared(generation)
+
+    def _close_unshared(self, generation: Generation) -> None:
+        if generation.closed:
+            return
+        in_use = {id(r) for g in self._by_fingerprint.values() for r in g.resources()}
+        for g in self._by_fingerprint.values():
+            in_use.add(id(g))
+        if id(generation) in in_use:
+            return
+        engine = generation.engine
+        closers = []
+        if id(engine.router) not in in_use:
+            closers.append(engine.router.close())
+        if id(engine.sessions) not in in_use:
+            closers.append(engine.sessions.close())
+        tracer = generation.tracer if id(generation.tracer) not in in_use else None
+        generation.closed = True  # shares nothing any more
+
+        async def close() -> None:
+            for closer in closers:
+                try:
+                    await closer
+                except Exception:
+                    log.debug("closing a retired config's resources failed", exc_info=True)
+            if tracer is not None:
+                await asyncio.to_thread(tracer.shutdown)
+
+        try:
+            task = asyncio.get_running_loop().create_task(close())
+        except RuntimeError:  # no loop (tests, shutdown): nothing to wait for
+            for closer in closers:
+                closer.close()
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+def _request_id(message: ext.ProcessingRequest) -> str:
+    """The x-request-id a non-downstream stream's first message names (headers or attributes)."""
+    if message.WhichOneof("request") == "request_headers":
+        for h in message.request_headers.headers.headers:
+            if h.key == "x-request-id":
+                return h.raw_value.decode("utf-8", "replace") if h.raw_value else str(h.value)
+        return ""
+    for struct in message.attributes.values():
+        value = struct.fields.get(REQUEST_ID_ATTRIBUTE)
+        if value is not None:
+            return str(value.string_value)
+    return ""
+
+
+class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
+    """Envoy's streams, each handed to the exchange of its processor (contract.Processor) in the
+    generation it belongs to."""
+
+    def __init__(self, generations: Generations, metrics: Metrics, inflight: InFlightRequests) -> None:
+        self.generations = generations
+        self.metrics = metrics
+        self.inflight = inflight
         self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
-        self.fingerprint = fingerprint
         self._mismatches_seen: set[str] = set()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.generations.current.fingerprint
 
     def _mismatch(self, theirs: str) -> None:
         self.metrics.config_mismatches.inc()
@@ -116,25 +282,38 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 fingerprint = value
         return processor, fingerprint
 
+    def _generation(self, processor: Processor, fingerprint: str | None, first: ext.ProcessingRequest) -> Generation | None:
+        owner = None
+        if processor is not Processor.DOWNSTREAM:
+            request_id = _request_id(first)
+            record = self.inflight.get(request_id) if request_id else None
+            if record is not None and isinstance(record.owner, Generation):
+                owner = record.owner
+        return self.generations.for_stream(fingerprint, owner)
+
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         try:
             processor, fingerprint = self._stream_processor(context)
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown {PROCESSOR_METADATA}")
-        if fingerprint is not None and fingerprint != self.fingerprint:
-            self._mismatch(fingerprint)
-            if processor in OBSERVERS:
-                return
-            async for first in request_iterator:
-                api = _client_api(first)
-                yield immediate(503, api.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
-                return
-            return
-        exchange = self.exchanges[processor]()
+        generation: Generation | None = None
+        exchange: Exchange | None = None
         inflight, durations = self._instruments(processor)
-        inflight.inc()
         try:
             async for message in request_iterator:
+                if exchange is None:
+                    # the stream's config is fixed by its first message, for its whole life
+                    generation = self._generation(processor, fingerprint, message)
+                    if generation is None:
+                        assert fingerprint is not None
+                        self._mismatch(fingerprint)
+                        if processor not in OBSERVERS:
+                            api = _client_api(message)
+                            yield immediate(503, api.error_body(503, "gateway misconfigured: Envoy runs a bootstrap rendered from another config", None))
+                        return
+                    self.generations.enter(generation)
+                    exchange = generation.exchanges[processor]()
+                    inflight.inc()
                 started = time.perf_counter()
                 try:
                     response = await exchange.handle(message)
@@ -150,13 +329,19 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 if exchange.done:
                     break
         finally:
-            inflight.dec()
-            exchange.finish()  # a response cut short still records what was seen
+            if exchange is not None:
+                inflight.dec()
+                exchange.finish()  # a response cut short still records what was seen
+            if generation is not None:
+                self.generations.leave(generation)
 
 
 class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, engine: DecisionEngine) -> None:
-        self.engine = engine
+    """`Decide` with the current generation's engine. The tenant (routing.session_cache.tenant_header) is
+    read from the call's gRPC metadata under the same (lower-case) name."""
+
+    def __init__(self, generations: Generations) -> None:
+        self.generations = generations
 
     async def Decide(self, request: routing_pb2.DecideRequest, context: grpc.aio.ServicerContext) -> routing_pb2.DecideResponse:  # noqa: N802
         api = _api_of(request)
@@ -165,10 +350,18 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"name the client API: api_format, or api = one of {names}")
             raise AssertionError("unreachable")  # abort raises
         session = request.affinity_id or None
+        generation = self.generations.current
+        engine = generation.engine
+        tenant = None
+        if engine.tenant_header is not None:
+            tenant = next((str(v) for k, v in context.invocation_metadata() or () if k == engine.tenant_header), None)
+        self.generations.enter(generation)
         try:
-            routed = await self.engine.route_raw(api, request.body, session)
+            routed = await engine.route_raw(api, request.body, session, tenant)
         except RequestFormatError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        finally:
+            self.generations.leave(generation)
         decision = routed.decision
         return routing_pb2.DecideResponse(
             models=list(decision.models),
@@ -189,33 +382,30 @@ def open_relay(config: PlanoConfig) -> bool:
 
 
 class ExtProcServer:
-    """Owns the engine and the grpc.aio server; `start` binds, `stop` drains."""
+    """Owns the generations and the grpc.aio server; `start` binds, `reload` swaps the config, `stop` drains.
 
-    def __init__(self, config: PlanoConfig, address: str, metrics_address: str | None = None, log_prompts: bool = False) -> None:
-        self.config = config
+    `envoy_managed`: the caller restarts Envoy itself on bootstrap changes (`up`), so streams of an
+    earlier bootstrap are expected; otherwise (`serve`) they are reported as an error naming the fix."""
+
+    def __init__(
+        self,
+        config: PlanoConfig,
+        address: str,
+        metrics_address: str | None = None,
+        log_prompts: bool = False,
+        *,
+        envoy_managed: bool = False,
+    ) -> None:
         self.address = address
         #: host:port of the Prometheus /metrics endpoint; None = no HTTP endpoint
         self.metrics_address = metrics_address
         self._metrics_http: WSGIServer | None = None
         self.metrics = Metrics(config)
-        self.tracer = Tracer(config.tracing)
         self.inflight = InFlightRequests()
-        self.engine = DecisionEngine(config, build_router_chain(config), self.metrics)
-        forwarder = Forwarder.from_config(config, prebuilt_attempt_lists(config))
-        downstream = DownstreamContext(
-            self.engine, forwarder, self.metrics, self.inflight, DecisionLog(log_prompts), self.tracer, ClientKeys.from_config(config.client_auth)
-        )
-        upstream = UpstreamContext(forwarder, self.inflight)
-        observer = ObserverContext(self.metrics, self.inflight, forwarder)
-        translate = TranslateContext(forwarder, self.inflight)
-        exchanges: dict[Processor, Callable[[], Exchange]] = {
-            Processor.DOWNSTREAM: lambda: DownstreamExchange(downstream),
-            Processor.UPSTREAM: lambda: UpstreamExchange(upstream),
-            Processor.TRANSLATE: lambda: TranslateExchange(translate),
-            # response observers (observability_mode): Envoy ignores replies, so they never send one
-            Processor.OBSERVE: lambda: ResponseObserver(observer),
-            Processor.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
-        }
+        self.decision_log = DecisionLog(log_prompts)
+        self.generations = Generations(self._build(config, None, 1), self.metrics, envoy_managed=envoy_managed)
+        self._watch(self.generations.current)
+        self._reload_lock = asyncio.Lock()
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -229,23 +419,101 @@ class ExtProcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(exchanges, self.metrics, config_fingerprint(config)), self.server)
-        routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)  # type: ignore[no-untyped-call]
+        self.processor = ExternalProcessor(self.generations, self.metrics, self.inflight)
+        ext_grpc.add_ExternalProcessorServicer_to_server(self.processor, self.server)
+        routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.generations), self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port(address)
         if self.port == 0 and not address.startswith("unix:"):
             raise OSError(f"cannot listen on {address}")
 
+    # the current generation's parts (what a new request gets)
+    @property
+    def config(self) -> PlanoConfig:
+        return self.generations.current.config
+
+    @property
+    def engine(self) -> DecisionEngine:
+        return self.generations.current.engine
+
+    @property
+    def tracer(self) -> Tracer:
+        return self.generations.current.tracer
+
+    @property
+    def fingerprint(self) -> str:
+        return self.generations.current.fingerprint
+
+    def _build(self, config: PlanoConfig, previous: Generation | None, number: int) -> Generation:
+        """Everything built from `config`; the router, the session store (and its pins) and the tracer of
+        `previous` are kept when the config does not change them."""
+        if previous is not None and previous.config.routing.router == config.routing.router:
+            router = previous.engine.router
+        else:
+            router = build_router_chain(config)
+        sessions = None
+        if previous is not None and same_session_store(previous.config, config):
+            sessions = previous.engine.sessions
+            resize = getattr(sessions, "resize", None)
+            if resize is not None:
+                resize(config.routing.session_max_entries)
+        tracer = previous.tracer if previous is not None and previous.config.tracing == config.tracing else Tracer(config.tracing)
+        engine = DecisionEngine(config, router, self.metrics, sessions)
+        forwarder = Forwarder.from_config(config, prebuilt_attempt_lists(config))
+        generation = Generation(number, config, config_fingerprint(config), engine, forwarder, tracer)
+        inflight = self.inflight.for_owner(generation)  # records opened by its requests name it
+        downstream = DownstreamContext(
+            engine, forwarder, self.metrics, inflight, self.decision_log, tracer, ClientKeys.from_config(config.client_auth)
+        )
+        upstream = UpstreamContext(forwarder, inflight)
+        observer = ObserverContext(self.metrics, inflight, forwarder)
+        translate = TranslateContext(forwarder, inflight)
+        generation.exchanges.update({
+            Processor.DOWNSTREAM: lambda: DownstreamExchange(downstream),
+            Processor.UPSTREAM: lambda: UpstreamExchange(upstream),
+            Processor.TRANSLATE: lambda: TranslateExchange(translate),
+            # response observers (observability_mode): Envoy ignores replies, so they never send one
+            Processor.OBSERVE: lambda: ResponseObserver(observer),
+            Processor.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
+        })
+        return generation
+
+    def _watch(self, generation: Generation) -> None:
+        """Export the current generation's session store and decision cache."""
+        self.metrics.watch_sessions(lambda: self.generations.current.engine.sessions)
+        self.metrics.watch_decision_cache(generation.engine.router.cache)
+        self.metrics.set_config(generation.config)
+        self.metrics.config_generation.set(generation.number)
+
+    async def reload(self, config: PlanoConfig) -> str:
+        """Serve `config` to new streams; streams running keep theirs. Returns "applied" when Envoy's
+        bootstrap fits it as is, "bootstrap_mismatch" when it needs a re-rendered bootstrap (streams of
+        the running bootstrap keep the previous config meanwhile). Raises (the old config stays) when it
+        cannot be built or warmed up."""
+        async with self._reload_lock:
+            previous = self.generations.current
+            generation = self._build(config, previous, previous.number + 1)
+            try:
+                await generation.engine.warm_up()
+            except BaseException:
+                self._watch(previous)  # the failed one's store and cache are not exported
+                self.generations.discard(generation)
+                raise
+            self.generations.install(generation)
+            self._watch(generation)
+            return "applied" if generation.fingerprint == previous.fingerprint else "bootstrap_mismatch"
+
     async def start(self) -> None:
-        if open_relay(self.config):
+        config = self.generations.current.config
+        if open_relay(config):
             log.warning(
                 "the listener %s:%d accepts requests from any client and sends them with the providers' keys: "
                 "declare client_auth keys (README, Security)",
-                self.config.listener_address,
-                self.config.listener_port,
+                config.listener_address,
+                config.listener_port,
             )
-        await self.engine.warm_up()
+        await self.generations.current.engine.warm_up()
         if self.metrics_address:
             host, _, port = self.metrics_address.rpartition(":")
             try:
@@ -263,8 +531,16 @@ class ExtProcServer:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
             self._metrics_http = None
-        await self.engine.close()
-        self.tracer.shutdown()
+        closed: set[int] = set()
+        for generation in self.generations.live():
+            engine = generation.engine
+            for part in (engine.router, engine.sessions):
+                if id(part) not in closed:
+                    closed.add(id(part))
+                    await part.close()
+            if id(generation.tracer) not in closed:
+                closed.add(id(generation.tracer))
+                generation.tracer.shutdown()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

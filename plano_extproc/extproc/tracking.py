@@ -11,6 +11,11 @@ processor then reads the body from Envoy.
 Envoy keeps an x-request-id the client sent, so two requests in flight may share one. Such a record keeps
 no body at all (`open`): each attempt of either request reads its own body from Envoy, and no request is
 ever prepared from another's conversation or credentials. Only the observers' attribution is then shared.
+
+A record also remembers the config generation that opened it (`owner`, set through the view
+`for_owner` returns): the server hands every later stream of that request (upstream attempts, the
+translator, the observers) the same generation, so a config reload in between never mixes two configs
+within one request.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class RequestRecord:
     model: str = ""  # the model of the latest attempt
     #: the response translator has not read the record yet (set when `client_body` is kept)
     translation_pending: bool = False
+    #: the config generation whose downstream processor opened the record (server.Generation)
+    owner: object | None = None
 
 
 def _weight(key: str, record: RequestRecord) -> int:
@@ -71,6 +78,13 @@ class InFlightRequests:
         self._parked: TtlLruCache[str, RequestRecord] = TtlLruCache(
             _PARKED_SECONDS, max(1, max_entries // 10), clock, max_bytes=max(1, max_bytes // 4), weigh=_weight
         )
+        self._owner: object | None = None
+
+    def for_owner(self, owner: object) -> InFlightRequests:
+        """The same records; those opened through the view remember `owner`."""
+        view = InFlightRequests.__new__(InFlightRequests)
+        view._clock, view._records, view._parked, view._owner = self._clock, self._records, self._parked, owner
+        return view
 
     def __len__(self) -> int:
         return len(self._records)
@@ -99,7 +113,10 @@ class InFlightRequests:
             return existing
         size = len(forward.raw) if forward is not None and client_body is not None else 0
         first = attempts[0] if attempts else ""
-        record = RequestRecord(attempts, api, route, self._clock(), forward, client_body, size, model=first, translation_pending=client_body is not None)
+        record = RequestRecord(
+            attempts, api, route, self._clock(), forward, client_body, size, model=first,
+            translation_pending=client_body is not None, owner=self._owner,
+        )
         if not self._records.put(request_id, record) and forward is not None:
             # too big to keep with its body: keep the rest, the retries read the body from Envoy
             record.forward = record.client_body = None

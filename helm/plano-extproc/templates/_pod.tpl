@@ -96,6 +96,9 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     - {{ .Values.extproc.logLevel | quote }}
     - --log-format
     - {{ .Values.extproc.logFormat | quote }}
+    # a config change rolls the pods (checksum/plano-config): the mounted file is not watched in place
+    - --watch-interval
+    - "0"
     {{- if .Values.extproc.logPrompts }}
     - --log-prompts
     {{- end }}
