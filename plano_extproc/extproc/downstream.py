@@ -9,6 +9,7 @@ processor (contract.DecisionMetadata), and attempt 1 prepared by `Forwarder.prep
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 AFFINITY_HEADERS = ("x-model-affinity", "x-session-id")  # the second is the older demo's name
 MAX_SESSION_ID = 256
+#: what Envoy refuses in a header value set by a processor (a 500 for the request): control characters
+#: but tab. An inline route's name may hold them; it then gets no informational route header.
+_NOT_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def trace_id_from(traceparent: str | None) -> str:
@@ -221,7 +225,7 @@ class DownstreamExchange:
             # the attempts after the first prepare themselves from the body as it leaves here
             kept = ForwardRequest(api, body, (), plan.attempts, credentials)
             self.ctx.inflight.open(info.request_id, plan.attempts, api.name, decision.route, kept, request.body if any(translated) else None)
-        if decision.route:
+        if decision.route and not _NOT_IN_HEADER.search(decision.route):
             sets.append((ROUTE_HEADER, decision.route))
         if self.parent_span is None:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
