@@ -48,6 +48,11 @@ MAX_SESSION_ID = 256
 #: what Envoy refuses in a header value set by a processor (a 500 for the request): control characters
 #: but tab. An inline route's name may hold them; it then gets no informational route header.
 _NOT_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Envoy's limits on a request's headers (its defaults, max_request_headers_kb 60 and max_headers_count 100,
+#: which the bootstrap keeps) also bound them after the processors' mutations: a proxied request that leaves
+#: no room for what they add would fail with Envoy's 500 (header_mutation_result_exceeds_limit)
+MAX_CLIENT_HEADER_BYTES = 60 * 1024 - 4096
+MAX_CLIENT_HEADERS = 100 - 16
 
 
 def trace_id_from(traceparent: str | None) -> str:
@@ -142,7 +147,7 @@ class DownstreamExchange:
         self.ctx.metrics.record_request(self.endpoint, self.api.name if self.api else "unknown", status)
         return immediate(status, api.error_body(status, message, param), details="plano_extproc")
 
-    def _admit(self, info: RequestInfo, end_of_stream: bool) -> ext.ProcessingResponse | None:
+    def _admit(self, info: RequestInfo, end_of_stream: bool, header_count: int = 0, header_bytes: int = 0) -> ext.ProcessingResponse | None:
         """An error response for requests we do not serve, else None (and the request's trace context)."""
         path = info.path.split("?", 1)[0]
         endpoint = ENDPOINTS.get(path)
@@ -151,6 +156,8 @@ class DownstreamExchange:
         self.api, self.decision_only = endpoint
         if info.method != "POST":
             return self._error(405, f"{path} accepts POST only")
+        if not self.decision_only and (header_count > MAX_CLIENT_HEADERS or header_bytes > MAX_CLIENT_HEADER_BYTES):
+            return self._error(431, f"the request headers are too large to forward (at most {MAX_CLIENT_HEADERS} headers and {MAX_CLIENT_HEADER_BYTES} bytes)")
         if end_of_stream:
             return self._error(400, "the request body is empty; send a JSON object")
         if info.session_id is not None and len(info.session_id) > MAX_SESSION_ID:
@@ -167,7 +174,9 @@ class DownstreamExchange:
         internal = [k for k in h if k.startswith(INTERNAL_PREFIX)]
         path = self.info.path.split("?", 1)[0]
         if path.startswith(("/v1/", "/routing/")) or headers.end_of_stream:
-            rejected = self._admit(self.info, headers.end_of_stream)
+            entries = headers.headers.headers
+            size = sum(len(e.key) + len(e.raw_value or e.value) for e in entries)
+            rejected = self._admit(self.info, headers.end_of_stream, len(entries), size)
             if rejected is not None:
                 return rejected
         # A client must never choose the cluster: drop every internal header it sent.
