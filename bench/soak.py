@@ -86,6 +86,10 @@ def serve_gateway(args: argparse.Namespace) -> int:
     from plano_devtools.local import LocalGateway
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(8)
 
     async def run() -> None:
         gateway = LocalGateway(DEMO.read_text(), env={}, mock_providers=True, listener_port=args.port, metrics_port=args.metrics_port, quiet=True)
@@ -102,6 +106,8 @@ def serve_gateway(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        if args.tracemalloc:
+            loop.add_signal_handler(signal.SIGUSR1, lambda: _tracemalloc_mark(Path(args.status_file).with_name("tracemalloc.txt")))
         server = gateway.server
         while not stop.is_set():
             status = {"inflight_records": len(server.inflight), "inflight_bytes": server.inflight.bytes,
@@ -113,6 +119,27 @@ def serve_gateway(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+_baseline: list[Any] = []
+
+
+def _tracemalloc_mark(out: Path) -> None:
+    """SIGUSR1 with --tracemalloc: the first takes a baseline, each later one writes the biggest growths since."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    if not _baseline:
+        _baseline.append(snapshot)
+        return
+    stats = snapshot.compare_to(_baseline[0], "traceback")
+    lines = [f"growth since the baseline: {sum(s.size_diff for s in stats) / 2**20:.2f} MiB in {sum(s.count_diff for s in stats)} blocks"]
+    for stat in stats[:15]:
+        lines.append(f"{stat.size_diff / 1024:+.1f} KiB, {stat.count_diff:+d} blocks")
+        lines += [f"    {frame}" for frame in stat.traceback.format()[-8:]]
+    out.write_text("\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ HTTP client
@@ -595,14 +622,14 @@ class Gateway:
             return str(resp.read().decode())
 
 
-def start_gateway(workdir: Path, chunk_delay: float) -> Gateway:
+def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False) -> Gateway:
     from plano_devtools.local import free_port
 
     status_file = workdir / "status.json"
     stderr_path = workdir / "gateway.stderr"
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-gateway", "--port", str(free_port()), "--metrics-port", str(free_port()),
-         "--chunk-delay", str(chunk_delay), "--status-file", str(status_file)],
+         "--chunk-delay", str(chunk_delay), "--status-file", str(status_file), *(["--tracemalloc"] if tracemalloc else [])],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "wb"), env={**os.environ, "PYTHONPATH": str(ROOT)},  # noqa: SIM115
     )
     assert proc.stdout is not None
@@ -703,6 +730,8 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
         await asyncio.sleep(5)
 
     report["start"] = gateway.sample()
+    if args.tracemalloc:
+        gateway.proc.send_signal(signal.SIGUSR1)  # the baseline
     cpu0 = {"gateway": proc_cpu_s(gateway.pid), "envoy": proc_cpu_s(gateway.envoy_pid), "loadgen": proc_cpu_s(os.getpid())}
     busy0, total0 = machine_cpu()
     load0 = Path("/proc/loadavg").read_text().split()[:3]
@@ -726,6 +755,11 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
     traffic.client.close()
     await asyncio.sleep(args.settle)  # connections close, the observers' streams end (deferred close)
     report["end"] = gateway.sample()
+    if args.tracemalloc:
+        gateway.proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(5)
+        with contextlib.suppress(OSError):
+            print((gateway.status_file.with_name("tracemalloc.txt")).read_text(), flush=True)
     report["timeline"] = timeline
     stats: Stats = result["stats"]
     metrics = gateway.metrics()
@@ -787,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between a mock stream's events")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds between the last request and the end sample")
     parser.add_argument("--json", help="write the report here too")
+    parser.add_argument("--tracemalloc", action="store_true", help="trace the gateway's Python allocations (slow) and print what grew during the soak")
     parser.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
@@ -796,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_gateway(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="plano-soak-"))
-    gateway = start_gateway(workdir, args.chunk_delay)
+    gateway = start_gateway(workdir, args.chunk_delay, args.tracemalloc)
     try:
         report = asyncio.run(soak(args, gateway))
     finally:

@@ -25,7 +25,7 @@ import socket
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DEMO_CONFIG
@@ -91,11 +91,18 @@ def exchange(port: int, method: str, path: str, headers: list[tuple[str, str]], 
         except TimeoutError:
             raise Dropped(f"no whole answer within {CLIENT_TIMEOUT_S:g} s; got {b''.join(chunks)[:300]!r}") from None
         except ConnectionResetError:
-            raise Dropped(f"connection reset; got {b''.join(chunks)[:300]!r}") from None
+            # Envoy may answer before reading the whole body (a 404 for a path it serves nothing on) and then
+            # close with the rest unread: the kernel resets the connection after the answer. Acceptable once
+            # the whole answer has arrived; a reset before that is a dropped request.
+            try:
+                return parse_answer(b"".join(chunks), method, complete=True)
+            except Dropped:
+                raise Dropped(f"connection reset; got {b''.join(chunks)[:300]!r}") from None
     return parse_answer(b"".join(chunks), method)
 
 
-def parse_answer(raw: bytes, method: str) -> Answer:
+def parse_answer(raw: bytes, method: str, complete: bool = False) -> Answer:
+    """The answer in `raw`; `complete`: only a body whose end is known (length or last chunk) counts."""
     while raw.startswith(b"HTTP/1.1 100 "):  # an interim answer to `expect: 100-continue`
         raw = raw.partition(b"\r\n\r\n")[2]
     head, sep, rest = raw.partition(b"\r\n\r\n")
@@ -123,6 +130,8 @@ def parse_answer(raw: bytes, method: str) -> Answer:
         if len(rest) < length:
             raise Dropped(f"body cut off at {len(rest)} of {length} bytes: {rest[:300]!r}")
         return Answer(status, headers, rest[:length])
+    if complete:
+        raise Dropped(f"a body without a length, cut by a reset: {rest[:300]!r}")
     return Answer(status, headers, rest)
 
 
@@ -365,7 +374,7 @@ def odd_headers(draw) -> list[tuple[str, str]]:
         ("x-filler", st.builds(lambda n: "f" * n, st.integers(30_000, 61_000))),
     ]
     out = []
-    for index in draw(st.lists(st.integers(0, len(pool) - 1), max_size=6)):
+    for index in draw(st.lists(st.integers(0, len(pool) - 1), max_size=6, unique=True)):
         name, values = pool[index]
         out.append((name, draw(values)))
     if draw(st.integers(0, 9)) == 9:  # many headers, still under Envoy's 100
@@ -382,6 +391,12 @@ ODD_PATHS = ["/v1/models", "/v1/nope", "/", "/v1/", "/routing/v1/", "/v1/message
 # ---------------------------------------------------------------------------------------------- the tests
 
 
+def within_envoys_limits(path: str, headers: list[tuple[str, str]]) -> None:
+    """Requests past Envoy's own header limits (60 KiB, 100 headers) are the known failure of
+    test_headers_past_envoys_limits_get_a_431_in_the_apis_shape: not generated here (with a margin)."""
+    assume(len(path) + sum(len(k) + len(v) for k, v in headers) < 60_000 and len(headers) < 94)
+
+
 @settings(FUZZ, max_examples=110)
 @given(data=st.data(), path=st.sampled_from(ENDPOINTS), query=st.sampled_from(QUERIES))
 def test_fuzzed_bodies_get_a_2xx_or_the_apis_4xx(fuzz_gw, data, path, query):
@@ -389,6 +404,7 @@ def test_fuzzed_bodies_get_a_2xx_or_the_apis_4xx(fuzz_gw, data, path, query):
     headers = data.draw(st.one_of(st.just([]), odd_headers()), label="headers")
     chunk = data.draw(st.sampled_from([0, 0, 0, 1, 7, 4096]), label="chunked")
     full = path + query
+    within_envoys_limits(full, headers)
     check(exchange(fuzz_gw.gateway.listener_port, "POST", full, headers, body, chunk), "POST", full)
 
 
@@ -403,6 +419,7 @@ def test_fuzzed_methods_paths_and_headers_get_a_2xx_or_a_4xx_error(fuzz_gw, data
     headers = data.draw(odd_headers(), label="headers")
     body = data.draw(st.one_of(st.none(), any_body(path if path in ENDPOINTS else "/v1/chat/completions")), label="body")
     full = path + query
+    within_envoys_limits(full, headers)
     check(exchange(fuzz_gw.gateway.listener_port, method, full, headers, body), method, full)
 
 
