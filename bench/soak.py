@@ -730,8 +730,7 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
         await asyncio.sleep(5)
 
     report["start"] = gateway.sample()
-    if args.tracemalloc:
-        gateway.proc.send_signal(signal.SIGUSR1)  # the baseline
+    baseline_sent = False
     cpu0 = {"gateway": proc_cpu_s(gateway.pid), "envoy": proc_cpu_s(gateway.envoy_pid), "loadgen": proc_cpu_s(os.getpid())}
     busy0, total0 = machine_cpu()
     load0 = Path("/proc/loadavg").read_text().split()[:3]
@@ -739,6 +738,10 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
     timeline: list[dict[str, Any]] = []
 
     def tick(elapsed: float) -> None:
+        nonlocal baseline_sent
+        if args.tracemalloc and not baseline_sent and elapsed >= 120:
+            gateway.proc.send_signal(signal.SIGUSR1)  # the baseline: two minutes in, the caches are warm
+            baseline_sent = True
         sample = gateway.sample()
         sample.update(t=round(elapsed), inflight_client=traffic.inflight, unexpected=sum(traffic.stats.unexpected.values()),
                       requests=sum(traffic.stats.counts.values()))
@@ -821,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between a mock stream's events")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds between the last request and the end sample")
     parser.add_argument("--json", help="write the report here too")
-    parser.add_argument("--tracemalloc", action="store_true", help="trace the gateway's Python allocations (slow) and print what grew during the soak")
+    parser.add_argument("--tracemalloc", action="store_true", help="trace the gateway's Python allocations (slow: use a low --rate) and print what grew from minute 2 to the end")
     parser.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
