@@ -9,6 +9,7 @@ processor (contract.DecisionMetadata), and attempt 1 prepared by `Forwarder.prep
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ from plano_extproc.tracing import Tracer, new_traceparent, parse_traceparent
 log = logging.getLogger(__name__)
 
 MAX_SESSION_ID = 256
+#: what Envoy refuses in a header value set by a processor (a 500 for the request): control characters
+#: but tab. An inline route's name may hold them; it then gets no informational route header.
+_NOT_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Envoy's limits on a request's headers (its defaults, max_request_headers_kb 60 and max_headers_count 100,
+#: which the bootstrap keeps) also bound them after the processors' mutations: a proxied request that leaves
+#: no room for what they add would fail with Envoy's 500 (header_mutation_result_exceeds_limit)
+MAX_CLIENT_HEADER_BYTES = 60 * 1024 - 4096
+MAX_CLIENT_HEADERS = 100 - 16
 
 
 def trace_id_from(traceparent: str | None) -> str:
@@ -162,7 +171,7 @@ class DownstreamExchange:
             return self._error(401, "the API key is not valid for this gateway")
         return None
 
-    def _admit(self, info: RequestInfo, end_of_stream: bool) -> ext.ProcessingResponse | None:
+    def _admit(self, info: RequestInfo, end_of_stream: bool, header_count: int = 0, header_bytes: int = 0) -> ext.ProcessingResponse | None:
         """An error response for requests we do not serve, else None (and the request's trace context)."""
         path = info.path.split("?", 1)[0]
         endpoint = ENDPOINTS.get(path)
@@ -171,6 +180,8 @@ class DownstreamExchange:
         self.api, self.decision_only = endpoint
         if info.method != "POST":
             return self._error(405, f"{path} accepts POST only")
+        if not self.decision_only and (header_count > MAX_CLIENT_HEADERS or header_bytes > MAX_CLIENT_HEADER_BYTES):
+            return self._error(431, f"the request headers are too large to forward (at most {MAX_CLIENT_HEADERS} headers and {MAX_CLIENT_HEADER_BYTES} bytes)")
         if end_of_stream:
             return self._error(400, "the request body is empty; send a JSON object")
         if info.session_id is not None and len(info.session_id) > MAX_SESSION_ID:
@@ -193,7 +204,9 @@ class DownstreamExchange:
             refused = self._authenticate(h)
             return refused or immediate(200, self.ctx.models_listing)
         if path.startswith(("/v1/", "/routing/")) or headers.end_of_stream:
-            rejected = self._admit(self.info, headers.end_of_stream) or self._authenticate(h)
+            entries = headers.headers.headers
+            size = sum(len(e.key) + len(e.raw_value or e.value) for e in entries)
+            rejected = self._admit(self.info, headers.end_of_stream, len(entries), size) or self._authenticate(h)
             if rejected is not None:
                 return rejected
         # A client must never choose the cluster: drop every internal header it sent.
@@ -256,7 +269,7 @@ class DownstreamExchange:
             # the attempts after the first prepare themselves from the body as it leaves here
             kept = ForwardRequest(api, body, (), plan.attempts, credentials)
             self.ctx.inflight.open(info.request_id, plan.attempts, api.name, decision.route, kept, request.body if any(translated) else None)
-        if decision.route:
+        if decision.route and not _NOT_IN_HEADER.search(decision.route):
             sets.append((ROUTE_HEADER, decision.route))
         if self.parent_span is None:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
