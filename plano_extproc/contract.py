@@ -169,6 +169,8 @@ def answered_model_metadata(model: str) -> struct_pb2.Struct:
 
 #: the ext_proc service's cluster
 EXTPROC_CLUSTER = "plano_extproc"
+#: response code details of the processors' own replies: Envoy's local reply mappers leave them alone
+OWN_REPLY_DETAILS = "plano_extproc"
 #: the cluster of the decision-only routes; never reached, the processor answers first
 DECISION_CLUSTER = "plano_decision_blackhole"
 MODEL_PREFIX = "model."

@@ -25,7 +25,14 @@ from google.protobuf import struct_pb2
 
 from plano_extproc.apis import BY_NAME
 from plano_extproc.config import PlanoConfig, load_config, parse_config
-from plano_extproc.contract import ATTEMPT_COUNT_ATTRIBUTE, ATTEMPT_COUNT_HEADER, METADATA_NAMESPACE, REQUEST_ID_ATTRIBUTE, prebuilt_attempt_lists
+from plano_extproc.contract import (
+    ATTEMPT_COUNT_ATTRIBUTE,
+    ATTEMPT_COUNT_HEADER,
+    METADATA_NAMESPACE,
+    OWN_REPLY_DETAILS,
+    REQUEST_ID_ATTRIBUTE,
+    prebuilt_attempt_lists,
+)
 from plano_extproc.engine import DecisionEngine
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange
 from plano_extproc.extproc.observer import AttemptObserver, ObserverContext, ResponseObserver
@@ -345,6 +352,8 @@ class Immediate:
 def immediate_of(reply: ext.ProcessingResponse | None) -> Immediate:
     assert reply is not None and reply.WhichOneof("response") == "immediate_response", reply
     answer = reply.immediate_response
+    # without the marker Envoy's local reply mappers wrap the processor's error JSON a second time
+    assert answer.details == OWN_REPLY_DETAILS, answer.details
     return Immediate(answer.status.code, set_headers(answer.headers), orjson.loads(answer.body))
 
 

@@ -20,13 +20,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import struct_pb2
 
 from plano_extproc.apis import CLIENT_APIS, DEFAULT_API, ClientApi
+from plano_extproc.contract import OWN_REPLY_DETAILS
 
 from .common import pack
 
 #: the statuses Envoy answers with itself; any other local reply gets its status class's shape
 ENVOY_STATUSES = (400, 404, 408, 413, 426, 431, 500, 502, 503, 504)
 #: response code details of replies that already carry a JSON body
-OWN_REPLIES = ("plano_extproc", "direct_response")
+OWN_REPLIES = (OWN_REPLY_DETAILS, "direct_response")
 #: what a client reads: Envoy's reason (e.g. "no_healthy_upstream") and its body, if any
 MESSAGE = "gateway: %RESPONSE_CODE_DETAILS% %LOCAL_REPLY_BODY%"
 

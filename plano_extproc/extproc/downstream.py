@@ -156,7 +156,7 @@ class DownstreamExchange:
     def _error(self, status: int, message: str, param: str | None = None) -> ext.ProcessingResponse:
         api = self.api or DEFAULT_API
         self.ctx.metrics.record_request(self.endpoint, self.api.name if self.api else "unknown", status)
-        return immediate(status, api.error_body(status, message, param), details="plano_extproc")
+        return immediate(status, api.error_body(status, message, param))
 
     def _authenticate(self, headers: dict[str, str]) -> ext.ProcessingResponse | None:
         """401 unless client authentication is off or the request presents a known key."""

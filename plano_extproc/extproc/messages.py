@@ -9,6 +9,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.type.v3 import http_status_pb2
 
+from plano_extproc.contract import OWN_REPLY_DETAILS
+
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -75,8 +77,10 @@ def continue_body(
 
 
 def immediate(
-    status: int, body: bytes, content_type: str = "application/json", extra: Iterable[tuple[str, str]] = (), details: str = ""
+    status: int, body: bytes, content_type: str = "application/json", extra: Iterable[tuple[str, str]] = (), details: str = OWN_REPLY_DETAILS
 ) -> ext.ProcessingResponse:
+    """A reply Envoy sends the client instead of proxying; marked as ours so Envoy's local reply mappers
+    do not wrap it a second time."""
     return ext.ProcessingResponse(
         immediate_response=ext.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=status),
