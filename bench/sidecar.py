@@ -257,6 +257,12 @@ class Target:
 
 
 LITELLM_KEY = "litellm-proxy"
+#: the routed targets send Anthropic Messages (the seed routes pick Claude first, so the request is served
+#: natively and the numbers are routing's, not translation's); (3d) is a Chat client on the same routes
+MESSAGES_FIELDS = '"max_tokens":256,'
+#: the fixed completion's text, which every routed answer must carry (translated or not)
+ROUTED_ANSWER = "binary_search(items, target)"
+
 TARGETS = [
     Target("nginx", "nginx direct (reference)", "nginx", "/v1/chat/completions"),
     Target("envoy", "Envoy alone -> nginx (baseline)", "envoy", "/v1/chat/completions"),
@@ -274,12 +280,17 @@ TARGETS = [
         expect_header=("x-bench-provider", "openai"),
     ),
     Target(
-        "proxy-routes", "(3b) proxy path, seed routes (MiniLM)", "routes", "/v1/chat/completions",
-        expect_header=("x-bench-provider", "anthropic"), needs_router=True,
+        "proxy-routes", "(3b) proxy path, seed routes (MiniLM)", "routes", "/v1/messages",
+        expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True, extra_fields=MESSAGES_FIELDS,
     ),
     Target(
-        "proxy-routes-1k", "(3b) proxy path, seed routes (MiniLM), 1 KB prompt", "routes", "/v1/chat/completions",
-        expect_header=("x-bench-provider", "anthropic"), needs_router=True, body="1k",
+        "proxy-routes-chat", "(3d) proxy path, seed routes, Chat client routed to Claude (translated)", "routes",
+        "/v1/chat/completions", expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True,
+    ),
+    Target(
+        "proxy-routes-1k", "(3b) proxy path, seed routes (MiniLM), 1 KB prompt", "routes", "/v1/messages",
+        expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True, body="1k",
+        extra_fields=MESSAGES_FIELDS,
     ),
     Target(
         "proxy-noroutes-16k", "(3a) proxy path, no routes, 16 KB system prompt", "noroutes", "/v1/chat/completions",
@@ -287,14 +298,15 @@ TARGETS = [
     ),
     Target(
         "proxy-routes-16k", "(3b) proxy path, seed routes (MiniLM), 16 KB system prompt", "routes",
-        "/v1/chat/completions", expect_header=("x-bench-provider", "anthropic"), needs_router=True, body="16k",
+        "/v1/messages", expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True,
+        body="16k", extra_fields=MESSAGES_FIELDS,
     ),
     # Translated both ways: an Anthropic Messages client on an OpenAI model (the request to Chat Completions, the
     # answer back to a Messages JSON); checked on the translated answer's shape and the provider nginx saw.
     Target(
         "proxy-translated", "(3c) proxy path, no routes, Anthropic client on an OpenAI model (translated)", "noroutes",
         "/v1/messages", expect_header=("x-bench-provider", "openai"), expect_body='"type":"message"',
-        extra_fields='"max_tokens":256,',
+        extra_fields=MESSAGES_FIELDS,
     ),
     # LiteLLM re-encodes the provider's answer: check that the completion's text came through.
     Target(LITELLM_KEY, "LiteLLM proxy -> nginx", "litellm", "/v1/chat/completions",
