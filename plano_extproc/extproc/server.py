@@ -1,4 +1,5 @@
-"""The gRPC server: Envoy's ext_proc streams (one processor each, contract.Processor), our RoutingService, health.
+"""The gRPC server: Envoy's ext_proc streams (one processor each, contract.Processor), its access logs
+(response observation, access_log.py), our RoutingService, health.
 
 Which processor a stream gets is told by gRPC metadata the rendered Envoy config sets on each filter
 (`x-plano-processor: downstream | upstream`); a missing value means downstream.
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,9 +35,10 @@ from plano_extproc.contract import (
     prebuilt_attempt_lists,
 )
 from plano_extproc.engine import DecisionEngine, build_router_chain
+from plano_extproc.extproc.access_log import AccessLogContext, AccessLogService
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
-from plano_extproc.extproc.observer import OBSERVERS, AttemptObserver, ObserverContext, ResponseObserver
+from plano_extproc.extproc.observer import OBSERVERS, ObserverContext, ResponseObserver
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.extproc.translate import TranslateContext, TranslateExchange
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
@@ -212,9 +215,8 @@ class ExtProcServer:
             Processor.DOWNSTREAM: lambda: DownstreamExchange(downstream),
             Processor.UPSTREAM: lambda: UpstreamExchange(upstream),
             Processor.TRANSLATE: lambda: TranslateExchange(translate),
-            # response observers (observability_mode): Envoy ignores replies, so they never send one
+            # the streaming observer (observability_mode): Envoy ignores replies, so it never sends one
             Processor.OBSERVE: lambda: ResponseObserver(observer),
-            Processor.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
         }
         self.server = grpc.aio.server(
             options=[
@@ -230,6 +232,8 @@ class ExtProcServer:
             ]
         )
         ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(exchanges, self.metrics, config_fingerprint(config)), self.server)
+        access_logs = AccessLogContext(config, self.metrics, self.inflight, forwarder)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(access_logs, config_fingerprint(config)), self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.engine), self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
