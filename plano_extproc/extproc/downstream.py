@@ -26,6 +26,7 @@ from plano_extproc.contract import (
     FIRST_TRANSLATE,
     INTERNAL_PREFIX,
     MAX_RETRIES_HEADER,
+    OBSERVE_HEADER,
     ROUTE_HEADER,
     TRANSLATE_HEADER,
     DecisionMetadata,
@@ -112,6 +113,9 @@ class DownstreamContext:
         self.client_keys = client_keys
         self.session_headers = engine.config.routing.session_headers
         self.models_listing = models_listing(engine.config)
+        #: response bodies are observed: json_to_metadata reads non-streaming answers, the streaming
+        #: observer streamed ones (bootstrap: observability.responses)
+        self.observe_bodies = engine.config.observability.responses == "bodies"
 
 
 class DownstreamExchange:
@@ -255,6 +259,12 @@ class DownstreamExchange:
             (TRANSLATE_HEADER, "1" if any(translated) else "0"),
         ]
         remove: list[str] = []
+        if self.ctx.observe_bodies:
+            # the streaming observer reads streamed answers only (docs/envoy.md finding (l)); json_to_metadata
+            # reads the others, and cannot read a compressed body (finding (w))
+            sets.append((OBSERVE_HEADER, "1" if request.stream else "0"))
+            if not request.stream:
+                sets.append(("accept-encoding", "identity"))
         if translated[0]:
             # the body stays in the client's API (every later attempt starts from it); the per-attempt
             # processor translates attempt 1 like any other
@@ -275,7 +285,7 @@ class DownstreamExchange:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
         response = continue_body(header_mutation(sets, remove), body, clear_route_cache=True)
-        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value)
+        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value, request.stream)
         response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response
 
