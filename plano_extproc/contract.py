@@ -65,6 +65,8 @@ MAX_RETRIES_HEADER = "x-envoy-max-retries"
 #: set by the downstream processor on every proxied request: "1" when some attempt is translated (the
 #: response then passes the translate processor), "0" when none is (its filter is skipped)
 TRANSLATE_HEADER = "x-plano-translate"
+#: its value when the response translator must run (anything else, or no header: skipped)
+TRANSLATE_ON = "1"
 #: set by the downstream processor: "ready" when it prepared attempt 1 itself (the per-attempt processor
 #: is then skipped for it), "translate" when attempt 1 is translated by the per-attempt processor
 FIRST_ATTEMPT_HEADER = "x-plano-first"

@@ -17,6 +17,7 @@ from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, grpc_service_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
+from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2
@@ -46,6 +47,7 @@ from plano_extproc.contract import (
     TRANSLATE_ATTRIBUTES,
     TRANSLATE_FILTER,
     TRANSLATE_HEADER,
+    TRANSLATE_ON,
     UPSTREAM_FILTER,
     USAGE_FIELDS,
     USAGE_FILTER,
@@ -213,8 +215,19 @@ def translate_filter(fingerprint: str) -> Any:
         mutation_rules=mutation_rules_pb2.HeaderMutationRules(),
     )
     processor.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
+    # Created only when the routing processor asked for it (a composite filter, not match_delegate): on a
+    # request the processor never saw, e.g. Envoy's own 431 for oversized headers, match_delegate cannot
+    # evaluate its matcher and runs the filter, which then holds Envoy's reply until the connection is
+    # closed without it; the composite filter creates nothing without request headers (finding (x))
     translate = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=TRANSLATE_HEADER)
-    return _skip_when(TRANSLATE_FILTER, processor, TRANSLATE_HEADER, translate, exact="0")
+    tree = matcher_pb2.Matcher.MatcherTree(input=_xds_extension(TRANSLATE_HEADER, translate))
+    run = composite_pb2.ExecuteFilterAction(typed_config=typed_extension(TRANSLATE_FILTER, processor))
+    tree.exact_match_map.map[TRANSLATE_ON].CopyFrom(matcher_pb2.Matcher.OnMatch(action=_xds_extension(TRANSLATE_FILTER, run)))
+    delegate = extension_matcher_pb2.ExtensionWithMatcher(
+        extension_config=typed_extension("envoy.filters.http.composite", composite_pb2.Composite()),
+        xds_matcher=matcher_pb2.Matcher(matcher_tree=tree),
+    )
+    return http_filter(TRANSLATE_FILTER, delegate)
 
 
 def observer_filter(fingerprint: str) -> Any:

@@ -26,7 +26,6 @@ from plano_extproc.contract import (
     ROUTE_KEY,
     ROUTING_FILTER,
     SOURCE_KEY,
-    TRANSLATE_FILTER,
     composite_cluster_name,
     prebuilt_attempt_lists,
     retry_budget,
@@ -174,8 +173,6 @@ def route_config(config: PlanoConfig, observation: Observation) -> Any:
     timeout_s = config.listener.timeout_seconds or 0
     # the processors record what they answer themselves; nothing to observe on these routes
     observer: tuple[str, ...] = (OBSERVE_FILTER,) if observation.bodies else ()
-    # and no response to translate (a request without a decision never sets x-plano-translate)
-    observer += (TRANSLATE_FILTER,)
     decision = rc.Route(
         # decision only: the ext_proc answers with an ImmediateResponse, nothing goes upstream
         name="decision",
@@ -197,7 +194,7 @@ def route_config(config: PlanoConfig, observation: Observation) -> Any:
         # /v1/ request through without a decision.
         name="no_decision",
         match=rc.RouteMatch(prefix="/v1/"),
-        typed_per_filter_config=disabled(TRANSLATE_FILTER, *observer),
+        typed_per_filter_config=disabled(*observer),
         **_json_response(404, NO_DECISION_BODY),
     )
     not_found = rc.Route(

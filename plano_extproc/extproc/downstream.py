@@ -29,6 +29,7 @@ from plano_extproc.contract import (
     OBSERVE_HEADER,
     ROUTE_HEADER,
     TRANSLATE_HEADER,
+    TRANSLATE_ON,
     DecisionMetadata,
     retry_budget,
 )
@@ -256,7 +257,7 @@ class DownstreamExchange:
             # Attempts beyond the composite's sub-clusters end in Envoy's own 503; this also overwrites
             # any x-envoy-max-retries the client sent.
             (MAX_RETRIES_HEADER, str(retry_budget(plan.attempts, self.ctx.engine.config.listener.max_retries))),
-            (TRANSLATE_HEADER, "1" if any(translated) else "0"),
+            (TRANSLATE_HEADER, TRANSLATE_ON if any(translated) else "0"),
         ]
         remove: list[str] = []
         if self.ctx.observe_bodies:
