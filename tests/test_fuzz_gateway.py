@@ -464,6 +464,15 @@ def test_integers_beyond_64_bits_reach_the_provider_exactly(fuzz_gw):
     assert b"routing_preferences" not in seen["raw"]
 
 
+def test_numbers_beyond_a_double_are_valid_json_and_reach_the_provider_as_sent(fuzz_gw):
+    marker = "huge-number-probe"
+    body = _chat(marker).replace(b'"messages"', b'"metadata_score": 1e400, "other": -2.5E+999, "messages"', 1)
+    answer = exchange(fuzz_gw.gateway.listener_port, "POST", "/v1/chat/completions", [], body)
+    assert answer.status == 200, answer.body
+    (seen,) = [r for r in fuzz_gw.openai_mock.requests_snapshot() if marker.encode() in r["raw"]]
+    assert b'"metadata_score": 1e400' in seen["raw"] and b'"other": -2.5E+999' in seen["raw"]
+
+
 FRANCE_CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": FRANCE}]}).encode()
 FRANCE_CLAUDE = json.dumps({"model": CLAUDE, "max_tokens": 5, "messages": [{"role": "user", "content": FRANCE}]}).encode()
 

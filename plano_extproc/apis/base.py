@@ -11,6 +11,7 @@ never rejected. The provider is the judge of its own API.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -133,10 +134,23 @@ def load_json_object(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         if "recursion" in exc.msg.lower():
             raise RequestFormatError("the request body nests JSON too deeply") from None
-        raise RequestFormatError(f"the request body is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        if "infinity" not in exc.msg:
+            raise RequestFormatError(f"the request body is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        # valid JSON with a number beyond a double (1e400): not ours to refuse; read as ±inf here, the
+        # provider gets the bytes as sent (jsonbody splices `model` into the raw body)
+        body = _load_with_big_numbers(raw)
     if not isinstance(body, dict):
         raise RequestFormatError(f"the request body must be a JSON object, not {json_type(body)}")
     return body
+
+
+def _load_with_big_numbers(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RequestFormatError("the request body nests JSON too deeply") from None
+    except ValueError as exc:
+        raise RequestFormatError(f"the request body is not valid JSON ({exc})") from None
 
 
 def json_type(value: Any) -> str:
