@@ -28,6 +28,7 @@ from plano_extproc.contract import (
     MAX_RETRIES_HEADER,
     ROUTE_HEADER,
     TRANSLATE_HEADER,
+    WORKER_HEADER,
     DecisionMetadata,
     retry_budget,
 )
@@ -101,6 +102,7 @@ class DownstreamContext:
         decision_log: DecisionLog | None = None,
         tracer: Tracer | None = None,
         client_keys: ClientKeys | None = None,
+        worker: int | None = None,
     ) -> None:
         self.engine = engine
         self.forwarder = forwarder
@@ -112,6 +114,9 @@ class DownstreamContext:
         self.client_keys = client_keys
         self.session_headers = engine.config.routing.session_headers
         self.models_listing = models_listing(engine.config)
+        #: with several worker processes, this one's number: the later processors of a forwarded request
+        #: run only in the worker named by WORKER_HEADER (the one holding its in-flight record)
+        self.worker_value = str(worker) if worker is not None else None
 
 
 class DownstreamExchange:
@@ -254,6 +259,8 @@ class DownstreamExchange:
             (MAX_RETRIES_HEADER, str(retry_budget(plan.attempts, self.ctx.engine.config.listener.max_retries))),
             (TRANSLATE_HEADER, "1" if any(translated) else "0"),
         ]
+        if self.ctx.worker_value is not None:
+            sets.append((WORKER_HEADER, self.ctx.worker_value))
         remove: list[str] = []
         if translated[0]:
             # the body stays in the client's API (every later attempt starts from it); the per-attempt
