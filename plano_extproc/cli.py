@@ -266,6 +266,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> int:
+        # Signals are ours from the start: a Ctrl-C or SIGTERM during start-up (a slow warm-up, a local
+        # Triton loading) stops what has started and removes the work directory like any other stop.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         gateway = LocalGateway(
             text,
             mock_providers=args.mock_providers,
@@ -281,53 +287,58 @@ def _cmd_up(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             log_format=args.log_format,
         )
+        stopper = asyncio.create_task(stop.wait())
         try:
-            await gateway.start()
-        except ConfigError as exc:
-            await gateway.stop()
-            print(f"{args.config}: invalid config", file=sys.stderr)
-            for line in exc.errors:
-                print(f"  {line}", file=sys.stderr)
-            return 1
-        except (OSError, RuntimeError, TimeoutError) as exc:
-            await gateway.stop()
-            print(f"up: {exc}", file=sys.stderr)
-            return 1
-        mocks = ", ".join(f"{m.name} at {m.base_url}" for m in gateway.mocks.values())
-        print(
-            f"plano gateway ready on {gateway.url}\n"
-            f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
-            f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
-            f"  metrics:   http://127.0.0.1:{gateway.metrics_port}/metrics (ext_proc), "
-            f"http://127.0.0.1:{gateway.stats_port}/stats/prometheus (Envoy)"
-            + (f"\n  mock providers: {mocks}" if mocks else "")
-            + "\nCtrl-C stops everything.",
-            flush=True,
-        )
-        if gateway.config is not None and open_relay(gateway.config):
+            starting = asyncio.create_task(gateway.start())
+            await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+                print("stopped during start-up", file=sys.stderr, flush=True)
+                return 130
+            try:
+                starting.result()
+            except ConfigError as exc:
+                print(f"{args.config}: invalid config", file=sys.stderr)
+                for line in exc.errors:
+                    print(f"  {line}", file=sys.stderr)
+                return 1
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                print(f"up: {exc}", file=sys.stderr)
+                return 1
+            mocks = ", ".join(f"{m.name} at {m.base_url}" for m in gateway.mocks.values())
+            workers = f" ({args.workers} ext_proc worker process{'es' if args.workers > 1 else ''})" if args.workers else ""
             print(
-                f"WARNING: {gateway.config.listener_address}:{gateway.config.listener_port} is open to other hosts and "
-                "no client key is required: anyone who reaches it uses your provider keys (add client_auth keys, or "
-                "listen on 127.0.0.1)",
-                file=sys.stderr,
+                f"plano gateway ready on {gateway.url}{workers}\n"
+                f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
+                f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
+                f"  metrics:   http://127.0.0.1:{gateway.metrics_port}/metrics (ext_proc), "
+                f"http://127.0.0.1:{gateway.stats_port}/stats/prometheus (Envoy)"
+                + (f"\n  mock providers: {mocks}" if mocks else "")
+                + "\nCtrl-C stops everything.",
                 flush=True,
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        envoy_died = asyncio.create_task(gateway.wait_envoy_exit())  # follows Envoy across hot restarts
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        status = 0
-        if envoy_died.done() and not stop.is_set():
-            print(f"up: envoy exited unexpectedly:\n{gateway.envoy_log()[-2000:]}", file=sys.stderr)
-            status = 1
-        stopper.cancel()
-        await gateway.stop()
-        envoy_died.cancel()
-        print("stopped", flush=True)
-        return status
+            if gateway.config is not None and open_relay(gateway.config):
+                print(
+                    f"WARNING: {gateway.config.listener_address}:{gateway.config.listener_port} is open to other hosts and "
+                    "no client key is required: anyone who reaches it uses your provider keys (add client_auth keys, or "
+                    "listen on 127.0.0.1)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            envoy_died = asyncio.create_task(gateway.wait_envoy_exit())  # follows Envoy across hot restarts
+            await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            status = 0
+            if envoy_died.done() and not stop.is_set():
+                print(f"up: envoy exited unexpectedly:\n{gateway.envoy_log()[-2000:]}", file=sys.stderr)
+                status = 1
+            envoy_died.cancel()
+            return status
+        finally:
+            stopper.cancel()
+            await gateway.stop()  # every exit path: children stopped, the work directory removed
+            print("stopped", flush=True)
 
     return asyncio.run(run())
 

@@ -109,6 +109,10 @@ DECIDED_KEY = "models"
 ANSWERED_MODEL_KEY = "model"
 ROUTE_KEY = "route"
 SOURCE_KEY = "source"
+#: with several worker processes: the worker that decided the request (WORKER_HEADER's value). Upstream
+#: header mutations persist into the next attempt (finding (d)), so the header that the strip before a
+#: provider removed on attempt 1 is set again from this key at the head of every attempt's filters
+WORKER_KEY = "worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ class DecisionMetadata:
     client_credentials: Mapping[str, str] | None = None
     #: which rule decided (decision.DecisionSource value)
     source: str = ""
+    #: the worker process that decided (several workers only)
+    worker: str | None = None
 
     def model_for_attempt(self, attempt: int) -> str:
         return model_for_attempt(self.attempts, attempt)
@@ -139,6 +145,8 @@ class DecisionMetadata:
         }
         if self.client_credentials:
             fields["client_credentials"] = dict(self.client_credentials)
+        if self.worker is not None:
+            fields[WORKER_KEY] = self.worker
         struct = struct_pb2.Struct()
         struct.update({METADATA_NAMESPACE: fields})
         return struct
@@ -162,7 +170,8 @@ class DecisionMetadata:
         if "client_credentials" in fields:
             credentials = {k: v.string_value for k, v in fields["client_credentials"].struct_value.fields.items()}
         source = fields[SOURCE_KEY].string_value if SOURCE_KEY in fields else ""
-        return cls(attempts, api, route or None, credentials or None, source)
+        worker = fields[WORKER_KEY].string_value if WORKER_KEY in fields else None
+        return cls(attempts, api, route or None, credentials or None, source, worker)
 
 
 def answered_model_metadata(model: str) -> struct_pb2.Struct:

@@ -16,8 +16,12 @@ worker whose routing processor decided the request. So (docs/envoy.md finding (u
   wrapped in match_delegate, skipped (no gRPC stream) unless the header says k, on top of the skip rules
   it had. Per-route configuration of such a filter is repeated for every copy (copies have their own
   names, `contract.worker_filter_name`).
+* On a composite cluster, a header_mutation filter ahead of the copies sets the header again on every
+  attempt from the decision metadata (``plano.worker``, written by the routing processor): the strip
+  before a provider removed it on attempt 1, and upstream header mutations persist into the next attempt
+  (finding (d)).
 * A gRPC access log on the listener (a request's outcome, read by the worker that holds its record) is
-  rendered N times the same way, each copy filtered on the header; gRPC access logs elsewhere (the
+  rendered N times, each copy filtered on the decision metadata's worker; gRPC access logs elsewhere (the
   router's per-attempt log, read from the entry alone) go to the balanced cluster.
 * The header is removed before a provider sees the request, with the other internal headers.
 * Every ext_proc filter tells its worker the number it was rendered for (`contract.WORKERS_METADATA`): a
@@ -31,11 +35,10 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, extension_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
@@ -43,7 +46,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
-from envoy.type.matcher.v3 import http_inputs_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, string_pb2, value_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2
 from xds.type.matcher.v3 import string_pb2 as string_matcher_pb2
@@ -51,8 +54,10 @@ from xds.type.matcher.v3 import string_pb2 as string_matcher_pb2
 from plano_extproc.contract import (
     CLUSTER_HEADER,
     EXTPROC_CLUSTER,
+    METADATA_NAMESPACE,
     PROCESSOR_METADATA,
     WORKER_HEADER,
+    WORKER_KEY,
     WORKERS_METADATA,
     Processor,
     worker_address,
@@ -61,7 +66,16 @@ from plano_extproc.contract import (
 )
 
 from .clusters import parse_extproc_address
-from .common import HTTP_PROTOCOL_OPTIONS, one_endpoint, pack, pipe_address, socket_address
+from .common import HTTP_PROTOCOL_OPTIONS, one_endpoint, pack, pipe_address, seconds, socket_address
+
+#: a worker that refused a connection gets no routing streams for this long (growing with each ejection
+#: in a row, up to the maximum); a restart takes one to two seconds
+OUTLIER_EJECTION_S = 1.0
+OUTLIER_MAX_EJECTION_S = 5.0
+OUTLIER_INTERVAL_S = 1.0
+
+#: the header_mutation filter at the head of a composite's filters that sets the worker header per attempt
+WORKER_HEADER_FILTER = "plano.worker_header"
 
 _Predicate = matcher_pb2.Matcher.MatcherList.Predicate
 _FieldMatcher = matcher_pb2.Matcher.MatcherList.FieldMatcher
@@ -90,7 +104,11 @@ def spread_over_workers(bootstrap: Any, workers: int, extproc_address: str) -> N
         packed.Unpack(options)
         if not options.http_filters:
             continue
-        filters, _ = _spread_chain(options.http_filters, workers)
+        filters, copied = _spread_chain(options.http_filters, workers)
+        if copied:
+            # attempt 2 sees what the strip before a provider left of attempt 1's headers (finding (d)): the
+            # worker header is set again, from the decision metadata, ahead of the copies
+            filters.insert(0, _worker_header_from_metadata())
         del options.http_filters[:]
         options.http_filters.extend(filters)
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
@@ -120,6 +138,7 @@ def _spread_clusters(resources: Any, workers: int, extproc_address: str) -> None
         own.append(cluster)
     # a routing decision costs very different CPU (decision cache hit or not, prompt size): least request
     shared.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
+    shared.outlier_detection.CopyFrom(_outlier_detection(workers))
     shared.load_assignment.CopyFrom(
         endpoint_pb2.ClusterLoadAssignment(
             cluster_name=EXTPROC_CLUSTER,
@@ -136,6 +155,28 @@ def _spread_clusters(resources: Any, workers: int, extproc_address: str) -> None
     at = list(resources.clusters).index(shared) + 1
     for offset, cluster in enumerate(own):
         resources.clusters.insert(at + offset, cluster)
+
+
+def _outlier_detection(workers: int) -> Any:
+    """A worker that refuses a connection (it died; the supervisor restarts it in a second or two) gets no
+    new requests for a while: without this, until the health check noticed, every request balanced onto it
+    failed (finding (u)). Only failures of our own making count (connect failures, resets), never an
+    answer, so a busy worker is not ejected; at most all workers but one are."""
+    detection = outlier_detection_pb2.OutlierDetection(split_external_local_origin_errors=True)
+    detection.consecutive_local_origin_failure.value = 1
+    detection.enforcing_consecutive_local_origin_failure.value = 100
+    # nothing else ejects: the processors' answers are not failures of the worker
+    detection.enforcing_consecutive_5xx.value = 0
+    detection.enforcing_consecutive_gateway_failure.value = 0
+    detection.enforcing_success_rate.value = 0
+    detection.enforcing_local_origin_success_rate.value = 0
+    detection.enforcing_failure_percentage.value = 0
+    detection.enforcing_failure_percentage_local_origin.value = 0
+    detection.interval.CopyFrom(seconds(OUTLIER_INTERVAL_S))
+    detection.base_ejection_time.CopyFrom(seconds(OUTLIER_EJECTION_S))
+    detection.max_ejection_time.CopyFrom(seconds(OUTLIER_MAX_EJECTION_S))
+    detection.max_ejection_percent.value = 100 * (workers - 1) // workers
+    return detection
 
 
 # ------------------------------------------------------------------------------------------- listener
@@ -177,9 +218,14 @@ def _spread_access_log(log: Any, workers: int) -> list[Any]:
         mine = config.__class__()
         mine.CopyFrom(config)
         mine.common_config.grpc_service.envoy_grpc.cluster_name = worker_cluster_name(k)
-        header = accesslog_pb2.AccessLogFilter(
-            header_filter=accesslog_pb2.HeaderFilter(header=rc.HeaderMatcher(name=WORKER_HEADER, exact_match=str(k)))
+        # by the decision metadata, not the header: the strip before a provider removed that from the
+        # request's headers by the time the entry is written
+        decided = metadata_pb2.MetadataMatcher(
+            filter=METADATA_NAMESPACE,
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=WORKER_KEY)],
+            value=value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=str(k))),
         )
+        header = accesslog_pb2.AccessLogFilter(metadata_filter=accesslog_pb2.MetadataFilter(matcher=decided))
         copy = accesslog_pb2.AccessLog()
         copy.CopyFrom(log)
         copy.typed_config.CopyFrom(pack(mine))
@@ -286,6 +332,17 @@ def _strip_worker_header(http_filter: Any) -> Any:
     replaced.CopyFrom(http_filter)
     replaced.typed_config.CopyFrom(pack(mutation))
     return replaced
+
+
+def _worker_header_from_metadata() -> Any:
+    value = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=WORKER_HEADER, value=f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{WORKER_KEY})%"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    mutation = header_mutation_pb2.HeaderMutation(
+        mutations=header_mutation_pb2.Mutations(request_mutations=[mutation_rules_pb2.HeaderMutation(append=value)])
+    )
+    return hcm_pb2.HttpFilter(name=WORKER_HEADER_FILTER, typed_config=pack(mutation))
 
 
 # ------------------------------------------------------------------------------------------- matchers

@@ -282,7 +282,7 @@ class DownstreamExchange:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
         response = continue_body(header_mutation(sets, remove), body, clear_route_cache=True)
-        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value)
+        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value, self.ctx.worker_value)
         response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response
 

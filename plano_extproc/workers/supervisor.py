@@ -246,6 +246,8 @@ class WorkerPool:
                         if new.poll() is None:
                             new.kill()
                             await asyncio.to_thread(new.wait)
+                        if self._stopping:
+                            return
                         self._crashes[worker] += 1
                         self.metrics.restarts.labels(str(worker)).inc()
                         log.error("%s; trying again", exc)
