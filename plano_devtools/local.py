@@ -313,6 +313,8 @@ class LocalGateway:
                 stderr=subprocess.STDOUT,
                 # Envoy never needs the providers' keys (the ext_proc injects them): it gets none of our environment
                 env=envoy_environment(),
+                # a terminal's Ctrl-C is ours to handle (we stop Envoy): it does not reach Envoy first
+                start_new_session=True,
             )
         finally:
             log_file.close()
