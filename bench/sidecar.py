@@ -180,6 +180,10 @@ init = function(args)
   expect_body = args[5]
   before_user = slurp(args[6])
   after_user = slurp(args[7])
+  extra_fields = args[8] or ""
+  if extra_fields == "-" then
+    extra_fields = ""
+  end
   bad_status = 0
   mismatch = 0
   hdrs = {["Content-Type"] = "application/json"}
@@ -202,7 +206,7 @@ end
 
 request = function()
   counter = counter + 1
-  local body = '{"model":"MODEL","messages":[' .. before_user .. '{"role":"user","content":"'
+  local body = '{"model":"MODEL",' .. extra_fields .. '"messages":[' .. before_user .. '{"role":"user","content":"'
     .. user_text(counter) .. after_user .. '"}]}'
   return wrk.format("POST", path, hdrs, body)
 end
@@ -244,6 +248,7 @@ class Target:
     expect_body: str | None = None  # substring every response body must contain
     needs_router: bool = False
     body: str = "small"  # key of BODY_VARIANTS
+    extra_fields: str | None = None  # top-level JSON fields after "model" (raw, each ending in a comma)
 
     @property
     def envoy_key(self) -> str:
@@ -252,6 +257,12 @@ class Target:
 
 
 LITELLM_KEY = "litellm-proxy"
+#: the routed targets send Anthropic Messages (the seed routes pick Claude first, so the request is served
+#: natively and the numbers are routing's, not translation's); (3d) is a Chat client on the same routes
+MESSAGES_FIELDS = '"max_tokens":256,'
+#: the fixed completion's text, which every routed answer must carry (translated or not)
+ROUTED_ANSWER = "binary_search(items, target)"
+
 TARGETS = [
     Target("nginx", "nginx direct (reference)", "nginx", "/v1/chat/completions"),
     Target("envoy", "Envoy alone -> nginx (baseline)", "envoy", "/v1/chat/completions"),
@@ -269,12 +280,17 @@ TARGETS = [
         expect_header=("x-bench-provider", "openai"),
     ),
     Target(
-        "proxy-routes", "(3b) proxy path, seed routes (MiniLM)", "routes", "/v1/chat/completions",
-        expect_header=("x-bench-provider", "anthropic"), needs_router=True,
+        "proxy-routes", "(3b) proxy path, seed routes (MiniLM)", "routes", "/v1/messages",
+        expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True, extra_fields=MESSAGES_FIELDS,
     ),
     Target(
-        "proxy-routes-1k", "(3b) proxy path, seed routes (MiniLM), 1 KB prompt", "routes", "/v1/chat/completions",
-        expect_header=("x-bench-provider", "anthropic"), needs_router=True, body="1k",
+        "proxy-routes-chat", "(3d) proxy path, seed routes, Chat client routed to Claude (translated)", "routes",
+        "/v1/chat/completions", expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True,
+    ),
+    Target(
+        "proxy-routes-1k", "(3b) proxy path, seed routes (MiniLM), 1 KB prompt", "routes", "/v1/messages",
+        expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True, body="1k",
+        extra_fields=MESSAGES_FIELDS,
     ),
     Target(
         "proxy-noroutes-16k", "(3a) proxy path, no routes, 16 KB system prompt", "noroutes", "/v1/chat/completions",
@@ -282,7 +298,15 @@ TARGETS = [
     ),
     Target(
         "proxy-routes-16k", "(3b) proxy path, seed routes (MiniLM), 16 KB system prompt", "routes",
-        "/v1/chat/completions", expect_header=("x-bench-provider", "anthropic"), needs_router=True, body="16k",
+        "/v1/messages", expect_header=("x-bench-provider", "anthropic"), expect_body=ROUTED_ANSWER, needs_router=True,
+        body="16k", extra_fields=MESSAGES_FIELDS,
+    ),
+    # Translated both ways: an Anthropic Messages client on an OpenAI model (the request to Chat Completions, the
+    # answer back to a Messages JSON); checked on the translated answer's shape and the provider nginx saw.
+    Target(
+        "proxy-translated", "(3c) proxy path, no routes, Anthropic client on an OpenAI model (translated)", "noroutes",
+        "/v1/messages", expect_header=("x-bench-provider", "openai"), expect_body='"type":"message"',
+        extra_fields=MESSAGES_FIELDS,
     ),
     # LiteLLM re-encodes the provider's answer: check that the completion's text came through.
     Target(LITELLM_KEY, "LiteLLM proxy -> nginx", "litellm", "/v1/chat/completions",
@@ -304,9 +328,11 @@ def user_text(n: int) -> str:
     return "".join(out)
 
 
-def body_for(n: int, variant: str = "small") -> bytes:
+def body_for(n: int, variant: str = "small", extra_fields: str | None = None) -> bytes:
     before, after = BODY_VARIANTS[variant]
-    return json.dumps({"model": MODEL, "messages": [*before, {"role": "user", "content": user_text(n) + after}]}).encode()
+    extra = json.loads("{" + extra_fields.rstrip(",") + "}") if extra_fields else {}
+    body = {"model": MODEL, **extra, "messages": [*before, {"role": "user", "content": user_text(n) + after}]}
+    return json.dumps(body).encode()
 
 
 def write_body_parts(workdir: Path) -> dict[str, tuple[str, str]]:
@@ -701,7 +727,7 @@ def warm_up(target: Target, port: int, count: int, first: int) -> float:
 
     def one(n: int) -> tuple[float, str | None]:
         t0 = time.perf_counter()
-        conn.request("POST", target.path, body=body_for(n, target.body), headers={"Content-Type": "application/json"})
+        conn.request("POST", target.path, body=body_for(n, target.body, target.extra_fields), headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         data = resp.read()
         took = time.perf_counter() - t0
@@ -740,7 +766,8 @@ def run_wrk(wrk: str, lua: Path, target: Target, port: int, connections: int, se
             body_files: tuple[str, str]) -> dict[str, Any]:
     name, value = target.expect_header or ("-", "-")
     cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(lua),
-           f"http://127.0.0.1:{port}", "--", target.path, str(first), name, value, target.expect_body or "-", *body_files]
+           f"http://127.0.0.1:{port}", "--", target.path, str(first), name, value, target.expect_body or "-", *body_files,
+           target.extra_fields or "-"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if out.returncode != 0 or line is None:

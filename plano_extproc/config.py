@@ -491,9 +491,10 @@ def _resolve_tracing(tracing: TracingConfig, env: Mapping[str, str], errors: lis
 
 
 class ObservabilityConfig(_Strict):
-    """What the response path reports. `bodies`: status, timing and token usage (an async observer reads
-    every response); `headers`: status and timing only; `off`: no response observation (fastest; request
-    side metrics stay). Measured cost: bench/README.md."""
+    """What the response path reports. `bodies`: status, timing and token usage (Envoy's access logs and
+    json_to_metadata; streamed answers also pass an async observer); `headers`: status and timing only
+    (access logs), no time to first token or tokens; `off`: no response observation (request side metrics
+    stay). Measured cost: bench/README.md."""
 
     responses: Literal["bodies", "headers", "off"] = "bodies"
 

@@ -6,6 +6,8 @@ module and nothing of each other. It says:
 * which processor a gRPC stream belongs to (`Processor`, sent as gRPC initial metadata by each filter);
 * which config the bootstrap was rendered from (`config_fingerprint`, sent beside it; a processor
   serving another config refuses the stream instead of naming clusters Envoy does not have);
+* the gRPC access logs Envoy sends (one entry per proxied request, one per upstream attempt) and the
+  metadata namespace in which Envoy's json_to_metadata filter leaves a non-streaming answer's token counts;
 * the internal headers (the cluster header the downstream processor sets, the attempt counter Envoy sets);
 * the decision the downstream processor hands to every upstream attempt (`DecisionMetadata`, carried as
   Envoy dynamic metadata: headers would not survive, upstream header mutations persist across attempts,
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from plano_extproc.config import PlanoConfig
 
 #: bumped whenever the meaning of anything below changes; part of the fingerprint
-CONTRACT_VERSION = 3
+CONTRACT_VERSION = 4
 
 
 class Processor(enum.StrEnum):
@@ -41,8 +43,7 @@ class Processor(enum.StrEnum):
 
     DOWNSTREAM = "downstream"  # router level: parse, decide, answer or choose the composite cluster
     UPSTREAM = "upstream"  # per retry attempt on a composite cluster: fit the request to attempt N's provider
-    OBSERVE = "observe"  # response observer after the routing filter (observability_mode)
-    UPSTREAM_OBSERVE = "upstream-observe"  # response headers of each failed attempt (observability_mode)
+    OBSERVE = "observe"  # streamed answers: response observer after the routing filter (observability_mode)
     TRANSLATE = "translate"  # the response of a request some attempt of which is translated
 
 
@@ -71,8 +72,12 @@ TRANSLATE_HEADER = "x-plano-translate"
 #: is then skipped for it), "translate" when attempt 1 is translated by the per-attempt processor
 FIRST_ATTEMPT_HEADER = "x-plano-first"
 FIRST_READY, FIRST_TRANSLATE = "ready", "translate"
+#: set by the downstream processor on every proxied request when response bodies are observed
+#: (``observability.responses: bodies``): "1" when the client asked for a stream (the streaming observer
+#: reads the answer), "0" otherwise (its filter is skipped; json_to_metadata reads the usage)
+OBSERVE_HEADER = "x-plano-observe"
 #: removed after the upstream processor, before the provider sees the request
-STRIPPED_BEFORE_PROVIDER = (CLUSTER_HEADER, ROUTE_HEADER, ATTEMPT_COUNT_HEADER, TRANSLATE_HEADER, FIRST_ATTEMPT_HEADER)
+STRIPPED_BEFORE_PROVIDER = (CLUSTER_HEADER, ROUTE_HEADER, ATTEMPT_COUNT_HEADER, TRANSLATE_HEADER, FIRST_ATTEMPT_HEADER, OBSERVE_HEADER)
 #: with several worker processes: set by the downstream processor of worker k to "k" on every request it
 #: forwards; each later processor's filter is rendered once per worker and runs only on its worker's
 #: requests (`worker_cluster_name`), so every stream of a request reaches the process that holds its
@@ -85,16 +90,9 @@ WORKER_HEADER = "x-plano-worker"
 ROUTING_FILTER = "plano.routing"
 OBSERVE_FILTER = "plano.observe"
 UPSTREAM_FILTER = "plano.upstream"
-UPSTREAM_OBSERVE_FILTER = "plano.upstream_observe"
 TRANSLATE_FILTER = "plano.translate"
-
-#: attributes Envoy sends the observers with the response headers (docs/envoy.md finding (f))
-REQUEST_ID_ATTRIBUTE = "request.id"
-REQUEST_TIME_ATTRIBUTE = "request.time"
-ATTEMPT_COUNT_ATTRIBUTE = "upstream.request_attempt_count"
-OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, REQUEST_TIME_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
-UPSTREAM_OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
-TRANSLATE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
+#: Envoy's json_to_metadata filter on non-streaming answers (token usage, USAGE_NAMESPACE)
+USAGE_FILTER = "plano.usage"
 
 # ------------------------------------------------------------------------------------------- metadata
 
@@ -113,6 +111,44 @@ SOURCE_KEY = "source"
 #: header mutations persist into the next attempt (finding (d)), so the header that the strip before a
 #: provider removed on attempt 1 is set again from this key at the head of every attempt's filters
 WORKER_KEY = "worker"
+#: "1" when the client asked for a streamed answer (absent otherwise): the streaming observer, not the
+#: access log, then reads its time to first token and token usage
+STREAM_KEY = "stream"
+
+#: the dynamic metadata namespace json_to_metadata writes a non-streaming answer's ``usage`` counts to,
+#: under the names the provider used (the access log reads them with the provider API's ``read_usage``)
+USAGE_NAMESPACE = "plano.usage"
+#: the fields of a response body's ``usage`` object that some provider API's ``read_usage`` reads (Chat
+#: Completions' prompt/completion, Responses' and Messages' input/output, Messages' prompt-cache counts)
+USAGE_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+# ------------------------------------------------------------------------------------------- attributes
+
+#: attributes Envoy sends the observers with the response headers (docs/envoy.md finding (f))
+REQUEST_ID_ATTRIBUTE = "request.id"
+REQUEST_TIME_ATTRIBUTE = "request.time"
+ATTEMPT_COUNT_ATTRIBUTE = "upstream.request_attempt_count"
+#: the decision's attempts and client API as CEL expressions over the dynamic metadata (finding (u)):
+#: they come with the response headers only, not with every body chunk as forwarded metadata would
+ATTEMPTS_ATTRIBUTE = f"metadata.filter_metadata['{METADATA_NAMESPACE}']['{DECIDED_KEY}']"
+API_ATTRIBUTE = f"metadata.filter_metadata['{METADATA_NAMESPACE}']['api']"
+OBSERVE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, REQUEST_TIME_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE, ATTEMPTS_ATTRIBUTE, API_ATTRIBUTE)
+TRANSLATE_ATTRIBUTES = (REQUEST_ID_ATTRIBUTE, ATTEMPT_COUNT_ATTRIBUTE)
+
+# ------------------------------------------------------------------------------------------- access logs
+
+#: the ``log_name`` of Envoy's gRPC access logs (each logger has its own stream; the name comes with its
+#: first message): one entry per proxied request (the HCM's access log, only requests the routing
+#: processor forwarded), one per upstream attempt (the router's ``upstream_log``)
+REQUEST_LOG = "plano.requests"
+ATTEMPT_LOG = "plano.attempts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +164,8 @@ class DecisionMetadata:
     client_credentials: Mapping[str, str] | None = None
     #: which rule decided (decision.DecisionSource value)
     source: str = ""
+    #: the client asked for a streamed answer
+    stream: bool = False
     #: the worker process that decided (several workers only)
     worker: str | None = None
 
@@ -143,6 +181,8 @@ class DecisionMetadata:
             SOURCE_KEY: self.source,
             ANSWERED_MODEL_KEY: self.attempts[0],
         }
+        if self.stream:
+            fields[STREAM_KEY] = "1"
         if self.client_credentials:
             fields["client_credentials"] = dict(self.client_credentials)
         if self.worker is not None:
@@ -170,8 +210,14 @@ class DecisionMetadata:
         if "client_credentials" in fields:
             credentials = {k: v.string_value for k, v in fields["client_credentials"].struct_value.fields.items()}
         source = fields[SOURCE_KEY].string_value if SOURCE_KEY in fields else ""
+        stream = STREAM_KEY in fields and fields[STREAM_KEY].string_value == "1"
         worker = fields[WORKER_KEY].string_value if WORKER_KEY in fields else None
-        return cls(attempts, api, route or None, credentials or None, source, worker)
+        return cls(attempts, api, route or None, credentials or None, source, stream, worker)
+
+
+def attempts_of(models: object) -> tuple[str, ...]:
+    """The attempt list of the decision metadata's ``models`` value (``ATTEMPTS_ATTRIBUTE``)."""
+    return tuple(m for m in models.split(",") if m) if isinstance(models, str) else ()
 
 
 def answered_model_metadata(model: str) -> struct_pb2.Struct:

@@ -172,6 +172,9 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("plano_extproc_inflight_streams", "Open ext_proc streams", ["processor"], registry=r)
+        self.access_log_entries = Counter(
+            "plano_access_log_entries", "Envoy access-log entries received (response observation)", ["log"], registry=r
+        )
         self.upstream_responses = Counter(
             "plano_upstream_responses", "Provider responses per attempt", ["model", "provider", "status_class"], registry=r
         )

@@ -3,10 +3,12 @@ stand-in router, ext_proc messages built as Envoy sends them, and readers for th
 
 Envoy's side of the conversation is imitated only where the processors rely on it (docs/envoy.md):
 header values arrive in ``raw_value``; attributes arrive in a Struct keyed by the filter's canonical name
-(``envoy.filters.http.ext_proc``) with the dotted attribute names as flat keys, numbers as number_value;
-the decision the downstream processor returns as dynamic metadata reaches the upstream filters as
-``metadata_context.filter_metadata["plano"]``; header mutations made for one attempt persist into the next
-(finding (d)), body mutations do not.
+(``envoy.filters.http.ext_proc``) with the dotted attribute names (or CEL expressions, finding (u)) as flat
+keys, numbers as number_value; the decision the downstream processor returns as dynamic metadata reaches
+the upstream filters as ``metadata_context.filter_metadata["plano"]``; header mutations made for one
+attempt persist into the next (finding (d)), body mutations do not. Access-log entries carry the
+request's dynamic metadata (the decision, json_to_metadata's usage counts), its final status, attempt
+count and timings; an attempt's entry carries its status and the sub-cluster that served it (finding (v)).
 """
 
 from __future__ import annotations
@@ -19,23 +21,30 @@ from typing import Any
 
 import orjson
 from envoy.config.core.v3 import base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as als_data
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.accesslog.v3 import als_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
 from plano_extproc.apis import BY_NAME
 from plano_extproc.config import PlanoConfig, load_config, parse_config
 from plano_extproc.contract import (
+    API_ATTRIBUTE,
     ATTEMPT_COUNT_ATTRIBUTE,
     ATTEMPT_COUNT_HEADER,
+    ATTEMPTS_ATTRIBUTE,
     METADATA_NAMESPACE,
     OWN_REPLY_DETAILS,
     REQUEST_ID_ATTRIBUTE,
+    USAGE_NAMESPACE,
+    model_cluster_name,
     prebuilt_attempt_lists,
 )
 from plano_extproc.engine import DecisionEngine
+from plano_extproc.extproc.access_log import AccessLogContext
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange
-from plano_extproc.extproc.observer import AttemptObserver, ObserverContext, ResponseObserver
+from plano_extproc.extproc.observer import ObserverContext, ResponseObserver
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.extproc.translate import TranslateContext, TranslateExchange
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
@@ -114,6 +123,8 @@ class Gateway:
         self._upstream = UpstreamContext(self.forwarder, self.inflight)
         self._translate = TranslateContext(self.forwarder, self.inflight)
         self._observer = ObserverContext(self.metrics, self.inflight, self.forwarder)
+        #: the access-log adapter (its entries come one at a time here; the service batches them)
+        self.access_log = AccessLogContext(self.config, self.metrics, self.inflight, self.forwarder)
         self._ids = itertools.count(1)
 
     def downstream(self) -> DownstreamExchange:
@@ -127,9 +138,6 @@ class Gateway:
 
     def observe(self) -> ResponseObserver:
         return ResponseObserver(self._observer)
-
-    def attempt_observer(self) -> AttemptObserver:
-        return AttemptObserver(self._observer)
 
     def request_id(self) -> str:
         return f"req-{next(self._ids)}"
@@ -280,6 +288,75 @@ def response_body_msg(body: bytes, *, end_of_stream: bool = False) -> ext.Proces
 def response_attributes(request_id: str, attempt: int, **more: Any) -> dict[str, Any]:
     """The attributes the translate processor and the observers are rendered with (contract.py)."""
     return {REQUEST_ID_ATTRIBUTE: request_id, ATTEMPT_COUNT_ATTRIBUTE: float(attempt), **more}
+
+
+def decision_attributes(metadata: base_pb2.Metadata | None) -> dict[str, Any]:
+    """The streaming observer's CEL attributes over the decision metadata (finding (u)): its scalar values
+    as strings, nothing when the request carries no decision."""
+    if metadata is None or METADATA_NAMESPACE not in metadata.filter_metadata:
+        return {}
+    fields = metadata.filter_metadata[METADATA_NAMESPACE].fields
+    return {name: fields[key].string_value for name, key in ((ATTEMPTS_ATTRIBUTE, "models"), (API_ATTRIBUTE, "api")) if key in fields}
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(value * 1e9))
+    return duration
+
+
+def request_log_entry(
+    metadata: base_pb2.Metadata | None,
+    status: int,
+    attempts: int = 1,
+    *,
+    request_id: str = "",
+    first_byte: float | None = 0.5,
+    last_byte: float | None = 0.75,
+    body_bytes: int = 100,
+    usage: Mapping[str, Any] | None = None,
+) -> als_data.HTTPAccessLogEntry:
+    """A request's entry as the HCM's gRPC access log writes it (status 0: no response was sent); the
+    timings are from the request's start."""
+    entry = als_data.HTTPAccessLogEntry()
+    common = entry.common_properties
+    if metadata is not None:
+        common.metadata.CopyFrom(metadata)
+    if usage is not None:
+        struct = struct_pb2.Struct()
+        struct.update(dict(usage))
+        common.metadata.filter_metadata[USAGE_NAMESPACE].CopyFrom(struct)
+    common.upstream_request_attempt_count = attempts
+    if first_byte is not None:
+        common.time_to_first_upstream_rx_byte.CopyFrom(seconds(first_byte))
+    if last_byte is not None:
+        common.time_to_last_downstream_tx_byte.CopyFrom(seconds(last_byte))
+    common.duration.CopyFrom(seconds(last_byte if last_byte is not None else 1.0))
+    entry.request.request_id = request_id
+    if status:
+        entry.response.response_code.value = status
+    entry.response.response_body_bytes = body_bytes
+    return entry
+
+
+def attempt_log_entry(model: str, status: int, request_id: str = "") -> als_data.HTTPAccessLogEntry:
+    """An attempt's entry as the router's upstream_log writes it: its status (0: no response), the model's
+    sub-cluster, no dynamic metadata."""
+    entry = als_data.HTTPAccessLogEntry()
+    entry.common_properties.upstream_cluster = model_cluster_name(model)
+    entry.request.request_id = request_id
+    if status:
+        entry.response.response_code.value = status
+    return entry
+
+
+def access_log_message(entries: Sequence[als_data.HTTPAccessLogEntry], log_name: str | None = None) -> als_pb2.StreamAccessLogsMessage:
+    """One batch; the first message of a stream names its logger (`log_name`)."""
+    message = als_pb2.StreamAccessLogsMessage()
+    if log_name is not None:
+        message.identifier.log_name = log_name
+    message.http_logs.log_entry.extend(entries)
+    return message
 
 
 def decision_metadata(fields: Mapping[str, Any]) -> base_pb2.Metadata:

@@ -169,8 +169,9 @@ def test_listener_address_port_and_buffer_limit(demo_bootstrap: dict[str, Any]) 
 
 def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     filters = _hcm(demo_bootstrap)["http_filters"]
-    # the response observer (tests/test_observability.py) sits between the routing processor and the router
-    assert [f["name"] for f in filters] == ["plano.routing", "plano.translate", "plano.observe", "envoy.filters.http.router"]
+    # the usage reader and the streaming observer (tests/test_observability.py) sit between the response
+    # translator and the router
+    assert [f["name"] for f in filters] == ["plano.routing", "plano.translate", "plano.usage", "plano.observe", "envoy.filters.http.router"]
     ext = filters[0]["typed_config"]
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     fingerprint = {"key": FINGERPRINT_METADATA, "value": config_fingerprint(_demo())}
@@ -233,7 +234,7 @@ def test_routes(demo_bootstrap: dict[str, Any]) -> None:
     assert not [r for r in routes if "cluster_header" in r.get("route", {})]
     # /v1/ requests match this route before the processor decided: it must keep the processor enabled
     no_decision = next(r for r in routes if r["match"] == {"prefix": "/v1/"})
-    assert no_decision["direct_response"]["status"] == 404 and set(no_decision["typed_per_filter_config"]) == {"plano.translate"}
+    assert no_decision["direct_response"]["status"] == 404 and set(no_decision["typed_per_filter_config"]) == {"plano.translate", "plano.observe"}
     # anything else: an OpenAI-style JSON 404, without a processor round trip
     last = routes[-1]
     assert last["match"] == {"prefix": "/"} and last["direct_response"]["status"] == 404

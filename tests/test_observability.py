@@ -1,11 +1,14 @@
 """Observability end to end: real traffic through Envoy, then the ext_proc's /metrics, parsed.
 
-The response path is observed by ext_proc filters in observability_mode (docs/envoy.md findings (e)-(j)):
-the numbers arrive asynchronously, so every check polls /metrics (bounded) until the value shows up.
+The response path is observed through Envoy's gRPC access logs (an entry per request and per attempt,
+batched, docs/envoy.md finding (v)), json_to_metadata for a non-streaming answer's usage (finding (w)) and
+an ext_proc observer in observability_mode for streamed answers (findings (e)-(h), (u)): the numbers
+arrive asynchronously, so every check polls /metrics (bounded) until the value shows up.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from collections.abc import Callable
@@ -18,7 +21,25 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plano_extproc.bootstrap import render_bootstrap
 from plano_extproc.config import load_config, parse_config
-from plano_extproc.contract import OBSERVE_ATTRIBUTES, OBSERVE_FILTER, Processor
+from plano_extproc.contract import (
+    ATTEMPT_LOG,
+    DECIDED_KEY,
+    EXTPROC_CLUSTER,
+    FINGERPRINT_METADATA,
+    METADATA_NAMESPACE,
+    OBSERVE_ATTRIBUTES,
+    OBSERVE_FILTER,
+    OBSERVE_HEADER,
+    REQUEST_LOG,
+    ROUTING_FILTER,
+    TRANSLATE_FILTER,
+    UPSTREAM_FILTER,
+    USAGE_FIELDS,
+    USAGE_FILTER,
+    USAGE_NAMESPACE,
+    Processor,
+    config_fingerprint,
+)
 from tests.conftest import DEMO_CONFIG
 from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, SilentServer, claude, hung_router_config, oai, post, user
 
@@ -51,46 +72,91 @@ def _with_responses(mode: str):
     return parse_config(DEMO_CONFIG.read_text() + f"\nobservability:\n  responses: {mode}\n", {}, resolve_secrets=False)
 
 
-def test_observers_are_rendered_in_observability_mode() -> None:
+def _access_logs(bootstrap: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the HCM's access logs, the router's upstream_log)."""
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    router = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router")
+    return hcm["access_log"], router["typed_config"].get("upstream_log", [])
+
+
+def _grpc_log(logger: dict[str, Any], fingerprint: str) -> str:
+    """The log name of a gRPC access logger pointed at our service with our fingerprint."""
+    assert logger["name"] == "envoy.access_loggers.http_grpc"
+    common = logger["typed_config"]["common_config"]
+    assert common["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
+    assert common["grpc_service"]["initial_metadata"] == [{"key": FINGERPRINT_METADATA, "value": fingerprint}]
+    assert common["transport_api_version"] == "V3" and common["buffer_flush_interval"] == "1s"
+    return str(common["log_name"])
+
+
+def test_response_observation_is_rendered_as_access_logs_usage_reader_and_streaming_observer() -> None:
     config = load_config(DEMO_CONFIG, env={}, resolve_secrets=False)
-    downstream, upstream = _filters(render_bootstrap(config, extproc_address="127.0.0.1:1"))
-    # routing processor, response translator (behind its matcher), observer, router
-    downstream = [f for f in downstream if f["name"] != "plano.translate"]
-    assert [_phase(f) for f in downstream[:2]] == ["downstream", Processor.OBSERVE.value]
-    observe = downstream[1]["typed_config"]
-    assert downstream[1]["name"] == OBSERVE_FILTER
+    bootstrap = render_bootstrap(config, extproc_address="127.0.0.1:1")
+    fingerprint = config_fingerprint(config)
+    downstream, upstream = _filters(bootstrap)
+    # routing processor, response translator, usage reader, streaming observer (both behind the translator
+    # on the response path: they see the provider's answer), router
+    assert [f["name"] for f in downstream] == [ROUTING_FILTER, TRANSLATE_FILTER, USAGE_FILTER, OBSERVE_FILTER, "envoy.filters.http.router"]
+
+    usage = downstream[2]["typed_config"]["response_rules"]
+    assert {r["on_present"]["key"] for r in usage["rules"]} == set(USAGE_FIELDS)
+    for rule in usage["rules"]:
+        assert [s["key"] for s in rule["selectors"]] == ["usage", rule["on_present"]["key"]]
+        assert rule["on_present"]["metadata_namespace"] == USAGE_NAMESPACE
+        assert "type" not in rule["on_present"]  # PROTOBUF_VALUE, the default: values keep their JSON type
+    content_types = usage["allow_content_types_regex"]["regex"]
+    for content_type in ("application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8"):
+        assert re.fullmatch(content_types, content_type)
+    for content_type in ("text/event-stream", "text/plain", "application/jsonl"):
+        assert not re.fullmatch(content_types, content_type)
+
+    wrapped = downstream[3]["typed_config"]
+    observe = wrapped["extension_config"]["typed_config"]
+    assert _phase(wrapped["extension_config"]) == Processor.OBSERVE.value
     assert observe["observability_mode"] is True and observe["failure_mode_allow"] is True
     assert observe["processing_mode"]["request_header_mode"] == "SKIP"
     assert observe["processing_mode"]["response_header_mode"] == "SEND"
     assert observe["processing_mode"]["response_body_mode"] == "STREAMED"
     assert observe["response_attributes"] == list(OBSERVE_ATTRIBUTES)
     assert "metadata_options" not in observe  # would be sent with every body chunk (finding (g))
-    for chain in upstream:
-        # both upstream processors sit behind a matcher (attempt count / response status)
-        inner = [f["typed_config"]["extension_config"] for f in chain if "extension_config" in f["typed_config"]]
-        assert [_phase(f) for f in inner] == ["upstream", Processor.UPSTREAM_OBSERVE.value]
-        wrapped = chain[1]["typed_config"]
-        attempt = wrapped["extension_config"]["typed_config"]
-        assert attempt["observability_mode"] is True and _phase(wrapped["extension_config"]) == Processor.UPSTREAM_OBSERVE.value
-        assert "response_body_mode" not in attempt["processing_mode"]  # NONE, the default
-        # 2xx attempts skip the filter: no stream for a successful attempt (finding (j))
-        assert list(wrapped["xds_matcher"]["matcher_tree"]["prefix_match_map"]["map"]) == ["2"]
-        assert chain[-1]["name"] == "envoy.filters.http.upstream_codec"
+    # skipped, no gRPC stream, unless the client asked for a stream (finding (l))
+    tree = wrapped["xds_matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == OBSERVE_HEADER and list(tree["exact_match_map"]["map"]) == ["0"]
 
-    headers_only, _ = _filters(render_bootstrap(_with_responses("headers"), extproc_address="127.0.0.1:1"))
-    assert "response_body_mode" not in headers_only[2]["typed_config"]["processing_mode"]  # NONE
-    off_down, off_up = _filters(render_bootstrap(_with_responses("off"), extproc_address="127.0.0.1:1"))
-    assert [f["name"] for f in off_down] == ["plano.routing", "plano.translate", "envoy.filters.http.router"]
-    assert all(len(chain) == 3 for chain in off_up)
+    access_log, upstream_log = _access_logs(bootstrap)
+    assert access_log[0]["name"] == "envoy.access_loggers.stdout"
+    assert [_grpc_log(a, fingerprint) for a in access_log[1:]] == [REQUEST_LOG]
+    decided = access_log[1]["filter"]["metadata_filter"]
+    # only requests the routing processor forwarded; without match_if_key_not_found false, any request
+    assert decided["matcher"] == {"filter": METADATA_NAMESPACE, "path": [{"key": DECIDED_KEY}], "value": {"present_match": True}}
+    assert decided["match_if_key_not_found"] is False
+    assert [_grpc_log(a, fingerprint) for a in upstream_log] == [ATTEMPT_LOG]
+    assert "filter" not in upstream_log[0]  # an attempt's entry has no dynamic metadata to filter on
+    for chain in upstream:  # no per-attempt observer any more: the attempt log replaces it
+        assert [f["name"] for f in chain] == [UPSTREAM_FILTER, "envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"]
     # the config alone decides: the renderer reads no environment
-    assert render_bootstrap(config, extproc_address="127.0.0.1:1") == render_bootstrap(_with_responses("bodies"), extproc_address="127.0.0.1:1")
+    assert bootstrap == render_bootstrap(_with_responses("bodies"), extproc_address="127.0.0.1:1")
+
+
+def test_response_observation_is_switchable_in_the_config() -> None:
+    for mode, names, logs in (
+        ("off", [], ([], [])),
+        ("headers", [], ([REQUEST_LOG], [ATTEMPT_LOG])),
+        ("bodies", [USAGE_FILTER, OBSERVE_FILTER], ([REQUEST_LOG], [ATTEMPT_LOG])),
+    ):
+        config = _with_responses(mode)
+        bootstrap = render_bootstrap(config, extproc_address="127.0.0.1:1")
+        downstream, _ = _filters(bootstrap)
+        assert [f["name"] for f in downstream] == [ROUTING_FILTER, TRANSLATE_FILTER, *names, "envoy.filters.http.router"]
+        access_log, upstream_log = _access_logs(bootstrap)
+        fingerprint = config_fingerprint(config)
+        assert ([_grpc_log(a, fingerprint) for a in access_log[1:]], [_grpc_log(a, fingerprint) for a in upstream_log]) == logs
 
 
 # ------------------------------------------------------------------------------------------ scraping
 
 
-def scrape(gw: RunningGateway) -> Samples:
-    url = f"http://127.0.0.1:{gw.gateway.metrics_port}/metrics"
+def _samples(url: str) -> Samples:
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     samples: Samples = {}
@@ -100,6 +166,22 @@ def scrape(gw: RunningGateway) -> Samples:
     return samples
 
 
+def scrape(gw: RunningGateway, timeout: float = 60.0) -> Samples:
+    """The ext_proc's metrics, once it has every access-log entry Envoy wrote before the call. Envoy sends
+    them in batches (up to a second late); its own counter of entries written is the event waited for, so
+    a request's numbers never land in a later test's delta. The timeout only bounds a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        envoy = _samples(f"http://127.0.0.1:{gw.gateway.stats_port}/stats/prometheus")
+        written = value(envoy, "envoy_access_logs_grpc_access_log_logs_written")
+        samples = _samples(f"http://127.0.0.1:{gw.gateway.metrics_port}/metrics")
+        if value(samples, "plano_access_log_entries_total") >= written:
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the ext_proc did not receive Envoy's {written:.0f} access-log entries within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples named `name` whose labels include `labels`."""
     want = set(labels.items())
@@ -107,8 +189,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def wait_for(gw: RunningGateway, check: Callable[[Samples], bool], timeout: float = 60.0) -> Samples:
-    """Scrape until `check` holds. The observers report asynchronously (Envoy never waits for them), so
-    this waits for the event; the timeout only bounds a failure, it is not a guess at how long it takes."""
+    """Scrape until `check` holds. The access logs and the streaming observer report asynchronously (Envoy
+    never waits for them), so this waits for the event; the timeout only bounds a failure, it is not a
+    guess at how long it takes."""
     deadline = time.monotonic() + timeout
     while True:
         samples = scrape(gw)
@@ -181,7 +264,9 @@ def test_streamed_openai_tokens_equal_what_the_provider_reported(gw):
             reported = chunk.usage
     assert reported is not None and reported.completion_tokens > 0
     labels = {"model": GPT4O_MINI}
-    now = wait_for(gw, moved(before, "plano_tokens_total", by=reported.completion_tokens, type="output", **labels))
+    # the tokens come from the streaming observer, the duration from the request's access-log entry
+    now = wait_for(gw, lambda s: moved(before, "plano_tokens_total", by=reported.completion_tokens, type="output", **labels)(s)
+                   and moved(before, "plano_gen_ai_client_operation_duration_seconds_count", **labels)(s))
     assert value(now, "plano_tokens_total", type="input", **labels) - value(before, "plano_tokens_total", type="input", **labels) == reported.prompt_tokens
     assert value(now, "plano_tokens_total", type="output", **labels) - value(before, "plano_tokens_total", type="output", **labels) == reported.completion_tokens
     # time to first token is the first chunk, long before the end of the stream
@@ -199,7 +284,8 @@ def test_anthropic_stream_tokens(gw):
     with claude(gw).messages.stream(model=CLAUDE, max_tokens=50, messages=user(CODE)) as stream:
         final = stream.get_final_message()
     labels = {"model": SONNET}
-    now = wait_for(gw, moved(before, "plano_tokens_total", by=final.usage.output_tokens, type="output", **labels))
+    now = wait_for(gw, lambda s: moved(before, "plano_tokens_total", by=final.usage.output_tokens, type="output", **labels)(s)
+                   and moved(before, "plano_requests_total", endpoint="proxy", api_format="anthropic_messages")(s))
     assert value(now, "plano_tokens_total", type="input", **labels) - value(before, "plano_tokens_total", type="input", **labels) == final.usage.input_tokens
     assert value(now, "plano_tokens_total", type="output", **labels) - value(before, "plano_tokens_total", type="output", **labels) == final.usage.output_tokens
     assert value(now, "plano_requests_total", endpoint="proxy", api_format="anthropic_messages", outcome="ok") - value(
@@ -224,6 +310,119 @@ def test_429_fallback_counts_each_attempt_and_the_fallover(gw):
     # tokens go to the model that answered
     assert value(now, "plano_tokens_total", model=GPT4O, type="output") - value(before, "plano_tokens_total", model=GPT4O, type="output") == reply.usage.completion_tokens
     assert value(now, "plano_tokens_total", model=SONNET) == value(before, "plano_tokens_total", model=SONNET)
+
+
+def _observer_streams(samples: Samples) -> float:
+    """Response-headers messages the streaming observer handled: one per observer stream."""
+    return value(samples, "plano_extproc_phase_duration_seconds_count", processor=Processor.OBSERVE.value, phase="response_headers")
+
+
+@pytest.mark.integration
+def test_only_a_streamed_request_opens_an_observer_stream(gw):
+    before = scrape(gw)
+    reply = oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
+    now = wait_for(gw, moved(before, "plano_tokens_total", by=reply.usage.completion_tokens, model=GPT4O_MINI, type="output"))
+    assert _observer_streams(now) == _observer_streams(before)  # x-plano-observe: 0, the filter skipped
+    assert value(now, "plano_extproc_inflight_streams", processor=Processor.OBSERVE.value) == 0
+    for _ in oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE), stream=True):
+        pass
+    now = wait_for(gw, lambda s: _observer_streams(s) > _observer_streams(before)
+                   and moved(before, "plano_requests_total", by=2, endpoint="proxy", outcome="ok")(s))
+    assert _observer_streams(now) - _observer_streams(before) == 1
+
+
+@pytest.mark.integration
+def test_a_streamed_429_fallover_counts_each_attempt_and_the_tokens_of_the_model_that_answered(gw):
+    gw.anthropic_mock.fail_next(status=429)
+    before = scrape(gw)
+    usage = None
+    for chunk in oai(gw).chat.completions.create(model="gpt-4o-mini", messages=user(CODE), stream=True, stream_options={"include_usage": True}):
+        usage = chunk.usage or usage
+    assert usage is not None
+    now = wait_for(gw, lambda s: moved(before, "plano_tokens_total", by=usage.completion_tokens, model=GPT4O, type="output")(s)
+                   and moved(before, "plano_upstream_fallovers_total", model=GPT4O)(s))
+    assert value(now, "plano_upstream_responses_total", model=SONNET, provider="anthropic", status_class="4xx") - value(
+        before, "plano_upstream_responses_total", model=SONNET, provider="anthropic", status_class="4xx") == 1
+    assert value(now, "plano_upstream_responses_total", model=GPT4O, provider="openai", status_class="2xx") - value(
+        before, "plano_upstream_responses_total", model=GPT4O, provider="openai", status_class="2xx") == 1
+    assert value(now, "plano_upstream_attempts_bucket", le="2.0") - value(before, "plano_upstream_attempts_bucket", le="2.0") == 1
+    assert value(now, "plano_upstream_attempts_bucket", le="1.0") == value(before, "plano_upstream_attempts_bucket", le="1.0")
+    assert value(now, "plano_tokens_total", model=GPT4O, type="input") - value(before, "plano_tokens_total", model=GPT4O, type="input") == usage.prompt_tokens
+    assert value(now, "plano_gen_ai_time_to_first_token_seconds_count", model=GPT4O) - value(
+        before, "plano_gen_ai_time_to_first_token_seconds_count", model=GPT4O) == 1
+    assert value(now, "plano_tokens_total", model=SONNET) == value(before, "plano_tokens_total", model=SONNET)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_compressed_answers_are_counted(gw, stream):
+    """Providers gzip when the client asks (every SDK does): a non-streaming answer is asked for
+    uncompressed (json_to_metadata reads it, docs/envoy.md finding (w)), a streamed one is decoded by the
+    observer."""
+    gw.openai_mock.gzip = True
+    try:
+        before = scrape(gw)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, timeout=30, default_headers={"accept-encoding": "gzip"})
+        if stream:
+            usage = None
+            for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE), stream=True, stream_options={"include_usage": True}):
+                usage = chunk.usage or usage
+        else:
+            usage = client.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE)).usage
+        assert usage is not None
+        asked = gw.openai_mock.requests_snapshot()[-1]["headers"]["accept-encoding"]
+        assert asked == ("gzip" if stream else "identity")
+        now = wait_for(gw, moved(before, "plano_tokens_total", by=usage.completion_tokens, model=GPT4O_MINI, type="output"))
+        assert value(now, "plano_tokens_total", model=GPT4O_MINI, type="input") - value(before, "plano_tokens_total", model=GPT4O_MINI, type="input") == usage.prompt_tokens
+        assert value(now, "plano_tokens_total", model=GPT4O_MINI, type="output") - value(before, "plano_tokens_total", model=GPT4O_MINI, type="output") == usage.completion_tokens
+    finally:
+        gw.openai_mock.gzip = False
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_translated_answer_is_counted_in_the_providers_own_numbers(gw, stream):
+    """An Anthropic client on GPT-4o mini: the usage is read from the provider's Chat Completions answer,
+    before the translator turns it into the client's API."""
+    before = scrape(gw)
+    if stream:
+        with claude(gw).messages.stream(model="gpt-4o-mini", max_tokens=50, messages=user(FRANCE)) as events:
+            final = events.get_final_message()
+    else:
+        final = claude(gw).messages.create(model="gpt-4o-mini", max_tokens=50, messages=user(FRANCE))
+    provider = gw.openai_mock.requests_snapshot()[-1]
+    assert provider["path"] == "/v1/chat/completions"
+    labels = {"model": GPT4O_MINI}
+    now = wait_for(gw, lambda s: moved(before, "plano_tokens_total", by=final.usage.output_tokens, type="output", **labels)(s)
+                   and moved(before, "plano_requests_total", endpoint="proxy", api_format="anthropic_messages", outcome="ok")(s))
+    assert value(now, "plano_tokens_total", type="input", **labels) - value(before, "plano_tokens_total", type="input", **labels) == final.usage.input_tokens
+    assert value(now, "plano_tokens_total", type="output", **labels) - value(before, "plano_tokens_total", type="output", **labels) == final.usage.output_tokens
+    assert value(now, "plano_gen_ai_time_to_first_token_seconds_count", **labels) - value(before, "plano_gen_ai_time_to_first_token_seconds_count", **labels) == 1
+
+
+@pytest.mark.integration
+def test_headers_only_observation_counts_outcomes_attempts_and_fallovers_but_no_tokens():
+    running = RunningGateway(DEMO_CONFIG.read_text() + "\nobservability:\n  responses: headers\n")
+    try:
+        running.anthropic_mock.fail_next(status=429)
+        before = scrape(running)
+        reply = oai(running).chat.completions.create(model="gpt-4o-mini", messages=user(CODE))
+        assert reply.choices[0].message.content == "mock-openai answered as gpt-4o"
+        for _ in oai(running).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE), stream=True):
+            pass
+        now = wait_for(running, lambda s: moved(before, "plano_requests_total", by=2, endpoint="proxy", outcome="ok")(s)
+                       and moved(before, "plano_upstream_responses_total", by=3)(s))
+        assert value(now, "plano_upstream_fallovers_total", model=GPT4O) - value(before, "plano_upstream_fallovers_total", model=GPT4O) == 1
+        assert value(now, "plano_upstream_responses_total", model=SONNET, status_class="4xx") - value(before, "plano_upstream_responses_total", model=SONNET, status_class="4xx") == 1
+        assert value(now, "plano_gen_ai_client_operation_duration_seconds_count") - value(before, "plano_gen_ai_client_operation_duration_seconds_count") == 2
+        assert value(now, "plano_tokens_total") == value(now, "plano_gen_ai_time_to_first_token_seconds_count") == 0
+        assert _observer_streams(now) == 0
+        # Envoy reads no body here: the client's accept-encoding reaches a native provider as it was
+        flat = oai(running).chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
+        assert flat.choices[0].message.content == "mock-openai answered as gpt-4o-mini"
+        assert "gzip" in running.openai_mock.requests_snapshot()[-1]["headers"]["accept-encoding"]
+    finally:
+        running.close()
 
 
 @pytest.mark.integration
@@ -258,8 +457,7 @@ def test_no_label_value_is_unbounded(gw):
         *(p.name for p in config.routing_preferences),
         *(p.provider for p in config.providers),
         "openai_chat", "anthropic_messages", "openai_responses", "unknown",
-        "routing", "proxy", "ok", "client_error", "server_error",
-        "router", "affinity", "alias", "direct", "default", "fallback",
+        "routing", "proxy", "ok", "client_error", "server_error", "requests", "attempts", "router", "affinity", "alias", "direct", "default", "fallback",
         "1xx", "2xx", "3xx", "4xx", "5xx",
         "input", "output", "timeout", "error", "bad_reply", "breaker_open", "hit", "miss",
         "stored", "lost", "get", "pin", "unavailable", "bad_value",  # session pins and their store
@@ -298,13 +496,3 @@ def test_router_timeout_is_a_failure_of_kind_timeout():
     finally:
         running.close()
         hung.close()
-
-
-def test_response_observation_is_switchable_in_the_config() -> None:
-    for mode, names, body_mode in (("off", [], None), ("headers", [OBSERVE_FILTER], "NONE"), ("bodies", [OBSERVE_FILTER], "STREAMED")):
-        downstream, _ = _filters(render_bootstrap(_with_responses(mode), extproc_address="127.0.0.1:1"))
-        observers = [f for f in downstream if f["name"] == OBSERVE_FILTER]
-        assert [f["name"] for f in observers] == names
-        if body_mode:
-            # NONE is the proto3 default, left out of the rendered config
-            assert observers[0]["typed_config"]["processing_mode"].get("response_body_mode", "NONE") == body_mode

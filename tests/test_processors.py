@@ -15,10 +15,13 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from plano_extproc.apis import BY_NAME
+from plano_extproc.config import parse_config
 from plano_extproc.contract import CLUSTER_HEADER, DecisionMetadata
 from tests.processors_kit import (
     CLAUDE,
     CLAUDE_ID,
+    DEMO_CONFIG,
+    ENV,
     GPT4O,
     MINI,
     Gateway,
@@ -558,11 +561,21 @@ async def test_a_translated_attempt_asks_the_provider_for_an_answer_the_translat
     assert flow.headers["accept-encoding"] == "identity"
 
 
-async def test_a_native_attempt_leaves_the_clients_accept_encoding_alone(gateway):
-    """Its answer reaches the client untouched, compressed as the client allows."""
-    flow = await gateway.proxy("openai_chat", "complex_reasoning", headers={"accept-encoding": "gzip"})
-    assert "accept-encoding" not in set_headers(flow.body_reply) and "accept-encoding" not in removed_headers(flow.body_reply)
-    assert flow.headers["accept-encoding"] == "gzip"
+@pytest.mark.parametrize(
+    ("responses", "stream", "identity"),
+    [("bodies", False, True), ("bodies", True, False), ("headers", False, False), ("off", False, False)],
+    ids=["bodies-json", "bodies-stream", "headers", "off"],
+)
+async def test_a_native_attempt_asks_for_identity_only_when_envoy_reads_the_answer(responses, stream, identity):
+    """Its answer reaches the client untouched, compressed as the client allows — except a non-streaming
+    answer whose usage json_to_metadata reads (observability.responses: bodies), which cannot read a
+    compressed body (docs/envoy.md finding (w)); the streaming observer decodes a compressed stream itself."""
+    config = parse_config(DEMO_CONFIG.read_text() + f"\nobservability:\n  responses: {responses}\n", ENV)
+    flow = await Gateway(config).proxy("openai_chat", "complex_reasoning", headers={"accept-encoding": "gzip"}, stream=stream or None)
+    assert "accept-encoding" not in removed_headers(flow.body_reply)
+    assert flow.headers["accept-encoding"] == ("identity" if identity else "gzip")
+    assert flow.headers.get("x-plano-observe") == (("1" if stream else "0") if responses == "bodies" else None)
+    assert decided(flow).stream is stream
 
 
 def _attempt_body(replies) -> bytes:

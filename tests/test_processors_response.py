@@ -1,5 +1,6 @@
 """The response-path processors in-process, on ext_proc protobuf messages as Envoy sends them: the
-response translator (per-answer body mode) and the observers (observability_mode: they never reply).
+response translator (per-answer body mode) and response observation — the streaming observer
+(observability_mode: it never replies) and the access-log entries of each request and attempt.
 
 Each test first sends the request through the downstream processor (and the per-attempt one where an
 attempt needs it), so the in-flight record and the decision metadata are the ones Envoy would carry.
@@ -12,8 +13,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from plano_extproc.contract import REQUEST_TIME_ATTRIBUTE
-from plano_extproc.extproc.tracking import InFlightRequests
+from plano_extproc.contract import REQUEST_TIME_ATTRIBUTE, STRIPPED_BEFORE_PROVIDER, USAGE_FIELDS
 from tests.processors_kit import (
     CLAUDE,
     CLAUDE_ID,
@@ -21,11 +21,14 @@ from tests.processors_kit import (
     Gateway,
     Mode,
     assert_error_shape,
+    attempt_log_entry,
     body_of,
     common_of,
+    decision_attributes,
     immediate_of,
     passthrough_config,
     removed_headers,
+    request_log_entry,
     response_attributes,
     response_body_msg,
     response_headers_msg,
@@ -89,8 +92,8 @@ def split(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-async def _flow(gateway: Gateway, api: str, text: str, attempt: int):
-    flow = await gateway.proxy(api, text)
+async def _flow(gateway: Gateway, api: str, text: str, attempt: int, **body):
+    flow = await gateway.proxy(api, text, **body)
     for n in range(1, attempt + 1):
         if n > 1 or flow.headers["x-plano-first"] != "ready":
             await flow.attempt(n)
@@ -295,44 +298,14 @@ async def test_an_answer_that_cannot_be_translated_is_a_502_in_the_clients_shape
     assert_error_shape(api, result.body, "could not be translated")
 
 
-# ============================================================================ observers
+# ============================================================================ observation
 
 
-class OrderedInFlight(InFlightRequests):
-    """Records what the metrics said when a record was closed: it must be closed last."""
-
-    def __init__(self, gateway_metrics: list) -> None:
-        super().__init__()
-        self.at_close: dict[str, dict[str, float]] = {}
-        self._gateway = gateway_metrics
-
-    def close(self, request_id: str):
-        (gateway,) = self._gateway
-        if self.get(request_id) is not None:
-            self.at_close[request_id] = snapshot(gateway)
-        return super().close(request_id)
-
-
-def snapshot(gateway: Gateway) -> dict[str, float]:
-    out = {}
-    for family in gateway.metrics.registry.collect():
-        for sample in family.samples:
-            if sample.name.startswith(("plano_requests_total", "plano_tokens_total", "plano_upstream", "plano_gen_ai")):
-                out[sample.name + str(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
-def observing_gateway() -> tuple[Gateway, OrderedInFlight]:
-    holder: list = []
-    inflight = OrderedInFlight(holder)
-    gateway = Gateway(inflight=inflight)
-    holder.append(gateway)
-    return gateway, inflight
-
-
-def _observed_headers(flow, status: int, content_type: str, attempt: int, end_of_stream: bool = False):
-    attributes = response_attributes(flow.request_id, attempt, **{REQUEST_TIME_ATTRIBUTE: datetime.now(UTC).isoformat()})
-    # the downstream observer gets no decision metadata (finding (g)): it reads the in-process record
+def _observed_headers(flow, status: int, content_type: str, attempt: int, end_of_stream: bool = False, decision: bool = True):
+    """The streaming observer's headers message: no forwarded metadata (it would come with every chunk,
+    finding (g)), the decision as CEL attributes instead (finding (u))."""
+    more = {REQUEST_TIME_ATTRIBUTE: datetime.now(UTC).isoformat(), **(decision_attributes(flow.metadata) if decision else {})}
+    attributes = response_attributes(flow.request_id, attempt, **more)
     return response_headers_msg(status, {"content-type": content_type}, attributes=attributes, end_of_stream=end_of_stream)
 
 
@@ -342,32 +315,39 @@ async def _observe(gateway: Gateway, messages) -> None:
         assert await observer.handle(message) is None  # observability_mode: never a reply
 
 
+def _usage_counts(body: bytes) -> dict | None:
+    """What json_to_metadata writes for a JSON answer: its usage counts under their own names."""
+    usage = orjson.loads(body).get("usage")
+    return {k: v for k, v in usage.items() if k in USAGE_FIELDS} if isinstance(usage, dict) else None
+
+
 OBSERVED = [
-    # (api, text, failed attempts before the answer, answering attempt, status, content type, body,
+    # (api, text, stream, failed attempts before the answer, answering attempt, status, content type, body,
     #  model that answered, (input, output) tokens, fall-over)
-    ("anthropic_messages", "code_generation", [], 1, 200, "application/json", orjson.dumps(ANTHROPIC_MESSAGE), CLAUDE, (15, 7), False),
-    ("openai_chat", "complex_reasoning", [429], 2, 200, "text/event-stream", ANTHROPIC_STREAM, CLAUDE, (12, 5), True),
-    ("anthropic_messages", "complex_reasoning", [], 1, 200, "application/json", orjson.dumps(CHAT_COMPLETION), GPT4O, (11, 7), False),
-    ("openai_chat", "complex_reasoning", [503], 2, 529, "application/json", b'{"type":"error"}', CLAUDE, None, True),
+    ("anthropic_messages", "code_generation", False, [], 1, 200, "application/json", orjson.dumps(ANTHROPIC_MESSAGE), CLAUDE, (15, 7), False),
+    ("openai_chat", "complex_reasoning", True, [429], 2, 200, "text/event-stream", ANTHROPIC_STREAM, CLAUDE, (12, 5), True),
+    ("anthropic_messages", "complex_reasoning", False, [], 1, 200, "application/json", orjson.dumps(CHAT_COMPLETION), GPT4O, (11, 7), False),
+    ("openai_chat", "complex_reasoning", False, [503], 2, 529, "application/json", b'{"type":"error"}', CLAUDE, None, True),
+    ("openai_chat", "complex_reasoning", True, [503], 2, 529, "application/json", b'{"type":"error"}', CLAUDE, None, True),
 ]
 
 
-@pytest.mark.parametrize(("api", "text", "failed", "attempt", "status", "content_type", "body", "model", "tokens", "fallover"), OBSERVED)
-async def test_the_observers_record_the_answer_by_the_model_that_gave_it(api, text, failed, attempt, status, content_type, body, model, tokens, fallover):
-    gateway, inflight = observing_gateway()
-    flow = await _flow(gateway, api, text, attempt)
-    record = gateway.inflight.get(flow.request_id)
-    first = record.attempts[0]
-    for n, failed_status in enumerate(failed, start=1):  # the per-attempt observer sees each failed attempt
-        message = response_headers_msg(failed_status, attributes=response_attributes(flow.request_id, n), metadata=flow.metadata)
-        assert await gateway.attempt_observer().handle(message) is None
-    if status >= 300:  # the final answer failed too: its attempt is observed upstream as well
-        message = response_headers_msg(status, attributes=response_attributes(flow.request_id, attempt), metadata=flow.metadata)
-        await gateway.attempt_observer().handle(message)
-    chunks = split(body, 40)
-    messages = [_observed_headers(flow, status, content_type, attempt)]
-    messages += [response_body_msg(c, end_of_stream=i == len(chunks) - 1) for i, c in enumerate(chunks)]
-    await _observe(gateway, messages)
+@pytest.mark.parametrize(("api", "text", "stream", "failed", "attempt", "status", "content_type", "body", "model", "tokens", "fallover"), OBSERVED)
+async def test_an_answer_is_recorded_by_the_model_that_gave_it(api, text, stream, failed, attempt, status, content_type, body, model, tokens, fallover):
+    """Each attempt's entry, the streaming observer for a streamed request, then the request's entry: the
+    request outcome, every attempt, the fall-over, timing and tokens, by the model that answered."""
+    gateway = Gateway()
+    flow = await _flow(gateway, api, text, attempt, stream=stream or None)
+    attempts = gateway.inflight.get(flow.request_id).attempts
+    for n, failed_status in enumerate([*failed, status], start=1):  # the router's upstream_log, one per attempt
+        gateway.access_log.attempt_entry(attempt_log_entry(attempts[n - 1], failed_status, flow.request_id))
+    if stream:
+        chunks = split(body, 40)
+        messages = [_observed_headers(flow, status, content_type, attempt)]
+        messages += [response_body_msg(c, end_of_stream=i == len(chunks) - 1) for i, c in enumerate(chunks)]
+        await _observe(gateway, messages)
+    usage = None if stream else _usage_counts(body)
+    gateway.access_log.request_entry(request_log_entry(flow.metadata, status, attempt, request_id=flow.request_id, usage=usage))
 
     provider = model.split("/")[0]
     outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
@@ -375,75 +355,108 @@ async def test_the_observers_record_the_answer_by_the_model_that_gave_it(api, te
     status_class = f"{status // 100}xx"
     assert gateway.sample("plano_upstream_responses_total", model=model, provider=provider, status_class=status_class) == 1
     for n, failed_status in enumerate(failed, start=1):
-        earlier = record.attempts[n - 1]
+        earlier = attempts[n - 1]
         assert gateway.sample("plano_upstream_responses_total", model=earlier, provider=earlier.split("/")[0], status_class=f"{failed_status // 100}xx") == 1
     assert gateway.sample("plano_upstream_attempts_count") == 1 and gateway.sample("plano_upstream_attempts_sum") == attempt
     assert gateway.sample("plano_upstream_fallovers_total", model=model) == (1 if fallover else 0)
-    assert model != first or not fallover
+    assert model != attempts[0] or not fallover
     assert gateway.sample("plano_gen_ai_client_operation_duration_seconds_count", model=model) == 1
+    assert gateway.sample("plano_gen_ai_client_operation_duration_seconds_sum", model=model) == 0.75
     assert gateway.sample("plano_gen_ai_time_to_first_token_seconds_count", model=model) == (1 if status < 300 else 0)
     if tokens is None:
         assert gateway.sample("plano_tokens_total", model=model, type="input") == 0
     else:
         assert (gateway.sample("plano_tokens_total", model=model, type="input"), gateway.sample("plano_tokens_total", model=model, type="output")) == tokens
         assert gateway.sample("plano_gen_ai_client_token_usage_tokens_count", model=model, type="output") == 1
-    # the record is closed, and closed last: everything was recorded when it went
+    assert gateway.inflight.get(flow.request_id) is None  # the request is over: its record went
+
+
+async def test_a_non_streaming_answer_opens_no_observer_and_its_first_byte_time_is_envoys():
+    """The routing processor skips the observer for it (x-plano-observe: 0) and asks for an answer
+    json_to_metadata can read; the request's entry brings the time to the first upstream byte."""
+    gateway = Gateway()
+    flow = await gateway.proxy("openai_chat", "complex_reasoning", headers={"accept-encoding": "gzip, br"})
+    sets = set_headers(flow.body_reply)
+    assert sets["x-plano-observe"] == "0" and sets["accept-encoding"] == "identity"
+    assert "x-plano-observe" in STRIPPED_BEFORE_PROVIDER
+    gateway.access_log.request_entry(request_log_entry(flow.metadata, 200, first_byte=0.25, last_byte=0.5, usage={"prompt_tokens": 3, "completion_tokens": 2}))
+    assert gateway.sample("plano_gen_ai_time_to_first_token_seconds_sum", model=GPT4O) == 0.25
+    assert gateway.sample("plano_gen_ai_client_operation_duration_seconds_sum", model=GPT4O) == 0.5
+    assert gateway.sample("plano_tokens_total", model=GPT4O, type="output") == 2
+
+
+async def test_a_streamed_request_passes_the_observer_and_keeps_its_accept_encoding():
+    gateway = Gateway()
+    flow = await gateway.proxy("openai_chat", "complex_reasoning", headers={"accept-encoding": "gzip"}, stream=True)
+    sets = set_headers(flow.body_reply)
+    assert sets["x-plano-observe"] == "1" and "accept-encoding" not in sets
+    assert flow.headers["accept-encoding"] == "gzip"  # the observer decodes a compressed stream itself
+    # the request's entry leaves the first token and the usage to the observer (none came here)
+    gateway.access_log.request_entry(request_log_entry(flow.metadata, 200, usage={"prompt_tokens": 3, "completion_tokens": 2}))
+    assert gateway.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 1
+    assert gateway.sample("plano_gen_ai_time_to_first_token_seconds_count", model=GPT4O) == 0
+    assert gateway.sample("plano_tokens_total", model=GPT4O, type="output") == 0
+
+
+async def test_the_observer_needs_no_record():
+    """Its request's entry (and the record's close) may come first, or the observer's stream may reach
+    another process: the decision comes with the response headers."""
+    gateway = Gateway()
+    flow = await gateway.proxy("openai_chat", "code_generation", stream=True)  # Claude, translated
+    gateway.access_log.request_entry(request_log_entry(flow.metadata, 200, request_id=flow.request_id))
     assert gateway.inflight.get(flow.request_id) is None
-    assert inflight.at_close[flow.request_id] == snapshot(gateway)
+    other = Gateway()  # another process: no record at all
+    for observing in (gateway, other):
+        chunks = split(ANTHROPIC_STREAM, 64)
+        messages = [_observed_headers(flow, 200, "text/event-stream", 1)]
+        messages += [response_body_msg(c, end_of_stream=i == len(chunks) - 1) for i, c in enumerate(chunks)]
+        await _observe(observing, messages)
+        assert observing.sample("plano_tokens_total", model=CLAUDE, type="input") == 12
+        assert observing.sample("plano_tokens_total", model=CLAUDE, type="output") == 5
+        assert observing.sample("plano_gen_ai_time_to_first_token_seconds_count", model=CLAUDE) == 1
 
 
 async def test_the_response_headers_release_the_kept_body():
     gateway = Gateway()
-    flow = await gateway.proxy("openai_chat", "complex_reasoning")
+    flow = await gateway.proxy("openai_chat", "complex_reasoning", stream=True)
     assert gateway.inflight.get(flow.request_id).forward is not None
-    await _observe(gateway, [_observed_headers(flow, 200, "application/json", 1)])
+    await _observe(gateway, [_observed_headers(flow, 200, "text/event-stream", 1)])
     record = gateway.inflight.get(flow.request_id)
     assert record is not None and record.forward is None  # no more attempts; the record stays until the end
 
 
-async def test_a_response_cut_short_is_still_recorded_once():
+async def test_a_stream_cut_short_records_its_usage_once():
     gateway = Gateway()
-    flow = await gateway.proxy("openai_chat", "complex_reasoning")
+    flow = await gateway.proxy("openai_chat", "code_generation", stream=True)
     observer = gateway.observe()
     await observer.handle(_observed_headers(flow, 200, "text/event-stream", 1))
-    await observer.handle(response_body_msg(ANTHROPIC_STREAM[:60]))
+    first_event = ANTHROPIC_STREAM[: ANTHROPIC_STREAM.index(b"\n\n") + 2]  # message_start: the input count
+    await observer.handle(response_body_msg(first_event))
     observer.finish()  # the server calls finish when the stream ends without end_of_stream
     observer.finish()
     await observer.handle(response_body_msg(b"late", end_of_stream=True))
-    assert gateway.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 1
-    assert gateway.sample("plano_gen_ai_client_operation_duration_seconds_count", model=GPT4O) == 1
+    assert gateway.sample("plano_tokens_total", model=CLAUDE, type="input") == 12
+    assert gateway.sample("plano_gen_ai_client_token_usage_tokens_count", model=CLAUDE, type="input") == 1
     assert gateway.inflight.get(flow.request_id) is None
 
 
-async def test_a_headers_only_answer_is_recorded_at_its_end_of_stream():
+async def test_a_headers_only_answer_has_no_first_token():
     gateway = Gateway()
-    flow = await gateway.proxy("anthropic_messages", "code_generation")
-    await _observe(gateway, [_observed_headers(flow, 204, "application/json", 1, end_of_stream=True)])
+    flow = await gateway.proxy("anthropic_messages", "code_generation", stream=True)
+    await _observe(gateway, [_observed_headers(flow, 204, "text/event-stream", 1, end_of_stream=True)])
+    flat = await gateway.proxy("anthropic_messages", "code_generation")
+    gateway.access_log.request_entry(request_log_entry(flat.metadata, 204, body_bytes=0))
     assert gateway.sample("plano_requests_total", endpoint="proxy", api_format="anthropic_messages", outcome="ok") == 1
     assert gateway.sample("plano_gen_ai_time_to_first_token_seconds_count", model=CLAUDE) == 0
     assert gateway.inflight.get(flow.request_id) is None
 
 
-async def test_an_observer_records_nothing_for_a_request_it_does_not_know():
+async def test_an_observer_records_nothing_for_a_request_without_a_decision():
     gateway = Gateway()
-    message = response_headers_msg(200, {"content-type": "application/json"}, attributes=response_attributes("req-unknown", 1))
-    await _observe(gateway, [message, response_body_msg(orjson.dumps(CHAT_COMPLETION), end_of_stream=True)])
-    assert gateway.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 0
+    flow = await gateway.proxy("openai_chat", "complex_reasoning", stream=True)
+    await _observe(gateway, [_observed_headers(flow, 200, "application/json", 1, decision=False), response_body_msg(orjson.dumps(CHAT_COMPLETION), end_of_stream=True)])
     assert gateway.sample("plano_tokens_total", model=GPT4O, type="input") == 0
-
-
-@pytest.mark.parametrize("source", ["metadata", "record", "neither"])
-async def test_the_attempt_observer_names_the_attempts_model_from_metadata_or_record(source):
-    gateway = Gateway()
-    flow = await gateway.proxy("openai_chat", "complex_reasoning")
-    request_id = flow.request_id if source != "neither" else "req-unknown"
-    metadata = flow.metadata if source == "metadata" else None
-    if source == "metadata":
-        gateway.inflight.close(flow.request_id)
-    message = response_headers_msg(429, attributes=response_attributes(request_id, 1), metadata=metadata)
-    assert await gateway.attempt_observer().handle(message) is None
-    expected = 0 if source == "neither" else 1
-    assert gateway.sample("plano_upstream_responses_total", model=GPT4O, provider="openai", status_class="4xx") == expected
+    assert gateway.sample("plano_gen_ai_time_to_first_token_seconds_count", model=GPT4O) == 0
 
 
 @pytest.mark.parametrize("last_empty", [True, False], ids=["empty-last-message", "data-in-last-message"])

@@ -11,16 +11,16 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import grpc
 import orjson
 import pytest
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from plano_extproc.apis import BY_NAME
-from plano_extproc.contract import FINGERPRINT_METADATA, PROCESSOR_METADATA, REQUEST_TIME_ATTRIBUTE, Processor, config_fingerprint
+from plano_extproc.contract import ATTEMPT_LOG, FINGERPRINT_METADATA, PROCESSOR_METADATA, REQUEST_LOG, Processor, config_fingerprint
 from plano_extproc.extproc.server import ExtProcServer
 from plano_extproc.forwarding import Forwarder
 from plano_extproc.router.chain import RouterChain
@@ -28,8 +28,10 @@ from tests.processors_kit import (
     CLAUDE,
     KeywordRouter,
     Mode,
+    access_log_message,
     apply_mutation,
     assert_error_shape,
+    attempt_log_entry,
     body_of,
     client_body,
     client_headers,
@@ -40,6 +42,7 @@ from tests.processors_kit import (
     immediate_of,
     request_body_msg,
     request_headers_msg,
+    request_log_entry,
     response_attributes,
     response_body_msg,
     response_headers_msg,
@@ -54,6 +57,7 @@ CALL_TIMEOUT_S = 10  # a hung stream fails the test instead of hanging it; never
 class Served:
     server: ExtProcServer
     stub: ext_grpc.ExternalProcessorStub
+    access_log: als_pb2_grpc.AccessLogServiceStub
     fingerprint: str
 
     def sample(self, name: str, **labels: str) -> float:
@@ -83,6 +87,19 @@ class Served:
         assert await call.read() is grpc.aio.EOF  # the stream ends: nothing more, nothing hung
         return replies, await call.code()
 
+    async def access_logs(self, streams: Sequence[Sequence[als_pb2.StreamAccessLogsMessage]], fingerprint: str | None = "ours") -> bool:
+        """One access-log stream per sequence of messages, as Envoy keeps one per logger: sent, then closed;
+        True when each ended with the empty response."""
+        metadata = () if fingerprint is None else ((FINGERPRINT_METADATA, self.fingerprint if fingerprint == "ours" else fingerprint),)
+        for messages in streams:
+            call = self.access_log.StreamAccessLogs(metadata=metadata, timeout=CALL_TIMEOUT_S)
+            for message in messages:
+                await call.write(message)
+            await call.done_writing()
+            if await call != als_pb2.StreamAccessLogsResponse():
+                return False
+        return True
+
     async def observe(self, processor: str, messages: Sequence[ext.ProcessingRequest], fingerprint: str | None = "ours") -> tuple[list[ext.ProcessingResponse], grpc.StatusCode]:
         """Observers: Envoy sends and never waits for a reply."""
         call = self.open(processor, fingerprint)
@@ -103,7 +120,7 @@ async def served() -> AsyncIterator[Served]:
     await server.start()
     channel = grpc.aio.insecure_channel(address)
     try:
-        yield Served(server, ext_grpc.ExternalProcessorStub(channel), config_fingerprint(config))
+        yield Served(server, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
     finally:
         await channel.close()
         await server.stop(0)
@@ -153,9 +170,8 @@ async def test_a_stream_from_a_bootstrap_of_another_config_is_refused_with_503(s
     assert served.sample("plano_config_mismatch_total") == 2  # counted per refused stream
 
 
-@pytest.mark.parametrize("processor", ["observe", "upstream-observe"])
-async def test_an_observer_of_another_config_is_counted_and_answers_nothing(served, processor):
-    replies, code = await served.observe(processor, [response_headers_msg(200, attributes=response_attributes("req-x", 1))], fingerprint="0123456789abcdef")
+async def test_an_observer_of_another_config_is_counted_and_answers_nothing(served):
+    replies, code = await served.observe("observe", [response_headers_msg(200, attributes=response_attributes("req-x", 1))], fingerprint="0123456789abcdef")
     assert (replies, code) == ([], grpc.StatusCode.OK)
     assert served.sample("plano_config_mismatch_total") == 1
 
@@ -227,8 +243,8 @@ async def test_an_exception_in_the_translator_is_a_500_in_the_clients_shape(serv
 
 
 async def test_one_request_through_every_processor_shares_one_record(served):
-    """Downstream, a failed attempt 1, attempt 2 translated, its answer translated and observed: separate
-    gRPC streams that meet only in the server's in-flight record and Envoy's metadata."""
+    """Downstream, a failed attempt 1, attempt 2 translated, its answer translated, then the access logs:
+    separate gRPC streams that meet only in the server's in-flight record and Envoy's metadata."""
     raw = client_body("openai_chat", "complex_reasoning: trains")
     headers = client_headers("/v1/chat/completions", raw, "req-c1")
     replies, _ = await served.lockstep("downstream", [request_headers_msg(headers), request_body_msg(raw)])
@@ -237,9 +253,7 @@ async def test_one_request_through_every_processor_shares_one_record(served):
     metadata = envoy_metadata(down)
     assert set_headers(down)[":authority"] == "api.openai.com"
 
-    # attempt 1 (GPT-4o) answers 429: the per-attempt observer sees it; attempt 2 goes to Claude, translated
-    failed = response_headers_msg(429, attributes=response_attributes("req-c1", 1), metadata=metadata)
-    assert await served.observe("upstream-observe", [failed]) == ([], grpc.StatusCode.OK)
+    # attempt 1 (GPT-4o) answers 429; attempt 2 goes to Claude, translated
     replies, _ = await served.lockstep("upstream", [request_headers_msg({**headers, "x-envoy-attempt-count": "2"}, metadata=metadata)])
     attempt = replies[0]
     assert common_of(attempt).status == ext.CommonResponse.CONTINUE_AND_REPLACE
@@ -265,9 +279,11 @@ async def test_one_request_through_every_processor_shares_one_record(served):
     client = orjson.loads(body_of(replies[1]))
     assert client["object"] == "chat.completion" and client["choices"][0]["message"]["content"] == "At 7pm."
 
-    attributes = response_attributes("req-c1", 2, **{REQUEST_TIME_ATTRIBUTE: datetime.now(UTC).isoformat()})
-    observed = [response_headers_msg(200, provider_headers, attributes=attributes), response_body_msg(orjson.dumps(answer), end_of_stream=True)]
-    assert await served.observe("observe", observed) == ([], grpc.StatusCode.OK)
+    # the router's upstream_log (an entry per attempt) and the HCM's access log (the request's, with the
+    # usage counts json_to_metadata read), each logger on its own stream
+    attempts = [attempt_log_entry("openai/gpt-4o", 429, "req-c1"), attempt_log_entry(CLAUDE, 200, "req-c1")]
+    entry = request_log_entry(metadata, 200, 2, request_id="req-c1", usage=answer["usage"])
+    assert await served.access_logs([[access_log_message(attempts[:1], ATTEMPT_LOG), access_log_message(attempts[1:])], [access_log_message([entry], REQUEST_LOG)]])
 
     assert served.sample("plano_upstream_responses_total", model="openai/gpt-4o", provider="openai", status_class="4xx") == 1
     assert served.sample("plano_upstream_responses_total", model=CLAUDE, provider="anthropic", status_class="2xx") == 1
@@ -278,3 +294,49 @@ async def test_one_request_through_every_processor_shares_one_record(served):
     for processor in Processor:
         assert served.sample("plano_extproc_inflight_streams", processor=processor.value) == 0
     assert served.sample("plano_extproc_phase_duration_seconds_count", processor="downstream", phase="request_body") == 1
+
+
+async def test_access_logs_are_read_by_the_logger_each_stream_names(served):
+    """Envoy names a stream's logger in its first message only; later messages carry entries alone."""
+    raw = client_body("openai_chat", "complex_reasoning: trains")
+    replies, _ = await served.lockstep("downstream", [request_headers_msg(client_headers("/v1/chat/completions", raw, "req-a1")), request_body_msg(raw)])
+    metadata = envoy_metadata(replies[1])
+    entry = request_log_entry(metadata, 200, request_id="req-a1", usage={"prompt_tokens": 5, "completion_tokens": 3})
+    requests = [access_log_message([entry], REQUEST_LOG), access_log_message([entry, entry])]
+    attempts = [access_log_message([attempt_log_entry("openai/gpt-4o", 200)], ATTEMPT_LOG)]
+    unknown = [access_log_message([entry], "someone.elses"), access_log_message([entry])]
+    assert await served.access_logs([requests, attempts, unknown])
+    assert served.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 3
+    assert served.sample("plano_tokens_total", model="openai/gpt-4o", type="output") == 9
+    assert served.sample("plano_upstream_responses_total", model="openai/gpt-4o", provider="openai", status_class="2xx") == 1
+    assert served.server.inflight.get("req-a1") is None
+    for log_name, count in (("requests", 3), ("attempts", 1), ("other", 2)):
+        assert served.sample("plano_access_log_entries_total", log=log_name) == count
+
+
+async def test_access_logs_of_another_config_are_counted_and_ignored(served):
+    metadata = decision_metadata({"models": "openai/gpt-4o,openai/gpt-4o", "api": "openai_chat", "route": ""})
+    stream = [access_log_message([request_log_entry(metadata, 200)], REQUEST_LOG)]
+    assert await served.access_logs([stream], fingerprint="0123456789abcdef")
+    assert served.sample("plano_config_mismatch_total") == 1
+    assert served.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 0
+    assert served.sample("plano_access_log_entries_total", log="requests") == 1  # received all the same
+
+
+async def test_an_entry_that_cannot_be_read_is_skipped_and_the_stream_goes_on(served, monkeypatch):
+    metrics = served.server.metrics
+    real = metrics.record_request
+    calls = []
+
+    def once_broken(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        real(*args)
+
+    monkeypatch.setattr(metrics, "record_request", once_broken)
+    metadata = decision_metadata({"models": "openai/gpt-4o,openai/gpt-4o", "api": "openai_chat", "route": ""})
+    entry = request_log_entry(metadata, 200)
+    assert await served.access_logs([[access_log_message([entry, entry], REQUEST_LOG), access_log_message([entry])]])
+    assert served.sample("plano_requests_total", endpoint="proxy", api_format="openai_chat", outcome="ok") == 2
+    assert served.sample("plano_access_log_entries_total", log="requests") == 3

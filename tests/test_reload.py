@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from plano_extproc.api import routing_pb2, routing_pb2_grpc
@@ -67,7 +68,7 @@ async def served():
     await server.start()
     channel = grpc.aio.insecure_channel(address)
     try:
-        yield Served(server, ext_grpc.ExternalProcessorStub(channel), config_fingerprint(config))
+        yield Served(server, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
     finally:
         await channel.close()
         await server.stop(0)

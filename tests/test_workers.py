@@ -146,9 +146,14 @@ def test_requests_spread_over_both_workers_and_the_merged_metrics_count_each_onc
         status, _, _ = post(gw, path, {"model": "gpt-4o-mini", "messages": user(f"{FRANCE} ({i})")})
         assert status == 200
         sent += 1
+
+    def counted() -> list[float]:
+        return [total(a, "plano_requests_total") - total(b, "plano_requests_total") for a, b in zip(per_worker(gw), workers_before, strict=True)]
+
+    # proxied requests are counted from Envoy's access-log entries, sent in batches (within a second)
+    wait_until(lambda: sum(counted()) >= sent, 20, "every request to be counted", every=0.2)
     after, workers_after = merged(gw), per_worker(gw)
-    counted = [total(a, "plano_requests_total") - total(b, "plano_requests_total") for a, b in zip(workers_after, workers_before, strict=True)]
-    assert sum(counted) == sent and all(c > 0 for c in counted), counted  # both workers served, each request once
+    assert sum(counted()) == sent and all(c > 0 for c in counted()), counted()  # both workers served, each request once
     assert total(after, "plano_requests_total") - total(before, "plano_requests_total") == sent
     # the merge is the sum: per label set too
     for labels in ({"endpoint": "proxy"}, {"endpoint": "routing"}):
@@ -259,7 +264,8 @@ def test_a_killed_worker_is_restarted_and_the_gateway_serves_again():
         pool = running.gateway.pool
         for i in range(6):
             assert post(running, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": user(f"{FRANCE} {i}")})[0] == 200
-        counted = total(merged(running), "plano_requests_total")
+        wait_until(lambda: total(merged(running), "plano_requests_total", endpoint="proxy") >= 6, 20, "the counts", every=0.2)
+        counted = total(merged(running), "plano_requests_total")  # this scrape is the last one before the kill
         victim = pool.pids()[1]
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: pool.pids()[1] not in (None, victim), 30, "worker 1 to be restarted")
@@ -277,8 +283,9 @@ def test_a_killed_worker_is_restarted_and_the_gateway_serves_again():
                 tally.deltas()
                 time.sleep(0.2)
         wait_until(lambda: ready(running) == 200, 30, "readiness after the restart")
-        # what the dead worker counted stays in the merged counters: they never go down
-        assert total(merged(running), "plano_requests_total") >= counted + len(served)
+        # what the dead worker counted stays in the merged counters: they never go down (proxied requests
+        # are counted from access-log entries, within a second)
+        wait_until(lambda: total(merged(running), "plano_requests_total") >= counted + len(served), 20, "the counts", every=0.2)
 
         # a worker kept down (killed again each time it comes back) makes the gateway not ready
         down_until = time.monotonic() + 8

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -341,7 +342,7 @@ async def worker_one():
     await server.start()
     channel = grpc.aio.insecure_channel(address)
     try:
-        yield Served(server, ext_grpc.ExternalProcessorStub(channel), config_fingerprint(config))
+        yield Served(server, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
     finally:
         await channel.close()
         await server.stop(0)

@@ -4,12 +4,14 @@ The bootstrap makes Envoy do the networking of the gateway (the Envoy facts behi
 on the real binary, are in docs/envoy.md; code comments cite them as "finding (x)"):
 
 * `listener`: one listener → HTTP connection manager → routing ext_proc (parse, decide, pick the
-  composite cluster) → response observer → router;
+  composite cluster) → response translator → token usage and streaming observer → router, and the
+  access logs (stdout, and gRPC to the ext_proc service for response observation: `access_logs`);
 * `routes`: decision-only, one proxy route per composite, ``GET /v1/models``, JSON 404s;
 * `clusters`: one cluster per declared model, one **composite** cluster per prebuilt attempt list
   (attempt N → sub-cluster N; its own upstream filters run a per-attempt ext_proc), the ext_proc
   service, the decision black hole, the OTLP collector;
-* `filters`: the ext_proc processors and observers, match_delegate, header strip, terminal filters;
+* `filters`: the ext_proc processors and the streaming observer, match_delegate, json_to_metadata,
+  header strip, terminal filters;
 * `admin`: the admin interface (127.0.0.1 or an owner-only Unix socket) and the optional probe listener.
 
 What both sides must agree on (phases, filter names, cluster names, attempt lists, retry budgets, the
@@ -106,7 +108,7 @@ def build_bootstrap(
     clusters += [model_cluster(p, config.overrides) for p in config.providers]
     if config.tracing.envoy_otlp_grpc:
         clusters.append(otel_cluster(config.tracing.envoy_otlp_grpc))
-    clusters += [composite_cluster(attempts, fingerprint, observation) for attempts in prebuilt_attempt_lists(config)]
+    clusters += [composite_cluster(attempts, fingerprint) for attempts in prebuilt_attempt_lists(config)]
     listeners = [listener(config, port, fingerprint, observation)]
     if probe_port is not None:
         probes, admin_cluster = probe_listener(probe_port, admin, probe_address)

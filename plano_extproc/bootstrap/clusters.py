@@ -30,7 +30,7 @@ from .common import (
     socket_address,
 )
 from .composite import composite_pb2
-from .filters import Observation, upstream_chain
+from .filters import upstream_chain
 
 #: System CA bundle used to verify provider certificates (Debian/Ubuntu/Alpine path).
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -115,7 +115,7 @@ def model_cluster(provider: ProviderConfig, overrides: Overrides) -> Any:
     return cluster
 
 
-def composite_cluster(attempts: tuple[str, ...], fingerprint: str, observation: Observation) -> Any:
+def composite_cluster(attempts: tuple[str, ...], fingerprint: str) -> Any:
     """Attempt N goes to sub-cluster N (finding (a)); only the composite's own upstream filters run, once
     per attempt (docs/envoy.md)."""
     entries = [composite_pb2.ClusterConfig.ClusterEntry(name=model_cluster_name(m)) for m in attempts]
@@ -127,7 +127,7 @@ def composite_cluster(attempts: tuple[str, ...], fingerprint: str, observation: 
             name="envoy.clusters.composite", typed_config=pack(composite_pb2.ClusterConfig(clusters=entries))
         ),
     )
-    options = hpo_pb2.HttpProtocolOptions(http_filters=upstream_chain(fingerprint, observation))
+    options = hpo_pb2.HttpProtocolOptions(http_filters=upstream_chain(fingerprint))
     # required next to http_filters; the sub-cluster's protocol options drive the connection
     options.use_downstream_protocol_config.SetInParent()
     set_http_protocol_options(cluster, options)

@@ -1,10 +1,11 @@
-"""The HTTP filters: our ext_proc processors and observers, the match_delegate wrapper that skips one, the
-header strip before a provider, and Envoy's terminal filters.
+"""The HTTP filters: our ext_proc processors and the streaming observer, the match_delegate wrapper that
+skips one, json_to_metadata for token usage, the header strip before a provider, and Envoy's terminal
+filters.
 
-Two chains are built here: the downstream one on the listener (routing processor, response observer,
-router) and the upstream one on every composite cluster (per-attempt processor, per-attempt observer,
-header strip, codec). Filter names, processors, attributes and the metadata namespace come from
-`plano_extproc.contract`, which the processors read too.
+Two chains are built here: the downstream one on the listener (routing processor, response translator,
+usage reader, streaming observer, router with its attempt log) and the upstream one on every composite
+cluster (per-attempt processor, header strip, codec). Filter names, processors, attributes and the metadata
+namespaces come from `plano_extproc.contract`, which the processors read too.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.type.matcher.v3 import http_inputs_pb2, string_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, regex_pb2, string_pb2
 from google.protobuf.message import Message
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2
@@ -37,6 +39,7 @@ from plano_extproc.contract import (
     METADATA_NAMESPACE,
     OBSERVE_ATTRIBUTES,
     OBSERVE_FILTER,
+    OBSERVE_HEADER,
     PROCESSOR_METADATA,
     ROUTING_FILTER,
     STRIPPED_BEFORE_PROVIDER,
@@ -44,11 +47,13 @@ from plano_extproc.contract import (
     TRANSLATE_FILTER,
     TRANSLATE_HEADER,
     UPSTREAM_FILTER,
-    UPSTREAM_OBSERVE_ATTRIBUTES,
-    UPSTREAM_OBSERVE_FILTER,
+    USAGE_FIELDS,
+    USAGE_FILTER,
+    USAGE_NAMESPACE,
     Processor,
 )
 
+from .access_logs import attempt_log
 from .common import milliseconds, pack, seconds, typed_extension
 
 #: Time the downstream processor may spend beyond the router's own timeout (parsing, JSON rewriting of a
@@ -60,17 +65,23 @@ UPSTREAM_EXTPROC_TIMEOUT_MS = 5000
 MAX_MESSAGE_TIMEOUT_S = 30
 #: how long Envoy keeps an observer stream open after the HTTP stream ended (finding (h); default 5 s)
 OBSERVER_DEFERRED_CLOSE_S = 1
+#: the response content types json_to_metadata parses: JSON with or without parameters (a plain
+#: ``allow_content_types`` entry matches only the bare type, not "application/json; charset=utf-8",
+#: finding (w)). Server-sent events pass the filter untouched and unbuffered.
+JSON_CONTENT_TYPES = r"(?i)\s*application/json\s*(;.*)?"
 
 _Mode = processing_mode_pb2.ProcessingMode
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """Which response observers are rendered: the config's ``observability.responses``."""
+    """How responses are observed: the config's ``observability.responses``."""
 
-    #: the downstream observer (status, timing, usage) and the per-attempt one on each composite
+    #: the gRPC access logs (access_logs.py): each request's outcome, attempts, fall-over and duration, each
+    #: attempt's status
     enabled: bool
-    #: the downstream observer also receives response bodies (token usage, time to first token)
+    #: and the answers' bodies: json_to_metadata reads a non-streaming answer's token usage, the streaming
+    #: observer a streamed answer's time to first token and token usage
     bodies: bool
 
     @classmethod
@@ -206,10 +217,15 @@ def translate_filter(fingerprint: str) -> Any:
     return _skip_when(TRANSLATE_FILTER, processor, TRANSLATE_HEADER, translate, exact="0")
 
 
-def _observer(which: Processor, fingerprint: str, *, bodies: bool, attributes: tuple[str, ...]) -> Any:
-    """An ext_proc in observability_mode on the response path: Envoy never waits for it (finding (e))."""
-    return ext_proc_pb2.ExternalProcessor(
-        grpc_service=_service(which, fingerprint),
+def observer_filter(fingerprint: str) -> Any:
+    """The streaming observer: an ext_proc in observability_mode (Envoy never waits for it, finding (e)) that
+    sees a streamed answer's headers and every chunk, for its time to first token and token usage. Skipped
+    (no gRPC stream) unless the client asked for a stream (``x-plano-observe``, set by the routing
+    processor as ``x-plano-translate`` is, finding (l)). The decision comes as CEL attributes with the
+    response headers (finding (u)); forwarded metadata would come with every chunk (finding (g)). Its own
+    name lets routes disable it apart from the routing processor (finding (i))."""
+    observer = ext_proc_pb2.ExternalProcessor(
+        grpc_service=_service(Processor.OBSERVE, fingerprint),
         observability_mode=True,
         # observation must never cost a request anything: a processor that is down is ignored
         failure_mode_allow=True,
@@ -217,32 +233,36 @@ def _observer(which: Processor, fingerprint: str, *, bodies: bool, attributes: t
             request_header_mode=_Mode.SKIP,
             request_body_mode=_Mode.NONE,
             response_header_mode=_Mode.SEND,
-            response_body_mode=_Mode.STREAMED if bodies else _Mode.NONE,
+            response_body_mode=_Mode.STREAMED,
             request_trailer_mode=_Mode.SKIP,
             response_trailer_mode=_Mode.SKIP,
         ),
-        # request identity without request headers (finding (f))
-        response_attributes=list(attributes),
+        # request identity without request headers (finding (f)), the decision (finding (u))
+        response_attributes=list(OBSERVE_ATTRIBUTES),
         deferred_close_timeout=seconds(OBSERVER_DEFERRED_CLOSE_S),
     )
+    streamed = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=OBSERVE_HEADER)
+    return _skip_when(OBSERVE_FILTER, observer, OBSERVE_HEADER, streamed, exact="0")
 
 
-def observer_filter(fingerprint: str, *, bodies: bool) -> Any:
-    """The downstream observer. No decision metadata: it would come with every body chunk (finding (g));
-    the observer reads the processor's in-process record instead. Its own name lets routes disable it
-    apart from the routing processor (finding (i))."""
-    observer = _observer(Processor.OBSERVE, fingerprint, bodies=bodies, attributes=OBSERVE_ATTRIBUTES)
-    return http_filter(OBSERVE_FILTER, observer)
-
-
-def upstream_observer_filter(fingerprint: str) -> Any:
-    """Per-attempt response headers (findings (g), (j)): only failed attempts open a stream; the
-    downstream observer counts the final 2xx."""
-    observer = _observer(Processor.UPSTREAM_OBSERVE, fingerprint, bodies=False, attributes=UPSTREAM_OBSERVE_ATTRIBUTES)
-    # one headers message per attempt, so the decision metadata is cheap here (finding (g))
-    observer.metadata_options.forwarding_namespaces.CopyFrom(_namespaces())
-    status = http_inputs_pb2.HttpResponseHeaderMatchInput(header_name=":status")
-    return _skip_when(UPSTREAM_OBSERVE_FILTER, observer, ":status", status, prefix="2")
+def usage_filter() -> Any:
+    """json_to_metadata on the response path: the ``usage`` counts of a whole JSON answer go to the
+    request's dynamic metadata (``USAGE_NAMESPACE``) under the provider's field names, and from there into
+    its access-log entry, where they are read with the provider API's ``read_usage``. After the response
+    translator in the chain, so on the response path it reads the provider's own answer. Values keep their
+    JSON type (``PROTOBUF_VALUE``): a count that is not a number is ignored, as when the processor read the
+    body itself. It cannot read a compressed body (an Envoy decompressor before it hangs the response,
+    finding (w)), so the routing processor asks for identity when it does not stream."""
+    jtm = json_to_metadata_pb2.JsonToMetadata
+    rules = [
+        jtm.Rule(
+            selectors=[jtm.Selector(key="usage"), jtm.Selector(key=field)],
+            on_present=jtm.KeyValuePair(metadata_namespace=USAGE_NAMESPACE, key=field, type=jtm.PROTOBUF_VALUE),
+        )
+        for field in USAGE_FIELDS
+    ]
+    json_types = regex_pb2.RegexMatcher(regex=JSON_CONTENT_TYPES)
+    return http_filter(USAGE_FILTER, jtm(response_rules=jtm.MatchRules(rules=rules, allow_content_types_regex=json_types)))
 
 
 def _xds_extension(name: str, message: Message) -> Any:
@@ -293,9 +313,9 @@ def strip_internal_headers() -> Any:
     return http_filter("envoy.filters.http.header_mutation", header_mutation_pb2.HeaderMutation(mutations=mutations))
 
 
-def router() -> Any:
+def router(*upstream_logs: Any) -> Any:
     # no x-envoy-* headers of Envoy's own (expected timeout, attempt count...) on requests to providers
-    return http_filter("envoy.filters.http.router", router_pb2.Router(suppress_envoy_headers=True))
+    return http_filter("envoy.filters.http.router", router_pb2.Router(suppress_envoy_headers=True, upstream_log=upstream_logs))
 
 
 def upstream_codec() -> Any:
@@ -313,18 +333,15 @@ def disabled(*names: str) -> dict[str, Any]:
 
 def downstream_chain(config: PlanoConfig, fingerprint: str, observation: Observation) -> list[Any]:
     chain = [routing_filter(config, fingerprint), translate_filter(fingerprint)]
-    if observation.enabled:
-        # after the routing processor: on the response path it sees what the router hands back
-        chain.append(observer_filter(fingerprint, bodies=observation.bodies))
-    chain.append(router())
+    if observation.bodies:
+        # after the translator: on the response path they see the provider's answer, as the router hands it back
+        chain += [usage_filter(), observer_filter(fingerprint)]
+    # with response observation, one access-log entry per upstream attempt (access_logs.py)
+    chain.append(router(attempt_log(fingerprint)) if observation.enabled else router())
     return chain
 
 
-def upstream_chain(fingerprint: str, observation: Observation) -> list[Any]:
+def upstream_chain(fingerprint: str) -> list[Any]:
     """The composite cluster's own filters: the only ones that run per attempt (docs/envoy.md: a
     sub-cluster's filters do not run when it is reached through the composite)."""
-    chain = [upstream_filter(fingerprint)]
-    if observation.enabled:
-        chain.append(upstream_observer_filter(fingerprint))
-    chain += [strip_internal_headers(), upstream_codec()]
-    return chain
+    return [upstream_filter(fingerprint), strip_internal_headers(), upstream_codec()]

@@ -1,5 +1,6 @@
 """The gateway listener: HTTP connection manager with the downstream filter chain, the route table, a
-JSON access log on stdout and, when configured, Envoy's own OpenTelemetry spans."""
+JSON access log on stdout, the request log for response observation (gRPC, access_logs.py) and, when
+configured, Envoy's own OpenTelemetry spans."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from google.protobuf.wrappers_pb2 import UInt32Value
 
 from plano_extproc.config import PlanoConfig
 
+from .access_logs import request_log
 from .clusters import OTEL_CLUSTER
 from .common import BUFFER_LIMIT_BYTES, pack, seconds, socket_address
 from .filters import Observation, downstream_chain
@@ -87,7 +89,7 @@ def listener(config: PlanoConfig, port: int, fingerprint: str, observation: Obse
         stream_idle_timeout=seconds(STREAM_IDLE_TIMEOUT_S),
         route_config=route_config(config, observation),
         http_filters=downstream_chain(config, fingerprint, observation),
-        access_log=[_access_log()],
+        access_log=[_access_log(), *([request_log(fingerprint)] if observation.enabled else [])],
         # an edge listener: every client is external, whatever its address. Envoy then strips the
         # x-envoy-* control headers clients send, makes its own x-request-id (the processors key their
         # in-flight records by it), and trusts no X-Forwarded-For.

@@ -173,7 +173,7 @@ def _proxy_route(config: PlanoConfig, attempts: tuple[str, ...], timeout_s: floa
 def route_config(config: PlanoConfig, observation: Observation) -> Any:
     timeout_s = config.listener.timeout_seconds or 0
     # the processors record what they answer themselves; nothing to observe on these routes
-    observer: tuple[str, ...] = (OBSERVE_FILTER,) if observation.enabled else ()
+    observer: tuple[str, ...] = (OBSERVE_FILTER,) if observation.bodies else ()
     # and no response to translate (a request without a decision never sets x-plano-translate)
     observer += (TRANSLATE_FILTER,)
     decision = rc.Route(
@@ -197,7 +197,7 @@ def route_config(config: PlanoConfig, observation: Observation) -> Any:
         # /v1/ request through without a decision.
         name="no_decision",
         match=rc.RouteMatch(prefix="/v1/"),
-        typed_per_filter_config=disabled(TRANSLATE_FILTER),
+        typed_per_filter_config=disabled(TRANSLATE_FILTER, *observer),
         **_json_response(404, NO_DECISION_BODY),
     )
     not_found = rc.Route(

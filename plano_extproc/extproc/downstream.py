@@ -26,6 +26,7 @@ from plano_extproc.contract import (
     FIRST_TRANSLATE,
     INTERNAL_PREFIX,
     MAX_RETRIES_HEADER,
+    OBSERVE_HEADER,
     ROUTE_HEADER,
     TRANSLATE_HEADER,
     WORKER_HEADER,
@@ -117,6 +118,9 @@ class DownstreamContext:
         #: with several worker processes, this one's number: the later processors of a forwarded request
         #: run only in the worker named by WORKER_HEADER (the one holding its in-flight record)
         self.worker_value = str(worker) if worker is not None else None
+        #: response bodies are observed: json_to_metadata reads non-streaming answers, the streaming
+        #: observer streamed ones (bootstrap: observability.responses)
+        self.observe_bodies = engine.config.observability.responses == "bodies"
 
 
 class DownstreamExchange:
@@ -262,6 +266,12 @@ class DownstreamExchange:
         if self.ctx.worker_value is not None:
             sets.append((WORKER_HEADER, self.ctx.worker_value))
         remove: list[str] = []
+        if self.ctx.observe_bodies:
+            # the streaming observer reads streamed answers only (docs/envoy.md finding (l)); json_to_metadata
+            # reads the others, and cannot read a compressed body (finding (w))
+            sets.append((OBSERVE_HEADER, "1" if request.stream else "0"))
+            if not request.stream:
+                sets.append(("accept-encoding", "identity"))
         if translated[0]:
             # the body stays in the client's API (every later attempt starts from it); the per-attempt
             # processor translates attempt 1 like any other
@@ -282,7 +292,9 @@ class DownstreamExchange:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
         response = continue_body(header_mutation(sets, remove), body, clear_route_cache=True)
-        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value, self.ctx.worker_value)
+        metadata = DecisionMetadata(
+            plan.attempts, api.name, decision.route, credentials, decision.source.value, request.stream, self.ctx.worker_value
+        )
         response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response
 

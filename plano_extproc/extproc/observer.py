@@ -1,15 +1,17 @@
-"""The response-path observers: ext_proc filters in ``observability_mode`` (Envoy never waits for them).
+"""The streaming observer: an ext_proc filter in ``observability_mode`` (Envoy never waits for it) that reads
+a streamed answer for its time to first token and its token usage.
 
-* ``observe`` (downstream HCM, after the routing processor): one stream per proxied request. Response
-  headers (status, content type, the attempt count and request id as attributes), then — when body
-  observation is rendered — every body chunk as it passes (STREAMED). At the end of the response it
-  records the request outcome, the attempts and fall-over, time to first body byte, the operation
-  duration and the token usage the provider reported, all by the model that answered, and closes the
-  request's InFlightRequests record.
-* ``upstream-observe`` (the composite cluster's upstream filters): one stream per *failed* attempt
-  (Envoy skips the filter for a 2xx status, docs/envoy.md finding (j)), response headers only: the
-  provider's status for that attempt's model (a 429 that Envoy retried included). The final 2xx answer
-  is counted by ``observe``, which knows the model of the final attempt.
+Envoy runs it only for requests whose client asked for a stream (``x-plano-observe: 1``, set by the routing
+processor) when ``observability.responses`` is ``bodies``: one stream per such request. Response headers
+(status, content type, and as attributes the request id, start time, attempt count and the decision's
+attempts and client API, docs/envoy.md finding (u)), then every body chunk as it passes (STREAMED). It
+records, by the model that answered, the time to the first body byte and, at the end, the token usage the
+provider reported. Everything else about a request — outcome, attempts, fall-over, duration, each
+attempt's status, a non-streaming answer's usage — comes from Envoy's access logs (``access_log``).
+
+It needs nothing from the in-process record (the decision comes with the headers), so it works in any
+process; where the record is at hand it lets its kept body go at the response headers (no more attempts)
+and closes it at the end.
 
 Nothing here can fail or slow a request: Envoy does not wait for these streams, no reply is ever sent, and
 every error is swallowed (logged at debug). Per body chunk the work is a length check and, for SSE, a
@@ -26,14 +28,16 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from plano_extproc.apis import BY_NAME
 from plano_extproc.contract import (
+    API_ATTRIBUTE,
     ATTEMPT_COUNT_ATTRIBUTE,
+    ATTEMPTS_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
     REQUEST_TIME_ATTRIBUTE,
-    DecisionMetadata,
     Processor,
+    attempts_of,
     model_for_attempt,
 )
-from plano_extproc.extproc.tracking import InFlightRequests, RequestRecord
+from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.forwarding import Forwarder
 from plano_extproc.metrics import Metrics
 from plano_extproc.usage import UsageReader, usage_reader
@@ -41,7 +45,7 @@ from plano_extproc.usage import UsageReader, usage_reader
 log = logging.getLogger(__name__)
 
 #: the processors whose streams are observers (Envoy ignores their replies)
-OBSERVERS = frozenset({Processor.OBSERVE, Processor.UPSTREAM_OBSERVE})
+OBSERVERS = frozenset({Processor.OBSERVE})
 
 _MAX_CLOCK_SKEW = 86_400.0
 
@@ -53,7 +57,6 @@ class ObserverContext:
         self.metrics = metrics
         self.inflight = inflight
         self.forwarder = forwarder
-
 
 
 def _attributes(request: ext.ProcessingRequest) -> dict[str, object]:
@@ -83,16 +86,14 @@ def _int(value: object, default: int) -> int:
 
 
 class ResponseObserver:
-    """One proxied request's response, as the client receives it."""
+    """One streamed answer, as the provider sends it (before any translation)."""
 
-    __slots__ = ("attempt", "ctx", "done", "first_byte", "model", "reader", "record", "request_id", "started_wall", "status")
+    __slots__ = ("ctx", "done", "first_byte", "model", "ok", "reader", "request_id", "started_wall")
 
     def __init__(self, ctx: ObserverContext) -> None:
         self.ctx = ctx
         self.request_id = ""
-        self.record: RequestRecord | None = None
-        self.status = 0
-        self.attempt = 1
+        self.ok = False  # a 2xx answer
         self.model = ""
         self.reader: UsageReader | None = None
         self.started_wall: float | None = None  # Envoy's request.time (wall clock)
@@ -125,101 +126,46 @@ class ResponseObserver:
     def _headers(self, request: ext.ProcessingRequest) -> None:
         attrs = _attributes(request)
         self.request_id = str(attrs.get(REQUEST_ID_ATTRIBUTE) or "")
-        self.record = self.ctx.inflight.get(self.request_id) if self.request_id else None
-        if self.record is None:  # not a request our downstream processor forwarded (or long evicted)
+        attempts = attempts_of(attrs.get(ATTEMPTS_ATTRIBUTE))
+        api = BY_NAME.get(str(attrs.get(API_ATTRIBUTE) or ""))
+        if not attempts or api is None:  # not a request our routing processor forwarded
             self.done = True
             return
+        if self.request_id:
+            self.ctx.inflight.responding(self.request_id)  # no more attempts: a kept body can go
         headers = request.response_headers
         h = _headers(headers, (":status", "content-type", "content-encoding"))
-        self.status = _int(h.get(":status"), 0)
-        record = self.record
-        self.attempt = max(1, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), record.tried or 1))
-        if record.tried == self.attempt and record.model:
-            self.model = record.model
-        elif record.attempts:
-            self.model = model_for_attempt(record.attempts, self.attempt)
-        self.ctx.inflight.responding(self.request_id)  # no more attempts: the kept body can go
+        status = _int(h.get(":status"), 0)
+        self.model = model_for_attempt(attempts, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), 1))
         self.started_wall = _parse_time(attrs.get(REQUEST_TIME_ATTRIBUTE))
-        if 200 <= self.status < 300:
+        self.ok = 200 <= status < 300
+        if self.ok:
             # the observer sees the provider's answer (before any translation): read it in the API it was in
-            api = BY_NAME.get(record.api)
-            route = self.ctx.forwarder.route(api, self.model) if api is not None else None
+            route = self.ctx.forwarder.route(api, self.model)
             if route is not None:
                 wire = BY_NAME[route.wire]
                 self.reader = usage_reader(wire.read_usage, h.get("content-type", ""), h.get("content-encoding", ""))
         if headers.end_of_stream:
             self.finish()
 
-    def _elapsed(self) -> float:
-        if self.started_wall is not None:
-            elapsed = time.time() - self.started_wall
-            if 0 <= elapsed < _MAX_CLOCK_SKEW:
-                return elapsed
-        assert self.record is not None
-        return time.monotonic() - self.record.started
-
     def _first_byte(self) -> None:
         self.first_byte = True
-        if self.record is not None and 200 <= self.status < 300:
-            self.ctx.metrics.record_first_token(self.model, self._elapsed())
+        if self.ok and self.started_wall is not None:
+            elapsed = time.time() - self.started_wall
+            if 0 <= elapsed < _MAX_CLOCK_SKEW:
+                self.ctx.metrics.record_first_token(self.model, elapsed)
 
     def finish(self) -> None:
-        """Record everything once: at the end of the response, or when the stream ends early."""
+        """Record the usage once: at the end of the answer, or when the stream ends early."""
         if self.done:
             return
         self.done = True
-        record = self.record
-        if record is None:
-            return
-        m = self.ctx.metrics
-        status = self.status or 499  # stream gone before any response headers: the client went away
-        m.record_request("proxy", record.api, status)
-        first = record.attempts[0] if record.attempts else self.model
-        m.record_attempts(self.attempt, self.model, first)
-        elapsed = self._elapsed()
-        m.operation_duration.labels(m.model_label(self.model)).observe(elapsed)
-        if 200 <= self.status < 300:  # the upstream observer skips 2xx attempts (finding (j))
-            m.record_upstream_response(self.model, self.status)
-            if m.live_latency is not None:
-                m.live_latency.add(self.model, "total", elapsed)
         if self.reader is not None:
             usage = self.reader.result()
             if usage is not None:
-                m.record_tokens(self.model, usage.input_tokens, usage.output_tokens)
-        # last: a closed record tells that everything about the request is recorded
-        self.ctx.inflight.close(self.request_id)
-
-
-class AttemptObserver:
-    """One upstream attempt's response headers (composite cluster filter): status by the attempt's model."""
-
-    __slots__ = ("ctx", "done")
-
-    def __init__(self, ctx: ObserverContext) -> None:
-        self.ctx = ctx
-        self.done = False
-
-    async def handle(self, request: ext.ProcessingRequest) -> None:
-        if self.done or request.WhichOneof("request") != "response_headers":
-            return
-        self.done = True
-        try:
-            status = _int(_headers(request.response_headers, (":status",)).get(":status"), 0)
-            attrs = _attributes(request)
-            attempt = max(1, _int(attrs.get(ATTEMPT_COUNT_ATTRIBUTE), 1))
-            decision = DecisionMetadata.from_metadata(request.metadata_context)
-            models = decision.attempts if decision is not None else ()
-            if not models:
-                record = self.ctx.inflight.get(str(attrs.get(REQUEST_ID_ATTRIBUTE) or ""))
-                models = record.attempts if record is not None else ()
-            if status and models:
-                self.ctx.metrics.record_upstream_response(model_for_attempt(models, attempt), status)
-        except Exception:  # observation never fails a request
-            log.debug("attempt observer failed", exc_info=True)
-        return
-
-    def finish(self) -> None:
-        self.done = True
+                self.ctx.metrics.record_tokens(self.model, usage.input_tokens, usage.output_tokens)
+        if self.request_id:
+            self.ctx.inflight.close(self.request_id)
 
 
 def _parse_time(value: object) -> float | None:

@@ -1,4 +1,5 @@
-"""The gRPC server: Envoy's ext_proc streams (one processor each, contract.Processor), our RoutingService, health.
+"""The gRPC server: Envoy's ext_proc streams (one processor each, contract.Processor), its access logs
+(response observation, access_log.py), our RoutingService, health.
 
 Which processor a stream gets is told by gRPC metadata the rendered Envoy config sets on each filter
 (`x-plano-processor: downstream | upstream`); a missing value means downstream.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -47,9 +49,10 @@ from plano_extproc.contract import (
     prebuilt_attempt_lists,
 )
 from plano_extproc.engine import DecisionEngine, build_router_chain, build_session_store, same_session_store
+from plano_extproc.extproc.access_log import AccessLogContext, AccessLogService
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
-from plano_extproc.extproc.observer import OBSERVERS, AttemptObserver, ObserverContext, ResponseObserver
+from plano_extproc.extproc.observer import OBSERVERS, ObserverContext, ResponseObserver
 from plano_extproc.extproc.tracking import InFlightRequests
 from plano_extproc.extproc.translate import TranslateContext, TranslateExchange
 from plano_extproc.extproc.upstream import UpstreamContext, UpstreamExchange
@@ -102,6 +105,8 @@ class Generation:
     forwarder: Forwarder
     tracer: Tracer
     exchanges: dict[Processor, Callable[[], Exchange]] = field(default_factory=dict)
+    #: what Envoy's access-log entries of this config's bootstrap are read with
+    access_log: AccessLogContext | None = None
     #: streams and Decide calls running on it now
     active: int = 0
     #: no longer handed to new streams; its own resources are closed once `active` drops to 0
@@ -465,6 +470,7 @@ class ExtProcServer:
         self.processor = ExternalProcessor(self.generations, self.metrics, self.inflight, workers)
         ext_grpc.add_ExternalProcessorServicer_to_server(self.processor, self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.generations), self.server)  # type: ignore[no-untyped-call]
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(self._access_log_context, self.metrics), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port(address)
@@ -519,10 +525,17 @@ class ExtProcServer:
             Processor.UPSTREAM: lambda: UpstreamExchange(upstream),
             Processor.TRANSLATE: lambda: TranslateExchange(translate),
             # response observers (observability_mode): Envoy ignores replies, so they never send one
+            # the streaming observer (observability_mode): Envoy ignores replies, so it never sends one
             Processor.OBSERVE: lambda: ResponseObserver(observer),
-            Processor.UPSTREAM_OBSERVE: lambda: AttemptObserver(observer),
         })
+        generation.access_log = AccessLogContext(config, self.metrics, inflight, forwarder)
         return generation
+
+    def _access_log_context(self, fingerprint: str | None) -> AccessLogContext | None:
+        """The access-log bindings of the generation an Envoy with this bootstrap is served by (None: a
+        bootstrap of no config served here)."""
+        generation = self.generations.for_stream(fingerprint)
+        return generation.access_log if generation is not None else None
 
     def _watch(self, generation: Generation) -> None:
         """Export the current generation's session store and decision cache."""

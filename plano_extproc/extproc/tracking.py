@@ -2,11 +2,15 @@
 
 The downstream processor opens a record when it forwards a request; each upstream attempt notes which
 model it went to and prepares itself from the kept `ForwardRequest` (so Envoy need not send the body
-again); the response observer reads the record to attribute status, tokens and timing to the model that
-answered, then closes it. Bounded by entries and by bytes (keys and kept bodies count): a record nobody
-closes (client gone, observer off) expires after `ttl_seconds` or is evicted, oldest first. A record that
-is missing (evicted, or another worker process served the first phase) costs only speed: the upstream
-processor then reads the body from Envoy.
+again); the response translator reads the client's body from it at the response headers. Once the response
+has started there are no more attempts: the translator and the streaming observer let the kept body go
+then. The record itself is closed by whichever of this process's readers learns the request ended — the
+request's access-log entry (access_log.py, a second or so after the end; it may reach another process) or
+the streaming observer at the end of a streamed answer — and parked while the translator has yet to read
+it. Nothing depends on a close arriving: bounded by entries and by bytes (keys and kept bodies count), a
+record nobody closes (observation off, the entry went to another process) expires after `ttl_seconds` or
+is evicted, oldest first. A record that is missing (evicted, or another worker process served the first
+phase) costs only speed: the upstream processor then reads the body from Envoy.
 
 Envoy keeps an x-request-id the client sent, so two requests in flight may share one. Such a record keeps
 no body at all (`open`): each attempt of either request reads its own body from Envoy, and no request is
@@ -74,7 +78,8 @@ class InFlightRequests:
         self._records: TtlLruCache[str, RequestRecord] = TtlLruCache(
             ttl_seconds, max_entries, clock, max_bytes=max_bytes, weigh=_weight
         )
-        #: records the observer closed before the response translator read them (milliseconds, normally)
+        #: records closed before the response translator read them (a streamed answer's observer can finish
+        #: first; milliseconds, normally)
         self._parked: TtlLruCache[str, RequestRecord] = TtlLruCache(
             _PARKED_SECONDS, max(1, max_entries // 10), clock, max_bytes=max(1, max_bytes // 4), weigh=_weight
         )
@@ -141,10 +146,14 @@ class InFlightRequests:
             self._records.put(request_id, record)  # re-weighed
 
     def claim(self, request_id: str) -> RequestRecord | None:
-        """The response translator's read: the record, open or parked by the observer (then it goes)."""
+        """The response translator's read, at the response headers: the record, open (its kept body goes: no
+        more attempts) or parked by a close (then it goes)."""
         record = self._records.get(request_id)
         if record is not None:
             record.translation_pending = False
+            if record.forward is not None:
+                record.forward = None
+                self._records.put(request_id, record)  # re-weighed
             return record
         record = self._parked.get(request_id)  # get: an expired one is gone
         if record is not None:
@@ -157,7 +166,7 @@ class InFlightRequests:
         return len(self._parked)
 
     def close(self, request_id: str) -> RequestRecord | None:
-        """The observer is done: the record goes (parked when the response translator has yet to read it)."""
+        """The request ended: the record goes (parked when the response translator has yet to read it)."""
         record = self._records.pop(request_id)
         if record is not None and record.translation_pending:
             record.forward = None
