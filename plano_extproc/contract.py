@@ -50,6 +50,9 @@ class Processor(enum.StrEnum):
 #: gRPC initial metadata keys set by every rendered ext_proc filter
 PROCESSOR_METADATA = "x-plano-processor"
 FINGERPRINT_METADATA = "x-plano-config"
+#: and, only in a bootstrap rendered for several ext_proc worker processes, their number: a worker refuses
+#: the streams of a bootstrap rendered for another number (its later streams would miss their worker)
+WORKERS_METADATA = "x-plano-workers"
 
 # ------------------------------------------------------------------------------------------- headers
 
@@ -77,6 +80,11 @@ FIRST_READY, FIRST_TRANSLATE = "ready", "translate"
 OBSERVE_HEADER = "x-plano-observe"
 #: removed after the upstream processor, before the provider sees the request
 STRIPPED_BEFORE_PROVIDER = (CLUSTER_HEADER, ROUTE_HEADER, ATTEMPT_COUNT_HEADER, TRANSLATE_HEADER, FIRST_ATTEMPT_HEADER, OBSERVE_HEADER)
+#: with several worker processes: set by the downstream processor of worker k to "k" on every request it
+#: forwards; each later processor's filter is rendered once per worker and runs only on its worker's
+#: requests (`worker_cluster_name`), so every stream of a request reaches the process that holds its
+#: in-flight record. Like every x-plano-* header a client sends, a client's value is removed first.
+WORKER_HEADER = "x-plano-worker"
 
 # ------------------------------------------------------------------------------------------- filters
 
@@ -101,6 +109,10 @@ DECIDED_KEY = "models"
 ANSWERED_MODEL_KEY = "model"
 ROUTE_KEY = "route"
 SOURCE_KEY = "source"
+#: with several worker processes: the worker that decided the request (WORKER_HEADER's value). Upstream
+#: header mutations persist into the next attempt (finding (d)), so the header that the strip before a
+#: provider removed on attempt 1 is set again from this key at the head of every attempt's filters
+WORKER_KEY = "worker"
 #: "1" when the client asked for a streamed answer (absent otherwise): the streaming observer, not the
 #: access log, then reads its time to first token and token usage
 STREAM_KEY = "stream"
@@ -156,6 +168,8 @@ class DecisionMetadata:
     source: str = ""
     #: the client asked for a streamed answer
     stream: bool = False
+    #: the worker process that decided (several workers only)
+    worker: str | None = None
 
     def model_for_attempt(self, attempt: int) -> str:
         return model_for_attempt(self.attempts, attempt)
@@ -173,6 +187,8 @@ class DecisionMetadata:
             fields[STREAM_KEY] = "1"
         if self.client_credentials:
             fields["client_credentials"] = dict(self.client_credentials)
+        if self.worker is not None:
+            fields[WORKER_KEY] = self.worker
         struct = struct_pb2.Struct()
         struct.update({METADATA_NAMESPACE: fields})
         return struct
@@ -197,7 +213,8 @@ class DecisionMetadata:
             credentials = {k: v.string_value for k, v in fields["client_credentials"].struct_value.fields.items()}
         source = fields[SOURCE_KEY].string_value if SOURCE_KEY in fields else ""
         stream = STREAM_KEY in fields and fields[STREAM_KEY].string_value == "1"
-        return cls(attempts, api, route or None, credentials or None, source, stream)
+        worker = fields[WORKER_KEY].string_value if WORKER_KEY in fields else None
+        return cls(attempts, api, route or None, credentials or None, source, stream, worker)
 
 
 def attempts_of(models: object) -> tuple[str, ...]:
@@ -215,7 +232,8 @@ def answered_model_metadata(model: str) -> struct_pb2.Struct:
 
 # ------------------------------------------------------------------------------------------- clusters
 
-#: the ext_proc service's cluster
+#: the ext_proc service's cluster (with several workers: one endpoint per worker, load balanced; it gets
+#: the routing processor's streams, the health checks and the Decide API)
 EXTPROC_CLUSTER = "plano_extproc"
 #: response code details of the processors' own replies: Envoy's local reply mappers leave them alone
 OWN_REPLY_DETAILS = "plano_extproc"
@@ -293,6 +311,45 @@ def prebuilt_attempt_lists(config: PlanoConfig) -> list[tuple[str, ...]]:
     for provider in config.providers:
         lists[attempt_list((provider.model,))] = None
     return list(lists)
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+def worker_cluster_name(worker: int) -> str:
+    """The single-endpoint cluster of worker `worker` (0-based): the later streams of its requests."""
+    return f"{EXTPROC_CLUSTER}.{worker}"
+
+
+def worker_filter_name(name: str, worker: int) -> str:
+    """The name of worker `worker`'s copy of the filter `name` (per-route configuration is keyed by it)."""
+    return f"{name}.{worker}"
+
+
+def filter_names(name: str, workers: int) -> tuple[str, ...]:
+    """Every rendered name of the filter `name`: itself with one process, one copy per worker with more."""
+    return (name,) if workers <= 1 else tuple(worker_filter_name(name, k) for k in range(workers))
+
+
+def worker_address(address: str, worker: int, workers: int) -> str:
+    """Where worker `worker` (0-based) of `workers` listens, for the ext_proc address `address`: the
+    address itself with one worker; else ``host:port`` → ``host:(port + worker)`` and ``unix:/d/x.sock`` →
+    ``unix:/d/x-<worker>.sock`` (``unix:/d/x`` → ``unix:/d/x-<worker>``)."""
+    if workers <= 1:
+        return address
+    if not 0 <= worker < workers:
+        raise ValueError(f"worker {worker} of {workers}")
+    if address.startswith("unix:"):
+        head, slash, base = address.rpartition("/")
+        stem, dot, ext = base.rpartition(".")
+        named = f"{stem}-{worker}.{ext}" if dot and stem else f"{base}-{worker}"
+        return f"{head}{slash}{named}"
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"extproc address '{address}' must be host:port or unix:/path/to.sock")
+    if int(port) == 0 or int(port) + workers - 1 > 65535:
+        raise ValueError(f"extproc address '{address}': ports {port}..{int(port) + workers - 1} do not all exist")
+    return f"{host}:{int(port) + worker}"
 
 
 # ------------------------------------------------------------------------------------------- fingerprint

@@ -60,14 +60,19 @@ def _embedded(config: PlanoConfig) -> RouterBackend:
     return EmbeddedRouter(config.routing.router.embedded)
 
 
-def build_session_store(config: PlanoConfig) -> SessionStore:
-    """The store `routing.session_cache` names (memory by default)."""
+def build_session_store(config: PlanoConfig, shared_file: str | None = None) -> SessionStore:
+    """The store `routing.session_cache` names (memory by default). `shared_file`: the file in which the
+    worker processes of one gateway share a ``memory`` cache (session_sqlite.py)."""
     cache: SessionCacheConfig = config.routing.session_cache
     if cache.type == "redis":
         from plano_extproc.session_redis import RedisSessionStore
 
         assert cache.url is not None  # validated
         return RedisSessionStore(cache.url, cache.timeout_ms / 1000.0)
+    if shared_file is not None:
+        from plano_extproc.session_sqlite import SqliteSessionStore
+
+        return SqliteSessionStore(shared_file, config.routing.session_max_entries)
     return MemorySessionStore(config.routing.session_max_entries, config.routing.session_ttl_seconds)
 
 

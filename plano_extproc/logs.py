@@ -20,12 +20,19 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 
 
 class JsonFormatter(logging.Formatter):
+    """`fields`: added to every line (a worker process's number)."""
+
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.fields = dict(fields or {})
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **self.fields,
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
@@ -33,9 +40,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "info", json_format: bool = True) -> None:
+def configure_logging(level: str = "info", json_format: bool = True, fields: dict[str, Any] | None = None) -> None:
+    """JSON lines (or text) on stderr; `fields` go into every line (text: a prefix)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    prefix = "".join(f"[{k} {v}] " for k, v in (fields or {}).items())
+    text = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter(fields) if json_format else text)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import yaml
@@ -30,7 +30,6 @@ from plano_extproc.contract import config_fingerprint
 
 if TYPE_CHECKING:
     from plano_extproc.extproc.server import ExtProcServer
-    from plano_extproc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,12 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 2.0
 
 Stamp = tuple[int, int, int]
+
+
+class ReloadRecorder(Protocol):
+    """Where reload outcomes are counted (`metrics.Metrics`, or a worker supervisor's own metrics)."""
+
+    def record_reload(self, result: str) -> None: ...
 
 
 def _digest(text: str) -> str:
@@ -53,7 +58,7 @@ class ConfigWatcher:
         path: str | Path,
         parse: Callable[[str], PlanoConfig],
         apply: Callable[[PlanoConfig], Awaitable[str]],
-        metrics: Metrics,
+        metrics: ReloadRecorder,
         interval: float = DEFAULT_INTERVAL,
         initial_text: str | None = None,
     ) -> None:
@@ -71,6 +76,8 @@ class ConfigWatcher:
         self._digest = _digest(initial_text)
         self._missing_logged = False
         self._task: asyncio.Task[None] | None = None
+        #: the text of the version being parsed and applied (appliers that hand the text on read it)
+        self.text = initial_text
 
     def _stat(self) -> Stamp | None:
         try:
@@ -106,6 +113,7 @@ class ConfigWatcher:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise ConfigError(["(top level): the config file is not UTF-8 text"]) from None
+            self.text = text
             config = self.parse(text)
             outcome = await self.apply(config)
         except ConfigError as exc:
@@ -178,11 +186,22 @@ def serve_reloader(server: ExtProcServer, path: str | Path) -> Callable[[PlanoCo
     """`serve`'s apply: swap the config in; a change Envoy's bootstrap must follow is reported, since
     serve cannot restart someone else's Envoy (its streams keep the previous config until it runs the
     re-rendered bootstrap, `server.Generations`)."""
+    return reporting_reloader(server.reload, lambda: server.config, lambda: server.generations.current.number, path)
+
+
+def reporting_reloader(
+    reload: Callable[[PlanoConfig], Awaitable[str]],
+    current: Callable[[], PlanoConfig],
+    generation: Callable[[], int],
+    path: str | Path,
+) -> Callable[[PlanoConfig], Awaitable[str]]:
+    """`reload` (one server's, or every worker's) with `serve`'s reporting around it: what the running
+    Envoy's bootstrap cannot follow is logged with the fix."""
 
     async def apply(config: PlanoConfig) -> str:
-        before = server.config
-        outcome = await server.reload(config)
-        generation = server.generations.current.number
+        before = current()
+        outcome = await reload(config)
+        number = generation()
         if outcome == "bootstrap_mismatch":
             log.error(
                 "%s: reloaded (generation %d: %s), but this config needs a new Envoy bootstrap (models, endpoints or "
@@ -190,14 +209,14 @@ def serve_reloader(server: ExtProcServer, path: str | Path) -> Callable[[PlanoCo
                 "previous config until it runs the new bootstrap: re-render it with `plano-extproc render-envoy --config %s "
                 "...` and restart or hot-restart Envoy with it",
                 path,
-                generation,
+                number,
                 describe(config),
                 config_fingerprint(before),
                 config_fingerprint(config),
                 path,
             )
         else:
-            log.info("%s: config reloaded (generation %d: %s)", path, generation, describe(config))
+            log.info("%s: config reloaded (generation %d: %s)", path, number, describe(config))
             if config_bootstrap_digest(before) != config_bootstrap_digest(config):
                 log.warning(
                     "%s: this change also touches settings Envoy holds (listener, timeouts, retries, observability "

@@ -58,6 +58,7 @@ from .clusters import (
 from .common import BUFFER_LIMIT_BYTES
 from .filters import Observation
 from .listener import LISTENER, listener
+from .workers import spread_over_workers
 
 __all__ = [
     "ADMIN_CLUSTER",
@@ -87,6 +88,7 @@ def build_bootstrap(
     probe_port: int | None = None,
     probe_address: str = "0.0.0.0",
     extproc_keepalive_s: float = EXTPROC_KEEPALIVE_S,
+    workers: int = 1,
 ) -> Any:
     """The Envoy bootstrap for ``config`` as an ``envoy.config.bootstrap.v3.Bootstrap`` message.
 
@@ -94,7 +96,9 @@ def build_bootstrap(
     ``unix:/path`` (a socket only its owner may use, admin.py); ``listener_port`` overrides the config's
     listener port; ``probe_port`` adds a listener on ``probe_address`` with only readiness (Envoy and the
     ext_proc healthy) and ``/stats/prometheus``; ``extproc_keepalive_s`` is how often Envoy pings the
-    ext_proc connection. The ext_proc filters fail closed: if the processor is unreachable or too slow
+    ext_proc connection; ``workers`` > 1: the ext_proc runs as that many worker processes
+    (`serve --workers`), at the addresses `contract.worker_address` derives from ``extproc_address``
+    (workers.py). The ext_proc filters fail closed: if the processor is unreachable or too slow
     the client gets an error, never an unrouted, unauthenticated request sent upstream.
     """
     fingerprint = config_fingerprint(config)
@@ -110,11 +114,13 @@ def build_bootstrap(
         probes, admin_cluster = probe_listener(probe_port, admin, probe_address)
         listeners.append(probes)
         clusters.append(admin_cluster)
-    return bootstrap_pb2.Bootstrap(
+    bootstrap = bootstrap_pb2.Bootstrap(
         node=base_pb2.Node(id="plano", cluster="plano"),
         admin=admin_interface(admin),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(listeners=listeners, clusters=clusters),
     )
+    spread_over_workers(bootstrap, workers, extproc_address)
+    return bootstrap
 
 
 def _plain(value: Any) -> Any:

@@ -30,6 +30,7 @@ from plano_extproc.contract import (
     ROUTE_HEADER,
     TRANSLATE_HEADER,
     TRANSLATE_ON,
+    WORKER_HEADER,
     DecisionMetadata,
     retry_budget,
 )
@@ -103,6 +104,7 @@ class DownstreamContext:
         decision_log: DecisionLog | None = None,
         tracer: Tracer | None = None,
         client_keys: ClientKeys | None = None,
+        worker: int | None = None,
     ) -> None:
         self.engine = engine
         self.forwarder = forwarder
@@ -114,6 +116,9 @@ class DownstreamContext:
         self.client_keys = client_keys
         self.session_headers = engine.config.routing.session_headers
         self.models_listing = models_listing(engine.config)
+        #: with several worker processes, this one's number: the later processors of a forwarded request
+        #: run only in the worker named by WORKER_HEADER (the one holding its in-flight record)
+        self.worker_value = str(worker) if worker is not None else None
         #: response bodies are observed: json_to_metadata reads non-streaming answers, the streaming
         #: observer streamed ones (bootstrap: observability.responses)
         self.observe_bodies = engine.config.observability.responses == "bodies"
@@ -259,6 +264,8 @@ class DownstreamExchange:
             (MAX_RETRIES_HEADER, str(retry_budget(plan.attempts, self.ctx.engine.config.listener.max_retries))),
             (TRANSLATE_HEADER, TRANSLATE_ON if any(translated) else "0"),
         ]
+        if self.ctx.worker_value is not None:
+            sets.append((WORKER_HEADER, self.ctx.worker_value))
         remove: list[str] = []
         if self.ctx.observe_bodies:
             # the streaming observer reads streamed answers only (docs/envoy.md finding (l)); json_to_metadata
@@ -286,7 +293,9 @@ class DownstreamExchange:
             # The provider (and Envoy's own tracing) sees the same trace id the decision reports.
             sets.append(("traceparent", new_traceparent(self.trace_id)))
         response = continue_body(header_mutation(sets, remove), body, clear_route_cache=True)
-        metadata = DecisionMetadata(plan.attempts, api.name, decision.route, credentials, decision.source.value, request.stream)
+        metadata = DecisionMetadata(
+            plan.attempts, api.name, decision.route, credentials, decision.source.value, request.stream, self.ctx.worker_value
+        )
         response.dynamic_metadata.CopyFrom(metadata.to_struct())
         return response
 

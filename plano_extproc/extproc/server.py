@@ -42,12 +42,13 @@ from plano_extproc.contract import (
     FINGERPRINT_METADATA,
     PROCESSOR_METADATA,
     REQUEST_ID_ATTRIBUTE,
+    WORKERS_METADATA,
     DecisionMetadata,
     Processor,
     config_fingerprint,
     prebuilt_attempt_lists,
 )
-from plano_extproc.engine import DecisionEngine, build_router_chain, same_session_store
+from plano_extproc.engine import DecisionEngine, build_router_chain, build_session_store, same_session_store
 from plano_extproc.extproc.access_log import AccessLogContext, AccessLogService
 from plano_extproc.extproc.downstream import DownstreamContext, DownstreamExchange, trace_id_from
 from plano_extproc.extproc.messages import Exchange, immediate
@@ -247,12 +248,16 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
     """Envoy's streams, each handed to the exchange of its processor (contract.Processor) in the
     generation it belongs to."""
 
-    def __init__(self, generations: Generations, metrics: Metrics, inflight: InFlightRequests) -> None:
+    def __init__(self, generations: Generations, metrics: Metrics, inflight: InFlightRequests, workers: int = 1) -> None:
         self.generations = generations
         self.metrics = metrics
         self.inflight = inflight
+        #: the worker processes this one is part of (1: it serves alone); a bootstrap rendered for another
+        #: number says so in WORKERS_METADATA (absent: one) and its streams are refused
+        self.workers = workers
         self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._mismatches_seen: set[str] = set()
+        self._workers_mismatch_logged = False
 
     @property
     def fingerprint(self) -> str:
@@ -276,16 +281,32 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
             found = self._children[processor] = (self.metrics.inflight.labels(processor.value), {})
         return found
 
-    def _stream_processor(self, context: grpc.aio.ServicerContext) -> tuple[Processor, str | None]:
-        """The stream's processor (default downstream) and the fingerprint of the config its bootstrap was
-        rendered from (None when the bootstrap was not rendered by us)."""
-        processor, fingerprint = Processor.DOWNSTREAM, None
+    def _stream_processor(self, context: grpc.aio.ServicerContext) -> tuple[Processor, str | None, int]:
+        """The stream's processor (default downstream), the fingerprint of the config its bootstrap was
+        rendered from (None when the bootstrap was not rendered by us) and the worker processes that
+        bootstrap was rendered for."""
+        processor, fingerprint, workers = Processor.DOWNSTREAM, None, 1
         for key, value in context.invocation_metadata() or ():
             if key == PROCESSOR_METADATA:
                 processor = Processor(value)
             elif key == FINGERPRINT_METADATA:
                 fingerprint = value
-        return processor, fingerprint
+            elif key == WORKERS_METADATA:
+                workers = int(value) if value.isdigit() else 0
+        return processor, fingerprint, workers
+
+    def _workers_mismatch(self, theirs: int) -> None:
+        self.metrics.config_mismatches.inc()
+        if not self._workers_mismatch_logged:
+            self._workers_mismatch_logged = True
+            log.error(
+                "Envoy's bootstrap was rendered for %d ext_proc worker process(es), this ext_proc runs %d: requests are "
+                "refused until Envoy runs `plano-extproc render-envoy --workers %d` output (a request's later streams "
+                "would reach a worker that does not hold its state)",
+                theirs,
+                self.workers,
+                self.workers,
+            )
 
     def _generation(self, processor: Processor, fingerprint: str | None, first: ext.ProcessingRequest) -> Generation | None:
         owner = None
@@ -298,7 +319,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
 
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         try:
-            processor, fingerprint = self._stream_processor(context)
+            processor, fingerprint, workers = self._stream_processor(context)
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown {PROCESSOR_METADATA}")
         generation: Generation | None = None
@@ -307,6 +328,13 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
         try:
             async for message in request_iterator:
                 if exchange is None:
+                    if workers != self.workers:
+                        self._workers_mismatch(workers)
+                        if processor not in OBSERVERS:
+                            api = _client_api(message)
+                            message_text = "gateway misconfigured: Envoy's bootstrap was rendered for another number of ext_proc workers"
+                            yield immediate(503, api.error_body(503, message_text, None))
+                        return
                     # the stream's config is fixed by its first message, for its whole life
                     generation = self._generation(processor, fingerprint, message)
                     if generation is None:
@@ -390,7 +418,13 @@ class ExtProcServer:
     """Owns the generations and the grpc.aio server; `start` binds, `reload` swaps the config, `stop` drains.
 
     `envoy_managed`: the caller restarts Envoy itself on bootstrap changes (`up`), so streams of an
-    earlier bootstrap are expected; otherwise (`serve`) they are reported as an error naming the fix."""
+    earlier bootstrap are expected; otherwise (`serve`) they are reported as an error naming the fix.
+
+    As worker `worker` of `workers` processes (plano_extproc.workers): the downstream processor names the
+    worker on every request it forwards (contract.WORKER_HEADER), streams of a bootstrap rendered for
+    another number of workers are refused, `session_file` holds the session pins of a ``memory`` session
+    cache (shared by the workers, session_sqlite.py), and `generation` numbers the first config (the
+    supervisor keeps every worker on the same numbers)."""
 
     def __init__(
         self,
@@ -400,17 +434,26 @@ class ExtProcServer:
         log_prompts: bool = False,
         *,
         envoy_managed: bool = False,
+        worker: int | None = None,
+        workers: int = 1,
+        session_file: str | None = None,
+        generation: int = 1,
     ) -> None:
         self.address = address
         #: host:port of the Prometheus /metrics endpoint; None = no HTTP endpoint
         self.metrics_address = metrics_address
         self._metrics_http: WSGIServer | None = None
+        self.worker = worker if workers > 1 else None
+        self.workers = workers
+        self.session_file = session_file
         self.metrics = Metrics(config)
         self.inflight = InFlightRequests()
         self.decision_log = DecisionLog(log_prompts)
-        self.generations = Generations(self._build(config, None, 1), self.metrics, envoy_managed=envoy_managed)
+        self.generations = Generations(self._build(config, None, generation), self.metrics, envoy_managed=envoy_managed)
         self._watch(self.generations.current)
         self._reload_lock = asyncio.Lock()
+        #: what the latest install replaced (`revert` puts it back)
+        self._replaced: Generation | None = None
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -424,7 +467,7 @@ class ExtProcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        self.processor = ExternalProcessor(self.generations, self.metrics, self.inflight)
+        self.processor = ExternalProcessor(self.generations, self.metrics, self.inflight, workers)
         ext_grpc.add_ExternalProcessorServicer_to_server(self.processor, self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.generations), self.server)  # type: ignore[no-untyped-call]
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(self._access_log_context, self.metrics), self.server)
@@ -464,13 +507,15 @@ class ExtProcServer:
             resize = getattr(sessions, "resize", None)
             if resize is not None:
                 resize(config.routing.session_max_entries)
+        if sessions is None and self.session_file is not None:
+            sessions = build_session_store(config, self.session_file)
         tracer = previous.tracer if previous is not None and previous.config.tracing == config.tracing else Tracer(config.tracing)
         engine = DecisionEngine(config, router, self.metrics, sessions)
         forwarder = Forwarder.from_config(config, prebuilt_attempt_lists(config))
         generation = Generation(number, config, config_fingerprint(config), engine, forwarder, tracer)
         inflight = self.inflight.for_owner(generation)  # records opened by its requests name it
         downstream = DownstreamContext(
-            engine, forwarder, self.metrics, inflight, self.decision_log, tracer, ClientKeys.from_config(config.client_auth)
+            engine, forwarder, self.metrics, inflight, self.decision_log, tracer, ClientKeys.from_config(config.client_auth), self.worker
         )
         upstream = UpstreamContext(forwarder, inflight)
         observer = ObserverContext(self.metrics, inflight, forwarder)
@@ -505,17 +550,53 @@ class ExtProcServer:
         the running bootstrap keep the previous config meanwhile). Raises (the old config stays) when it
         cannot be built or warmed up."""
         async with self._reload_lock:
-            previous = self.generations.current
-            generation = self._build(config, previous, previous.number + 1)
-            try:
-                await generation.engine.warm_up()
-            except BaseException:
-                self._watch(previous)  # the failed one's store and cache are not exported
-                self.generations.discard(generation)
-                raise
-            self.generations.install(generation)
-            self._watch(generation)
-            return "applied" if generation.fingerprint == previous.fingerprint else "bootstrap_mismatch"
+            generation = await self._prepare(config, None)
+            return self._commit(generation)
+
+    async def prepare(self, config: PlanoConfig, number: int | None = None) -> Generation:
+        """The first half of `reload`: `config` built and warmed up, not yet served (`commit` or `discard`
+        it). The supervisor prepares a new config in every worker before any of them serves it."""
+        async with self._reload_lock:
+            return await self._prepare(config, number)
+
+    def commit(self, generation: Generation) -> str:
+        """Serve a prepared generation to new streams (`reload`'s outcome)."""
+        return self._commit(generation)
+
+    def discard(self, generation: Generation) -> None:
+        """Drop a prepared generation that will not be served."""
+        self._watch(self.generations.current)
+        self.generations.discard(generation)
+
+    def revert(self) -> None:
+        """Serve again what the latest install replaced (an Envoy hot restart onto its bootstrap failed);
+        the generation it had installed is forgotten."""
+        previous, self._replaced = self._replaced, None
+        if previous is None:
+            return
+        failed = self.generations.current
+        self.generations.install(previous)
+        self.generations.forget(failed.fingerprint)
+        self._watch(previous)
+
+    async def _prepare(self, config: PlanoConfig, number: int | None) -> Generation:
+        previous = self.generations.current
+        generation = self._build(config, previous, number if number is not None else previous.number + 1)
+        try:
+            await generation.engine.warm_up()
+        except BaseException:
+            self._watch(previous)  # the failed one's store and cache are not exported
+            self.generations.discard(generation)
+            raise
+        self._watch(previous)
+        return generation
+
+    def _commit(self, generation: Generation) -> str:
+        previous = self.generations.current
+        self._replaced = previous
+        self.generations.install(generation)
+        self._watch(generation)
+        return "applied" if generation.fingerprint == previous.fingerprint else "bootstrap_mismatch"
 
     async def start(self) -> None:
         config = self.generations.current.config
