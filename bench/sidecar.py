@@ -510,6 +510,13 @@ def gateway_config(source: Path, nginx_port: int, dest: Path, responses: str | N
 BASELINE_SUFFIX = "-base"
 
 
+def baseline_tag(args: argparse.Namespace) -> str:
+    """What the -base gateways differ in, for the table and the goals."""
+    return " ".join([*(["baseline tree"] if args.baseline else []),
+                     *([f"observability.responses: {args.baseline_observe}"] if args.baseline_observe else []),
+                     *([f"--workers {args.baseline_workers}"] if args.baseline_workers is not None else [])])
+
+
 def up_help(cli: str, env: dict[str, str] | None) -> str:
     return subprocess.run([cli, "up", "--help"], capture_output=True, text=True, timeout=60, check=False, env=env).stdout
 
@@ -521,10 +528,12 @@ def start_gateways(
     baseline: str | None = None,
     baseline_observe: str | None = None,
     workers: int | None = None,
+    baseline_workers: int | None = None,
 ) -> dict[str, bool]:
     """`up` per gateway name; a name ending in -base runs the `baseline` source tree and/or its config with
-    `observability.responses: baseline_observe`. With `workers`, `--workers N` is passed to every `up` whose
-    --help mentions it. Returns, per gateway, whether --workers was passed."""
+    `observability.responses: baseline_observe`, and `up --workers baseline_workers` when that is given. With
+    `workers`, `--workers N` is passed to every other `up` whose --help mentions it. Returns, per gateway,
+    whether --workers was passed."""
     cli = plano_cli()
     started, passed = [], {}
     helps: dict[bool, str] = {}
@@ -545,10 +554,11 @@ def start_gateways(
         cmd = [cli, "up", "--config", str(config), "--port", str(port)]
         if "--metrics-port" in helptext:  # two gateways run side by side: never the fixed default port
             cmd += ["--metrics-port", str(free_port())]
-        if workers is not None:
+        n = baseline_workers if base and baseline_workers is not None else workers
+        if n is not None:
             passed[name] = "--workers" in helptext
             if passed[name]:
-                cmd += ["--workers", str(workers)]
+                cmd += ["--workers", str(n)]
             else:
                 print(f"  note: `up --help` of {name} has no --workers; started without it", flush=True)
         proc = servers.spawn(name, cmd, env=gw_env)
@@ -1034,6 +1044,9 @@ def main() -> int:
     ap.add_argument("--baseline-observe", choices=["bodies", "headers", "off"],
                     help="also measure the proxy targets with the gateway config's observability.responses set to this "
                          "(e.g. off); combines with --baseline")
+    ap.add_argument("--baseline-workers", type=int, default=None, metavar="N",
+                    help="also measure the proxy targets with `up --workers N` (e.g. --workers 1 --baseline-workers 2: "
+                         "one and two ext_proc worker processes side by side); combines with --baseline")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.c1_seconds, args.c32_seconds, args.warmup = 1, 2, 2, 30
@@ -1055,11 +1068,10 @@ def main() -> int:
         targets = [t for t in TARGETS if t.key in wanted or t.key == "envoy"]
     if not args.litellm:
         targets = [t for t in targets if t.key != LITELLM_KEY]
-    if args.baseline or args.baseline_observe:
+    if args.baseline or args.baseline_observe or args.baseline_workers is not None:
         if args.baseline:
             args.baseline = str(Path(args.baseline).resolve())
-        tag = " ".join([*(["baseline tree"] if args.baseline else []),
-                        *([f"observability.responses: {args.baseline_observe}"] if args.baseline_observe else [])])
+        tag = baseline_tag(args)
         base = [
             dataclasses.replace(t, key=t.key + BASELINE_SUFFIX, label=f"{t.label} @ {tag}", server=t.server + BASELINE_SUFFIX)
             for t in targets if t.key.startswith("proxy-")
@@ -1105,7 +1117,8 @@ def main() -> int:
         start_nginx(servers)
         start_envoy_alone(servers)
         gateways = sorted({t.server for t in targets} - {"nginx", "envoy", "litellm"})
-        workers_passed = start_gateways(servers, gateways, env, args.baseline, args.baseline_observe, args.workers)
+        workers_passed = start_gateways(servers, gateways, env, args.baseline, args.baseline_observe, args.workers,
+                                        args.baseline_workers)
         if litellm_exe is not None:
             start_litellm(servers, litellm_exe)
         print(f"  ready in {time.monotonic() - started:.1f} s: ports {servers.ports}", flush=True)
@@ -1168,8 +1181,7 @@ def main() -> int:
     for suffix, goals in goal_sets.items():
         tag = ""
         if suffix:
-            tag = " — " + " ".join([*(["baseline tree"] if args.baseline else []),
-                                     *([f"observability.responses: {args.baseline_observe}"] if args.baseline_observe else [])])
+            tag = " — " + baseline_tag(args)
         print(f"\nGoals (issue 13){tag}:")
         print("\n".join(g["line"] for g in goals))
         print("\n".join(comparisons(results, args.concurrency, suffix)))

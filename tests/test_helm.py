@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -538,3 +539,74 @@ def test_client_keys_are_on_by_default_and_come_from_a_secret(chart, rendered):
     assert volumes["plano-client-keys"]["secret"]["secretName"] == "team-keys"
     off = render(chart, {"clientAuth": {"enabled": False}})
     assert "client_auth" not in config_of(off) and not kinds(off, "Secret")
+
+
+# ------------------------------------------------------------------------------------------------ workers
+
+
+def _health_check_code() -> str:
+    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text()
+    return json.loads(re.search(r'- (".*grpc_health.*")', helpers).group(1))
+
+
+@pytest.mark.skipif(ENVOY is None, reason="no envoy binary")
+def test_workers_value_runs_a_supervisor_whose_workers_envoy_and_the_probes_all_find(chart, tmp_path):
+    """extproc.workers: 2 — the container's own command line starts two workers, the init container's
+    bootstrap sends Envoy to exactly their sockets, and the chart's probe passes only when both serve."""
+    import signal as signals
+    import socket
+    import time
+
+    docs = render(chart, {"extproc": {"workers": 2}})
+    bootstrap = _run_init_container_and_validate(docs, tmp_path)
+    extproc_cluster = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "plano_extproc")
+    endpoints = [e["endpoint"]["address"]["pipe"]["path"] for e in extproc_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert endpoints == ["/var/run/plano/extproc-0.sock", "/var/run/plano/extproc-1.sock"]
+
+    pod = gateway(docs)["spec"]["template"]
+    extproc = container(pod, "plano-extproc")
+    target = next(e["value"] for e in extproc["env"] if e["name"] == "PLANO_HEALTH_TARGET")
+    assert target.split(",") == [f"unix:{p}" for p in endpoints]
+    # the supervisor writes only where the pod can (read-only root filesystem)
+    assert extproc["args"][extproc["args"].index("--work-dir") + 1] == "/var/run/plano"
+
+    run = Path(tempfile.mkdtemp(prefix="plano-", dir="/tmp"))  # short: Unix socket paths are limited
+    config_file = tmp_path / "config.yaml"
+    keys = run / "client-keys"  # the mounted client-key Secret: one file per key
+    keys.mkdir()
+    (keys / "app").write_text("client-key-for-the-test")
+    config_file.write_text(one(docs, "ConfigMap", f"{RELEASE}-plano-extproc-config")["data"]["config.yaml"]
+                           .replace("/etc/plano-client-keys", str(keys)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    mapped = [a.replace("/var/run/plano", str(run)).replace("/etc/plano/config.yaml", str(config_file))
+              .replace("0.0.0.0:9090", f"127.0.0.1:{metrics_port}") for a in extproc["args"]]
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, "OPENAI_API_KEY": FAKE_KEY, "ANTHROPIC_API_KEY": FAKE_KEY}
+    probe_env = {**env, "PLANO_HEALTH_TARGET": target.replace("/var/run/plano", str(run))}
+
+    def probe(environment: dict[str, str]) -> int:
+        return subprocess.run([sys.executable, "-c", _health_check_code()], capture_output=True, env=environment, timeout=30).returncode
+
+    assert extproc["command"] == ["plano-extproc", "serve"]
+    serve = subprocess.Popen([str(BIN / "plano-extproc"), "serve", *mapped], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while probe(probe_env) != 0:
+            assert serve.poll() is None, serve.stderr.read().decode()[-3000:] if serve.stderr else ""
+            assert time.monotonic() < deadline, "the chart's probe never passed"
+            time.sleep(0.5)
+        # one worker the probe cannot reach fails it
+        missing = {**probe_env, "PLANO_HEALTH_TARGET": probe_env["PLANO_HEALTH_TARGET"] + f",unix:{run}/extproc-2.sock"}
+        assert probe(missing) == 1
+    finally:
+        serve.send_signal(signals.SIGTERM)
+        try:
+            status = serve.wait(30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            status = serve.wait(10)
+        left = sorted(p.name for p in run.iterdir())
+        shutil.rmtree(run, ignore_errors=True)
+    assert status == 0
+    assert left == ["client-keys"]  # sockets and the supervisor's directory removed

@@ -121,6 +121,21 @@ chart's Triton when triton.enabled. Never holds a key: access keys stay
 {{- printf "unix:%s/extproc.sock" (trimSuffix "/" .Values.extproc.socketDir) -}}
 {{- end -}}
 
+{{/* The health check's targets: the socket, or with N workers every worker's (contract.worker_address) */}}
+{{- define "plano-extproc.healthTargets" -}}
+{{- $workers := .Values.extproc.workers | int -}}
+{{- if gt $workers 1 -}}
+{{- $dir := trimSuffix "/" .Values.extproc.socketDir -}}
+{{- $targets := list -}}
+{{- range $k := until $workers -}}
+{{- $targets = append $targets (printf "unix:%s/extproc-%d.sock" $dir $k) -}}
+{{- end -}}
+{{- join "," $targets -}}
+{{- else -}}
+{{- include "plano-extproc.socketAddress" . -}}
+{{- end -}}
+{{- end -}}
+
 
 {{/* gRPC health check (grpc.health.v1) of the ext_proc at $PLANO_HEALTH_TARGET; same as the image's HEALTHCHECK. */}}
 {{- define "plano-extproc.healthCheck" -}}
@@ -128,5 +143,5 @@ exec:
   command:
     - python
     - -c
-    - "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; c=grpc.insecure_channel(os.environ['PLANO_HEALTH_TARGET']); sys.exit(0 if g.HealthStub(c).Check(h.HealthCheckRequest(service=''), timeout=4).status == h.HealthCheckResponse.SERVING else 1)"
+    - "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ok=lambda t: g.HealthStub(grpc.insecure_channel(t)).Check(h.HealthCheckRequest(service=''), timeout=4).status == h.HealthCheckResponse.SERVING; sys.exit(0 if all(ok(t) for t in os.environ['PLANO_HEALTH_TARGET'].split(',')) else 1)"
 {{- end -}}

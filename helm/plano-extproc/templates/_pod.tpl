@@ -32,6 +32,8 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     - {{ .Values.envoy.port | int | quote }}
     - --probe-port
     - {{ .Values.envoy.probePort | int | quote }}
+    - --workers
+    - {{ .Values.extproc.workers | int | quote }}
     - -o
     - {{ include "plano-extproc.bootstrapPath" . }}
   resources:
@@ -96,6 +98,14 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     - {{ .Values.extproc.logLevel | quote }}
     - --log-format
     - {{ .Values.extproc.logFormat | quote }}
+    {{- if gt (.Values.extproc.workers | int) 1 }}
+    # a supervisor of N worker processes: restarts a crashed one in place, serves their merged metrics
+    - --workers
+    - {{ .Values.extproc.workers | int | quote }}
+    # the root filesystem is read-only: the supervisor's private directory goes on the shared emptyDir
+    - --work-dir
+    - {{ .Values.extproc.socketDir | quote }}
+    {{- end }}
     # a config change rolls the pods (checksum/plano-config): the mounted file is not watched in place
     - --watch-interval
     - "0"
@@ -107,7 +117,7 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     {{- end }}
   env:
     - name: PLANO_HEALTH_TARGET
-      value: {{ include "plano-extproc.socketAddress" . | quote }}
+      value: {{ include "plano-extproc.healthTargets" . | quote }}
     {{- range $name, $ref := .Values.providerKeys.secretKeyRefs }}
     - name: {{ $name }}
       valueFrom:
