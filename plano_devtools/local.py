@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import logging
 import os
 import secrets
@@ -41,6 +40,7 @@ import yaml
 from plano_devtools.processes import die_with_parent
 from plano_extproc.config import ConfigError, PlanoConfig, parse_config
 from plano_extproc.contract import config_fingerprint
+from plano_extproc.workers.control import UnixHTTPConnection
 
 if TYPE_CHECKING:
     from plano_extproc.extproc.server import ExtProcServer
@@ -66,20 +66,9 @@ def pick_base_id() -> int:
     raise RuntimeError("no free Envoy base id found (is /dev/shm full of envoy_shared_memory_* files?)")
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 def _admin_ready(path: Path) -> bool:
     """Whether the Envoy whose admin listens on the Unix socket `path` is LIVE."""
-    conn = _UnixHTTPConnection(str(path), 1.0)
+    conn = UnixHTTPConnection(str(path), 1.0)
     try:
         conn.request("GET", "/ready")
         return conn.getresponse().status == 200
@@ -110,7 +99,6 @@ def envoy_environment() -> dict[str, str]:
 
 def _check_free(port: int, what: str) -> None:
     """Fail with the port's name before Envoy does with a log line nobody reads."""
-    import socket
 
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -121,7 +109,6 @@ def _check_free(port: int, what: str) -> None:
 
 
 def free_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

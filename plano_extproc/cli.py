@@ -124,8 +124,18 @@ def _private_address(address: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, in the running loop."""
     import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
 
     from plano_extproc.extproc.server import ExtProcServer
 
@@ -162,10 +172,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
             watcher.start()
         print(f"plano-extproc serving ext_proc + RoutingService on {args.listen}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = _stop_on_signals()
         await stop.wait()
         if watcher is not None:
             await watcher.stop()
@@ -177,7 +184,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
     """`serve --workers N`: a supervisor of N worker processes (plano_extproc.workers)."""
-    import signal
 
     from plano_extproc.contract import worker_address
     from plano_extproc.workers.supervisor import WorkerExited, WorkerPool
@@ -198,10 +204,7 @@ def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
         return 1
 
     async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = _stop_on_signals()
         starting = asyncio.create_task(pool.start(text))
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -253,7 +256,6 @@ def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    import signal
 
     from plano_devtools.local import LocalGateway
     from plano_extproc.extproc.server import open_relay
@@ -268,10 +270,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     async def run() -> int:
         # Signals are ours from the start: a Ctrl-C or SIGTERM during start-up (a slow warm-up, a local
         # Triton loading) stops what has started and removes the work directory like any other stop.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = _stop_on_signals()
         gateway = LocalGateway(
             text,
             mock_providers=args.mock_providers,

@@ -40,6 +40,18 @@ ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 8)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+def config_reloads_counter(registry: CollectorRegistry) -> Counter:
+    """``plano_config_reloads_total{result}``: kept by a serving process, or by the supervisor of its workers."""
+    return Counter(
+        "plano_config_reloads",
+        "Config file changes seen: applied (in place), restarted (applied with an Envoy hot restart), bootstrap_mismatch "
+        "(applied for streams of a matching bootstrap only: Envoy needs the re-rendered bootstrap), invalid (kept the old "
+        "config), failed (valid but could not be applied; kept the old config)",
+        ["result"],
+        registry=registry,
+    )
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status < 600 else "other"
 
@@ -156,14 +168,7 @@ class Metrics:
             "ext_proc streams refused because Envoy's bootstrap was rendered from another config",
             registry=r,
         )
-        self.config_reloads = Counter(
-            "plano_config_reloads",
-            "Config file changes seen: applied (in place), restarted (applied with an Envoy hot restart), bootstrap_mismatch "
-            "(applied for streams of a matching bootstrap only: Envoy needs the re-rendered bootstrap), invalid (kept the old "
-            "config), failed (valid but could not be applied; kept the old config)",
-            ["result"],
-            registry=r,
-        )
+        self.config_reloads = config_reloads_counter(r)
         self.config_generation = Gauge("plano_config_generation", "Config generation serving new requests (1 = the config at start)", registry=r)
         self.config_generation.set(1)
         self.previous_bootstrap_streams = Counter(

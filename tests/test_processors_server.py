@@ -7,10 +7,12 @@ Request processors are driven in lock step, as Envoy does: one message, then its
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import orjson
@@ -20,6 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from plano_extproc.apis import BY_NAME
+from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import ATTEMPT_LOG, FINGERPRINT_METADATA, PROCESSOR_METADATA, REQUEST_LOG, Processor, config_fingerprint
 from plano_extproc.extproc.server import ExtProcServer
 from plano_extproc.forwarding import Forwarder
@@ -110,21 +113,28 @@ class Served:
         return replies, await call.code()
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+@contextlib.asynccontextmanager
+async def serving(config: PlanoConfig, socket_name: str = "extproc.sock", **server: Any) -> AsyncIterator[Served]:
+    """An ExtProcServer on a Unix socket of its own, its router a KeywordRouter (the embedded model's
+    scores are not under test; every later config generation keeps it), and a channel to it."""
     directory = tempfile.mkdtemp(prefix="plano-", dir="/tmp")  # short: Unix socket paths are limited to ~107 bytes
-    address = f"unix:{directory}/extproc.sock"
-    config = demo_config()
-    server = ExtProcServer(config, address)
-    server.engine.router = RouterChain(KeywordRouter(), 5.0)  # the embedded model's scores are not under test
-    await server.start()
+    address = f"unix:{directory}/{socket_name}"
+    extproc = ExtProcServer(config, address, **server)
+    extproc.engine.router = RouterChain(KeywordRouter(), 5.0)
+    await extproc.start()
     channel = grpc.aio.insecure_channel(address)
     try:
-        yield Served(server, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
+        yield Served(extproc, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
     finally:
         await channel.close()
-        await server.stop(0)
+        await extproc.stop(0)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serving(demo_config()) as s:
+        yield s
 
 
 def decision_request(api: str = "openai_chat", text: str = "code_generation: a trie", routing: bool = True) -> list[ext.ProcessingRequest]:

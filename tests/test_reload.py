@@ -7,25 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import grpc
 import pytest
-from envoy.service.accesslog.v3 import als_pb2_grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from plano_extproc.api import routing_pb2, routing_pb2_grpc
 from plano_extproc.config import parse_config
-from plano_extproc.contract import config_fingerprint
-from plano_extproc.extproc.server import ExtProcServer
 from plano_extproc.reload import ConfigWatcher, serve_reloader
-from plano_extproc.router.chain import RouterChain
 from tests.conftest import DEMO_CONFIG
 from tests.processors_kit import (
     CLAUDE,
-    KeywordRouter,
     apply_mutation,
     client_body,
     client_headers,
@@ -36,7 +28,7 @@ from tests.processors_kit import (
     request_headers_msg,
     set_headers,
 )
-from tests.test_processors_server import CALL_TIMEOUT_S, Served
+from tests.test_processors_server import CALL_TIMEOUT_S, Served, serving
 
 DEMO = DEMO_CONFIG.read_text()
 
@@ -60,19 +52,8 @@ def add_model(text: str) -> str:
 
 @pytest.fixture
 async def served():
-    directory = tempfile.mkdtemp(prefix="plano-", dir="/tmp")
-    address = f"unix:{directory}/extproc.sock"
-    config = parse_config(version(1), {})
-    server = ExtProcServer(config, address)
-    server.engine.router = RouterChain(KeywordRouter(), 5.0)  # every later generation keeps this router
-    await server.start()
-    channel = grpc.aio.insecure_channel(address)
-    try:
-        yield Served(server, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
-    finally:
-        await channel.close()
-        await server.stop(0)
-        shutil.rmtree(directory, ignore_errors=True)
+    async with serving(parse_config(version(1), {})) as s:
+        yield s
 
 
 async def decision(served: Served, text: str, fingerprint: str | None = "ours") -> dict:

@@ -20,8 +20,6 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.service.accesslog.v3 import als_pb2_grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from plano_extproc.affinity import AffinityEntry
@@ -38,18 +36,14 @@ from plano_extproc.contract import (
     WORKER_HEADER,
     WORKER_KEY,
     WORKERS_METADATA,
-    config_fingerprint,
     worker_address,
     worker_cluster_name,
     worker_filter_name,
 )
-from plano_extproc.extproc.server import ExtProcServer
-from plano_extproc.router.chain import RouterChain
 from plano_extproc.session_sqlite import SqliteSessionStore
 from plano_extproc.workers.merge import MetricsMerger
 from tests.conftest import DEMO_CONFIG
 from tests.processors_kit import (
-    KeywordRouter,
     client_body,
     client_headers,
     demo_config,
@@ -60,7 +54,7 @@ from tests.processors_kit import (
     set_headers,
 )
 from tests.test_envoy_config import _clusters, _demo, _hcm, _routes, _validate
-from tests.test_processors_server import Served, first_message
+from tests.test_processors_server import Served, first_message, serving
 
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -338,19 +332,8 @@ def test_worker_processes_racing_for_new_sessions_agree(session_file):
 
 @pytest.fixture
 async def worker_one():
-    directory = tempfile.mkdtemp(prefix="plano-", dir="/tmp")
-    address = f"unix:{directory}/extproc-1.sock"
-    config = demo_config()
-    server = ExtProcServer(config, address, worker=1, workers=2)
-    server.engine.router = RouterChain(KeywordRouter(), 5.0)
-    await server.start()
-    channel = grpc.aio.insecure_channel(address)
-    try:
-        yield Served(server, ext_grpc.ExternalProcessorStub(channel), als_pb2_grpc.AccessLogServiceStub(channel), config_fingerprint(config))
-    finally:
-        await channel.close()
-        await server.stop(0)
-        shutil.rmtree(directory, ignore_errors=True)
+    async with serving(demo_config(), "extproc-1.sock", worker=1, workers=2) as served:
+        yield served
 
 
 def _open(served: Served, processor: str, workers: str | None) -> Any:

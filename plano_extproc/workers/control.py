@@ -104,7 +104,9 @@ class ControlServer:
                 await writer.wait_closed()
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the workers' control sockets, Envoy's admin socket)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -117,7 +119,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def call(path: str, method: str, target: str, payload: object | None = None, timeout: float = 5.0) -> Reply:
     """One request to the control socket at `path` (blocking). Raises OSError when nobody answers."""
-    conn = _UnixHTTPConnection(path, timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         body = orjson.dumps(payload) if payload is not None else None
         conn.request(method, target, body=body, headers={"content-type": "application/json"} if body else {})

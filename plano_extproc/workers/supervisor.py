@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from plano_extproc.config import ConfigError
 from plano_extproc.contract import worker_address
+from plano_extproc.metrics import config_reloads_counter
 from plano_extproc.workers.control import PID_HEADER, Reply, call
 from plano_extproc.workers.merge import MetricsMerger
 from plano_extproc.workers.worker import WorkerSpec
@@ -72,14 +73,7 @@ class SupervisorMetrics:
         self.workers.set(pool.workers)
         self.workers_up = Gauge("plano_extproc_workers_up", "ext_proc worker processes running", registry=self.registry)
         self.workers_up.set_function(pool.running)
-        self.config_reloads = Counter(
-            "plano_config_reloads",
-            "Config file changes seen: applied (in place), restarted (applied with an Envoy hot restart), bootstrap_mismatch "
-            "(applied for streams of a matching bootstrap only: Envoy needs the re-rendered bootstrap), invalid (kept the old "
-            "config), failed (valid but could not be applied; kept the old config)",
-            ["result"],
-            registry=self.registry,
-        )
+        self.config_reloads = config_reloads_counter(self.registry)
 
     def record_reload(self, result: str) -> None:
         self.config_reloads.labels(result).inc()
