@@ -92,13 +92,15 @@ def serve_gateway(args: argparse.Namespace) -> int:
         tracemalloc.start(8)
 
     async def run() -> None:
-        gateway = LocalGateway(DEMO.read_text(), env={}, mock_providers=True, listener_port=args.port, metrics_port=args.metrics_port, quiet=True)
+        gateway = LocalGateway(DEMO.read_text(), env={}, mock_providers=True, listener_port=args.port, metrics_port=args.metrics_port,
+                               quiet=True, workers=args.workers)
         await gateway.start()
         for mock in gateway.mocks.values():
             mock.chunk_delay = args.chunk_delay
-        assert gateway.envoy is not None and gateway.server is not None
+        assert gateway.envoy is not None and (gateway.server is not None or gateway.pool is not None)
         print(json.dumps({
             "url": gateway.url, "pid": os.getpid(), "envoy_pid": gateway.envoy.pid, "metrics_port": gateway.metrics_port,
+            "worker_pids": gateway.pool.pids() if gateway.pool is not None else [],
             "openai": gateway.mocks["openai"].base_url, "anthropic": gateway.mocks["anthropic"].base_url,
             "envoy_log": str(gateway.workdir / "envoy.log"),
         }), flush=True)
@@ -110,8 +112,12 @@ def serve_gateway(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signal.SIGUSR1, lambda: _tracemalloc_mark(Path(args.status_file).with_name("tracemalloc.txt")))
         server = gateway.server
         while not stop.is_set():
-            status = {"inflight_records": len(server.inflight), "inflight_bytes": server.inflight.bytes,
-                      "mock_requests": sum(len(m.requests) for m in gateway.mocks.values())}
+            # with worker processes the in-flight records live in the workers (not read from here)
+            status: dict[str, Any] = {"mock_requests": sum(len(m.requests) for m in gateway.mocks.values())}
+            if server is not None:
+                status |= {"inflight_records": len(server.inflight), "inflight_bytes": server.inflight.bytes}
+            if gateway.pool is not None:
+                status["worker_pids"] = gateway.pool.pids()
             Path(args.status_file).write_text(json.dumps(status))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)
@@ -615,6 +621,11 @@ class Gateway:
                "envoy_rss_mib": proc_rss_mib(self.envoy_pid), "envoy_fds": proc_fds(self.envoy_pid)}
         with contextlib.suppress(OSError, ValueError):
             out.update(json.loads(self.status_file.read_text()))
+        pids = out.get("worker_pids") or self.info.get("worker_pids") or []
+        if pids:
+            # the gateway process then holds the mock providers and the supervisor; the ext_proc is the workers
+            out["worker_rss_mib"] = sum(proc_rss_mib(p) for p in pids if p)
+            out["worker_fds"] = sum(proc_fds(p) for p in pids if p)
         return out
 
     def metrics(self) -> str:
@@ -622,14 +633,15 @@ class Gateway:
             return str(resp.read().decode())
 
 
-def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False) -> Gateway:
+def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False, workers: int = 0) -> Gateway:
     from plano_devtools.local import free_port
 
     status_file = workdir / "status.json"
     stderr_path = workdir / "gateway.stderr"
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-gateway", "--port", str(free_port()), "--metrics-port", str(free_port()),
-         "--chunk-delay", str(chunk_delay), "--status-file", str(status_file), *(["--tracemalloc"] if tracemalloc else [])],
+         "--chunk-delay", str(chunk_delay), "--status-file", str(status_file), "--workers", str(workers),
+         *(["--tracemalloc"] if tracemalloc else [])],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "wb"), env={**os.environ, "PYTHONPATH": str(ROOT)},  # noqa: SIM115
     )
     assert proc.stdout is not None
@@ -748,7 +760,8 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
         timeline.append(sample)
         print(f"  t={sample['t']:4d}s  requests {sample['requests']:7d}  unexpected {sample['unexpected']}  client in-flight "
               f"{sample['inflight_client']:3d}  ext_proc RSS {sample['extproc_rss_mib']:.1f} MiB fds {sample['extproc_fds']}  "
-              f"envoy RSS {sample['envoy_rss_mib']:.1f} MiB fds {sample['envoy_fds']}  in-flight records {sample.get('inflight_records')}",
+              f"envoy RSS {sample['envoy_rss_mib']:.1f} MiB fds {sample['envoy_fds']}  in-flight records {sample.get('inflight_records')}"
+              + (f"  workers RSS {sample['worker_rss_mib']:.1f} MiB fds {sample['worker_fds']}" if "worker_rss_mib" in sample else ""),
               flush=True)
 
     result = await traffic.run(rate, args.minutes * 60, tick)
@@ -800,6 +813,10 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"\next_proc RSS MiB: before traffic {b['extproc_rss_mib']:.1f}, soak start {s['extproc_rss_mib']:.1f}, "
           f"end {e['extproc_rss_mib']:.1f} (max during {max([t['extproc_rss_mib'] for t in r['timeline']] or [float('nan')]):.1f})")
     print(f"ext_proc open fds: before {b['extproc_fds']}, start {s['extproc_fds']}, end {e['extproc_fds']}")
+    if "worker_rss_mib" in e:
+        print(f"ext_proc workers RSS MiB: before traffic {b.get('worker_rss_mib', float('nan')):.1f}, soak start "
+              f"{s.get('worker_rss_mib', float('nan')):.1f}, end {e['worker_rss_mib']:.1f}; fds end {e['worker_fds']} (the RSS "
+              "above is then the process of the mock providers and the supervisor)")
     print(f"envoy RSS MiB: before {b['envoy_rss_mib']:.1f}, start {s['envoy_rss_mib']:.1f}, end {e['envoy_rss_mib']:.1f}; "
           f"fds before {b['envoy_fds']}, start {s['envoy_fds']}, end {e['envoy_fds']}")
     print(f"in-flight request records: start {s.get('inflight_records')}, end {e.get('inflight_records')} ({e.get('inflight_bytes')} bytes)")
@@ -825,6 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds between the last request and the end sample")
     parser.add_argument("--json", help="write the report here too")
     parser.add_argument("--tracemalloc", action="store_true", help="trace the gateway's Python allocations (slow: use a low --rate) and print what grew from minute 2 to the end")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="the ext_proc as N supervised worker processes, as `up` runs it (default 0: in the gateway process, "
+                        "beside the mock providers)")
     parser.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
@@ -834,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_gateway(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="plano-soak-"))
-    gateway = start_gateway(workdir, args.chunk_delay, args.tracemalloc)
+    gateway = start_gateway(workdir, args.chunk_delay, args.tracemalloc, args.workers)
     try:
         report = asyncio.run(soak(args, gateway))
     finally:
