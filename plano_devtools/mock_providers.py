@@ -547,11 +547,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(rule.status, error_body(rule.status, message, anthropic=anthropic), headers)
             return
 
+        try:
+            reply = plan_reply(kind, body, self.mock.reply_text(model))
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # a body of the wrong shape (`"tools": 5`): a real provider answers 400, it does not hang up
+            entry["status"] = 400
+            self.mock._record(entry)
+            self._send_json(400, error_body(400, f"invalid request body: {type(exc).__name__}", anthropic=anthropic))
+            return
         entry["status"] = 200
         self.mock._record(entry)
         if self.mock.answer_delay > 0:
             time.sleep(self.mock.answer_delay)
-        reply = plan_reply(kind, body, self.mock.reply_text(model))
         prompt_tokens = max(1, len(raw) // 4)
         stream = bool(body.get("stream"))
         if kind == "chat":
