@@ -20,7 +20,7 @@ from typing import Protocol
 
 import orjson
 
-from plano_extproc.ttl_cache import TtlLruCache
+from plano_extproc.ttl_cache import CacheStats, TtlLruCache
 
 #: plano's namespace for affinity keys (shared Redis keyspace)
 KEY_PREFIX = "plano:affinity:"
@@ -105,13 +105,10 @@ def decode_entry(raw: bytes | str) -> AffinityEntry | None:
 
 
 @dataclass
-class SessionStats:
-    """What a store counts; read at scrape time (metrics.py)."""
+class SessionStats(CacheStats):
+    """What a store counts: a cache's lookups, plus what only a session store knows; read at scrape time
+    (metrics.py)."""
 
-    hits: int = 0
-    misses: int = 0
-    evictions: int = 0
-    expirations: int = 0
     #: pins written / pins not written because another decision (a race, another replica) was first
     stored: int = 0
     conflicts: int = 0

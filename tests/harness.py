@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -116,3 +118,14 @@ def claude(gw) -> anthropic.Anthropic:
 
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    """SIGTERM (if it still runs), its exit status within 30 s, else SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)

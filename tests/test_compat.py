@@ -22,19 +22,9 @@ from plano_extproc.model_metrics import LiveLatency, ModelMetrics, parse_catalog
 from plano_extproc.ranking import MetricsSnapshot, rank
 from plano_extproc.router.chain import RouterChain
 from tests.conftest import DEMO_ENV
+from tests.test_config import BASE
 from tests.test_decision import ScriptedRouter
 
-BASE = """
-version: v0.4.0
-model_providers:
-  - model: openai/gpt-4o-mini
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: openai/gpt-4o
-    access_key: $OPENAI_API_KEY
-  - model: anthropic/claude-sonnet-4-20250514
-    access_key: $ANTHROPIC_API_KEY
-"""
 CLAUDE, GPT4O, MINI = "anthropic/claude-sonnet-4-20250514", "openai/gpt-4o", "openai/gpt-4o-mini"
 
 

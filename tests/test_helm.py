@@ -553,9 +553,10 @@ def _health_check_code() -> str:
 def test_workers_value_runs_a_supervisor_whose_workers_envoy_and_the_probes_all_find(chart, tmp_path):
     """extproc.workers: 2 — the container's own command line starts two workers, the init container's
     bootstrap sends Envoy to exactly their sockets, and the chart's probe passes only when both serve."""
-    import signal as signals
     import socket
     import time
+
+    from tests.harness import stop_process
 
     docs = render(chart, {"extproc": {"workers": 2}})
     bootstrap = _run_init_container_and_validate(docs, tmp_path)
@@ -600,12 +601,7 @@ def test_workers_value_runs_a_supervisor_whose_workers_envoy_and_the_probes_all_
         missing = {**probe_env, "PLANO_HEALTH_TARGET": probe_env["PLANO_HEALTH_TARGET"] + f",unix:{run}/extproc-2.sock"}
         assert probe(missing) == 1
     finally:
-        serve.send_signal(signals.SIGTERM)
-        try:
-            status = serve.wait(30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            status = serve.wait(10)
+        status = stop_process(serve)
         left = sorted(p.name for p in run.iterdir())
         shutil.rmtree(run, ignore_errors=True)
     assert status == 0

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plano_devtools.local import free_port
 from tests.conftest import DEMO_CONFIG
-from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, user
+from tests.harness import CLAUDE, CODE, FRANCE, RunningGateway, claude, oai, post, stop_process, user
 
 pytestmark = pytest.mark.integration
 
@@ -411,16 +411,6 @@ def _work_dirs(tmp: str) -> list[str]:
     return [name for name in os.listdir(tmp) if name.startswith("plano-")]
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(10)
-
-
 def test_up_restarts_a_killed_worker_and_cleans_up_on_sigterm():
     with tempfile.TemporaryDirectory(prefix="plano-t-", dir="/tmp") as tmp:
         proc, port, metrics, lines = _up(Path(tmp), "--workers", "2")
@@ -437,7 +427,7 @@ def test_up_restarts_a_killed_worker_and_cleans_up_on_sigterm():
                 assert total(families(resp.read().decode()), "plano_extproc_worker_restarts_total") == 1
             assert any("exited (killed by SIGKILL)" in line and "restarting it" in line for line in lines)
         finally:
-            status = _stop(proc)
+            status = stop_process(proc)
         assert status == 0, "".join(lines[-30:])
         assert not _children(proc.pid)
         assert _work_dirs(tmp) == []  # the work directory is gone
@@ -450,7 +440,7 @@ def test_up_cleans_up_when_stopped_during_start_up_or_when_a_worker_dies_startin
         try:
             wait_until(lambda: _children(proc.pid) or proc.poll() is not None, 60, "the workers to be started", every=0.01)
         finally:
-            status = _stop(proc)
+            status = stop_process(proc)
         assert status != 0 and not any("plano gateway ready" in line for line in lines)
         assert _work_dirs(tmp) == [], "".join(lines)
 
@@ -462,6 +452,6 @@ def test_up_cleans_up_when_stopped_during_start_up_or_when_a_worker_dies_startin
                 os.kill(pid, signal.SIGKILL)
             status = proc.wait(60)
         finally:
-            _stop(proc)
+            stop_process(proc)
         assert status == 1 and any("exited during start-up" in line for line in lines), "".join(lines)
         assert _work_dirs(tmp) == []

@@ -43,6 +43,7 @@ from plano_extproc.contract import (
 from plano_extproc.session_sqlite import SqliteSessionStore
 from plano_extproc.workers.merge import MetricsMerger
 from tests.conftest import DEMO_CONFIG
+from tests.harness import stop_process
 from tests.processors_kit import (
     client_body,
     client_headers,
@@ -447,12 +448,7 @@ def test_serve_with_workers_reloads_all_of_them_restarts_one_and_cleans_up(tmp_p
 
         _wait(back, 30, "worker 1 to serve again")
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            status = serve.wait(30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            status = serve.wait(10)
+        status = stop_process(serve)
         left = list(work.iterdir())
         shutil.rmtree(directory, ignore_errors=True)
     assert status == 0, "".join(lines[-20:])
