@@ -10,7 +10,14 @@ import pytest
 
 from plano_extproc.conversation import Turn
 from plano_extproc.router.base import RouterError, RouteSpec
-from plano_extproc.router.embedded import EmbeddedRouter, EmbeddedRouterSettings, content_stems, route_texts
+from plano_extproc.router.embedded import (
+    EmbeddedRouter,
+    EmbeddedRouterSettings,
+    content_stems,
+    instruction_text,
+    query_views,
+    route_texts,
+)
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 
 # Golden vectors: computed once with the real sentence-transformers 5.x / torch pipeline,
@@ -209,6 +216,20 @@ def test_content_stems() -> None:
     assert content_stems("What's the weather like?") == content_stems("weather")
     assert content_stems("lost or damaged cards") == {"lost", "damag", "card"}
     assert content_stems("the a of") == set()
+
+
+def test_pasted_material_is_read_as_a_placeholder() -> None:
+    code = "int f(int n) {\n    int total = 0;\n    for (int i = 0; i < n; i++)\n        total += i * i;\n    return total;\n}\n\nFix bugs in f."
+    assert instruction_text(code) == "code\nFix bugs in f."
+    passage = "Summarize this for me.\n\n" + " ".join(["The river runs north past the old mill and the town."] * 5)
+    assert instruction_text(passage) == "Summarize this for me.\ntext"
+    whole, _first, head = query_views(passage)
+    assert whole == ("Summarize this for me.\ntext", 0) and head == ("Summarize this for me.", 2)
+    # short requests, prose without material and prompts that are all material are read as written
+    for text in ("what's my credit score", "Book a flight to Paris, then a hotel near the station.",
+                 "x = [i * i for i in range(10)]; print(sum(x))", " ".join(["word"] * 60)):
+        assert instruction_text(text) is None
+        assert [kind for _, kind in query_views(text)] in ([0], [0, 1], [0, 1, 1])
 
 
 def test_lexical_bonus_is_idf_weighted(encoder: MiniLMEncoder) -> None:

@@ -11,8 +11,12 @@ Claude Code's ``<system-reminder>``, Codex's ``<environment_context>``...). Of i
 ``head_chars`` and last ``tail_chars`` characters are kept *before* tokenizing, and three views are
 embedded: the whole text (``whole_tokens`` tokens) and its first and last sentence/line
 (``segment_tokens`` each) — long prompts say what they want there, while the pasted code or passage in
-between says little about the task. A route scores the best of the three views. The work per request is
-therefore bounded (about 64 tokens through the encoder) whatever the prompt's size.
+between says little about the task. A prompt that carries pasted material (runs of code lines, lines
+of 40+ words: ``instruction_text``) is read by its instruction instead: the whole view and the lexical
+signal see each run of material as one placeholder word ("code", "text"), and the head of the
+instruction's first sentence (``HEAD_TOKENS``) replaces the last segment, which is then most often the
+end of the material. Short requests are never changed. A route scores the best of the three views. The
+work per request is therefore bounded (about 64 tokens through the encoder) whatever the prompt's size.
 
 Routes without examples
 -----------------------
@@ -159,6 +163,90 @@ def views(text: str) -> tuple[str, ...]:
         return (text,)
     picked = [segs[0]] if segs[0] == segs[-1] else [segs[0], segs[-1]]
     return (text, *picked)
+
+
+# -- pasted material --------------------------------------------------------------------------------
+
+#: characters that are frequent in code and rare in prose (sentence punctuation is not among them)
+_CODE_CHARS = frozenset("{}()[];=<>+*/%&|^~#$@\\`_")
+#: a line is code when this share of its non-space characters are code characters (or it ends in
+#: ``{`` ``}`` ``;``); a line of at least PASSAGE_WORDS words (separated by spaces) is a pasted passage
+CODE_CHAR_SHARE = 0.08
+PASSAGE_WORDS = 40
+#: a short line between two code lines is code too ("return x", "using namespace std;")
+_CODE_GAP_WORDS = 6
+#: what a run of pasted lines is replaced by in the instruction view
+CODE_PLACEHOLDER, PASSAGE_PLACEHOLDER = "code", "text"
+#: tokens the head view reads: the start of the instruction's first sentence
+HEAD_TOKENS = 8
+
+
+_DROP_CODE_CHARS = str.maketrans("", "", "".join(_CODE_CHARS))
+
+
+def _code_line(line: str) -> bool:
+    """`line` (stripped, non-empty) reads as code (str methods only: this runs over every line read)."""
+    chars = len(line) - sum(map(line.count, (" ", "\t")))
+    return len(line) - len(line.translate(_DROP_CODE_CHARS)) >= CODE_CHAR_SHARE * chars or line[-1] in "{};"
+
+
+def instruction_text(text: str) -> str | None:
+    """`text` with its pasted material (runs of code lines, lines of PASSAGE_WORDS or more words) each
+    replaced by one placeholder word ("code", "text"), so that the words around the material — the
+    instruction — dominate. None when the text carries no such material, or nothing else (a prompt that
+    is all code or one long word problem is read as it is); short requests are never changed."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    words = [line.count(" ") + line.count("\t") + 1 for line in lines]  # stripped lines: an upper bound
+    kinds: list[str | None] = [
+        CODE_PLACEHOLDER if _code_line(line)
+        else PASSAGE_PLACEHOLDER if n >= PASSAGE_WORDS and len(line.split()) >= PASSAGE_WORDS
+        else None
+        for line, n in zip(lines, words, strict=True)
+    ]
+    for i in range(1, len(lines) - 1):
+        if (kinds[i] is None and kinds[i - 1] == kinds[i + 1] == CODE_PLACEHOLDER
+                and len(lines[i].split()) <= _CODE_GAP_WORDS):
+            kinds[i] = CODE_PLACEHOLDER
+    if not any(kinds) or not any(
+        k is None and len(_WORDS.findall(line)) >= 2 for line, k in zip(lines, kinds, strict=True)
+    ):
+        return None
+    out: list[str] = []
+    for i, (line, kind) in enumerate(zip(lines, kinds, strict=True)):
+        if kind is None:
+            out.append(line)
+        elif i == 0 or kinds[i - 1] != kind:
+            out.append(kind)
+    return "\n".join(out)
+
+
+def _first_segment(text: str) -> str | None:
+    """segments(text)[0] without splitting the rest."""
+    for line in text.splitlines():
+        for sentence in _SENTENCE_END.split(line.strip()):
+            sentence = sentence.strip()
+            if len(_WORDS.findall(sentence)) >= 2:
+                return sentence
+    return None
+
+
+def query_views(text: str) -> list[tuple[str, int]]:
+    """What of a request is embedded, as (text, kind) with kind 0 = whole, 1 = segment, 2 = head.
+
+    Plain requests: the whole text and its first and last segment (``views``). A request carrying
+    pasted material (``instruction_text``): the instruction view instead of the whole text, the first
+    segment, and instead of the last segment (most often the end of the pasted material) the head of
+    the instruction's first sentence."""
+    parts = views(text)
+    instruction = instruction_text(text)
+    if instruction is None:
+        return [(parts[0], 0)] + [(p, 1) for p in parts[1:]]
+    out: list[tuple[str, int]] = [(instruction, 0)] + [(p, 1) for p in parts[1:]]
+    head = _first_segment(instruction) if len(out) == 3 else None
+    if head is not None:
+        out[2] = (head, 2)
+    return out
 
 
 # -- follow-ups -------------------------------------------------------------------------------------
@@ -418,12 +506,19 @@ class EmbeddedRouter(RouterBackend):
 
     def _query_uncached(self, text: str) -> _Query:
         st = self.settings
-        parts = views(text) if st.segment_tokens else (text,)
+        if not st.segment_tokens:
+            parts = [(text, 0)]
+        elif st.instruction_view:
+            parts = query_views(text)
+        else:
+            parts = [(p, 0 if i == 0 else 1) for i, p in enumerate(views(text))]
+        tokens = (st.whole_tokens, st.segment_tokens, HEAD_TOKENS)
         enc = self.encoder
-        vecs = [enc.encode_one(parts[0], st.whole_tokens)] + [enc.encode_one(p, st.segment_tokens) for p in parts[1:]]
-        # the lexical signal reads the prompt's head and tail only: the words of a long pasted passage say
-        # little about the task, and this bounds the stems a cached query keeps
-        stems = content_stems(bounded_text(text, STEM_HEAD_CHARS, STEM_TAIL_CHARS))
+        vecs = [enc.encode_one(p, tokens[kind]) for p, kind in parts]
+        # the lexical signal reads the prompt's head and tail only (of a prompt with pasted material, only
+        # its instruction view): the words of a long pasted passage or code say little about the task, and
+        # this bounds the stems a cached query keeps
+        stems = content_stems(bounded_text(parts[0][0], STEM_HEAD_CHARS, STEM_TAIL_CHARS))
         return _Query(np.stack(vecs).astype(np.float32, copy=False), frozenset(stems))
 
     # -- route sets ------------------------------------------------------------------------------

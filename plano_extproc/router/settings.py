@@ -58,6 +58,11 @@ class EmbeddedRouterSettings(BaseModel):
     #: tokens of each of the two extra segments (the prompt's first and last sentence/line), which
     #: is where long prompts state what they want (0 = whole prompt only)
     segment_tokens: int = Field(default=16, ge=0, le=128)
+    #: a prompt carrying pasted material (code lines, passages of 40+ words) is read by its instruction:
+    #: the whole view and the lexical signal see the material as one placeholder word ("code", "text"),
+    #: and the head of the instruction's first sentence replaces the last segment (off = read as written;
+    #: short requests are never changed, docs/routing.md)
+    instruction_view: bool = True
     #: characters kept from the start and from the end of a prompt before anything is tokenized
     #: (a 4 MiB prompt costs what a 8 KiB one does)
     head_chars: int = Field(default=4096, ge=256, le=1 << 20)
