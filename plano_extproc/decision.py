@@ -7,9 +7,10 @@ The rules (also in README.md, "How a model is chosen"):
    metrics snapshot the caller passes.
 3. Otherwise the request's own `model`, resolved through `model_aliases` (or served by a `vendor/*`
    wildcard entry).
-4. Otherwise (no model) the default model.
-A request naming a model this gateway does not serve is refused before any of this (`check_request`,
-plano's rule: 400). The `source` says which rule decided; `fallback` marks decisions taken while the
+4. Otherwise (no model, or on the decision endpoint one this gateway does not serve) the default model.
+A request naming a model this gateway does not serve is refused (400, plano's rule) when that model would
+decide: before any of this when no routes apply (`check_request`), else when no route was chosen
+(`check_model_used`; the decision endpoint then reports rule 4). The `source` says which rule decided; `fallback` marks decisions taken while the
 configured router failed.
 """
 
@@ -78,11 +79,11 @@ def route_specs(preferences: Sequence[Preference]) -> tuple[RouteSpec, ...]:
 
 
 def check_request(config: PlanoConfig, request: ParsedRequest) -> None:
-    """Refuse, before routing, what no rule could serve: a `model` this gateway does not serve (plano
-    answers 400), and inline routes whose selection policy has no metrics source here. Raises
-    RequestFormatError."""
-    if request.model is not None and config.resolve_model(request.model) is None:
-        raise RequestFormatError(_unknown_model_message(config, request.model), param="model")
+    """Refuse, before routing, what no rule could serve: a `model` this gateway does not serve when no
+    routes apply (plano answers 400; with routes, `check_model_used` decides after routing), and inline
+    routes whose selection policy has no metrics source here. Raises RequestFormatError."""
+    if not active_preferences(config, request):
+        check_model_used(config, request, None, decision_only=False)
     if request.model is None and config.default_model is None and request.preferences is None and not config.routing_preferences:
         raise RequestFormatError("name a model: this gateway has no default model (every provider entry is a vendor/* wildcard)", param="model")
     for i, pref in enumerate(request.preferences or ()):
@@ -93,6 +94,18 @@ def check_request(config: PlanoConfig, request: ParsedRequest) -> None:
                 f"gateway's model_metrics_sources has none; use prefer: none or leave selection_policy out",
                 param="routing_preferences",
             )
+
+
+def check_model_used(config: PlanoConfig, request: ParsedRequest, decision: Decision | None, *, decision_only: bool) -> None:
+    """A `model` this gateway does not serve is refused (400) only when it would decide: no route was
+    chosen for the request (`decision` None: none could be). A chosen route does not read it (clients
+    send placeholders such as "auto"), and the decision endpoint reports what the router did: a route,
+    or the default model (source `default`) where the proxy path refuses."""
+    if request.model is None or config.resolve_model(request.model) is not None:
+        return
+    if decision is not None and (decision.route is not None or decision.pinned or decision_only):
+        return
+    raise RequestFormatError(_unknown_model_message(config, request.model), param="model")
 
 
 def _unknown_model_message(config: PlanoConfig, requested: str) -> str:

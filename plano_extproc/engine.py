@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from plano_extproc.affinity import AffinityEntry, MemorySessionStore, SessionStore, affinity_key
 from plano_extproc.apis import ClientApi, ParsedRequest
 from plano_extproc.config import PlanoConfig, SessionCacheConfig
-from plano_extproc.decision import Decision, RouterOutcome, active_preferences, check_request, decide_route, route_specs
+from plano_extproc.decision import (
+    Decision,
+    RouterOutcome,
+    active_preferences,
+    check_model_used,
+    check_request,
+    decide_route,
+    route_specs,
+)
 from plano_extproc.metrics import Metrics
 from plano_extproc.model_metrics import ModelMetrics
 from plano_extproc.router.base import RouterBackend
@@ -113,8 +121,11 @@ class DecisionEngine:
             await self.router.fallback.warm_up(routes)
         await self.model_metrics.start()
 
-    async def route(self, request: ParsedRequest, session_id: str | None = None, tenant: str | None = None) -> RoutedRequest:
-        """`tenant`: the value of the tenant header (`routing.session_cache.tenant_header`), if sent."""
+    async def route(
+        self, request: ParsedRequest, session_id: str | None = None, tenant: str | None = None, *, decision_only: bool = False
+    ) -> RoutedRequest:
+        """`tenant`: the value of the tenant header (`routing.session_cache.tenant_header`), if sent;
+        `decision_only`: the decision endpoint (nothing is forwarded: an unknown model is reported, not refused)."""
         check_request(self.config, request)  # raises RequestFormatError (unknown model, ...)
         key = affinity_key(session_id, tenant, tenant_scoped=self.tenant_header is not None) if session_id else None
         entry = await self.sessions.get(key) if key is not None else None
@@ -126,6 +137,7 @@ class DecisionEngine:
             preferences = active_preferences(self.config, request)
             outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
             decision = decide_route(self.config, request, outcome, snapshot=self.model_metrics.snapshot)
+            check_model_used(self.config, request, decision, decision_only=decision_only)
             if key is not None:
                 mine = AffinityEntry(decision.models, decision.route)
                 ttl = self.config.routing.session_ttl_seconds
@@ -146,8 +158,8 @@ class DecisionEngine:
         return request.preferences is not None or any(m in self.config.by_model for m in entry.models)
 
     async def route_raw(self, api: ClientApi, body: bytes, session_id: str | None = None, tenant: str | None = None) -> RoutedRequest:
-        """Parse and route; raises RequestFormatError for bad bodies."""
-        return await self.route(api.parse(body), session_id, tenant)
+        """Parse and decide (the decision APIs: nothing is forwarded); raises RequestFormatError for bad bodies."""
+        return await self.route(api.parse(body), session_id, tenant, decision_only=True)
 
     async def close(self) -> None:
         """Close what this engine built (a shared router or store is closed by its owner)."""

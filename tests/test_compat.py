@@ -310,13 +310,31 @@ def test_wildcard_entries_serve_any_model_of_their_vendor():
     )
 
 
-def test_unknown_model_is_refused_and_no_model_gets_the_default(demo_config):
+def test_unknown_model_is_refused_where_it_would_decide_and_no_model_gets_the_default(demo_config):
+    import dataclasses
+
+    no_routes = dataclasses.replace(demo_config, routing_preferences=())
     with pytest.raises(RequestFormatError) as info:
-        check_request(demo_config, chat(model="gpt-9"))
+        check_request(no_routes, chat(model="gpt-9"))  # nothing to route: refused before any routing
     assert info.value.status == 400 and info.value.param == "model"
     assert "model 'gpt-9' is not served by this gateway" in info.value.message
     check_request(demo_config, chat())  # no model: fine, the default decides
     assert decide_route(demo_config, chat(), None).models == (MINI,)
+
+    router = ScriptedRouter("stub", answer="code_generation")
+    engine = DecisionEngine(demo_config, RouterChain(router, 5.0))
+    # a chosen route does not read the model (clients send placeholders such as "auto")
+    routed = asyncio.run(engine.route(chat("write code", model="auto")))
+    assert routed.decision.route == "code_generation" and routed.decision.source is DecisionSource.ROUTER
+    # no route: the proxy path refuses the unknown model, the decision endpoint reports the default
+    router.answer = None
+    with pytest.raises(RequestFormatError, match="model 'auto' is not served"):
+        asyncio.run(engine.route(chat("hello there", model="auto")))
+    decided = asyncio.run(engine.route(chat("hello there", model="auto"), decision_only=True))
+    assert decided.decision.route is None and decided.decision.models == (MINI,) and decided.decision.source is DecisionSource.DEFAULT
+    inline = [{"name": "coding", "description": "code generation", "models": ["model-coding"]}]
+    decided = asyncio.run(engine.route(chat("hello there", model="default-model", routing_preferences=inline), decision_only=True))
+    assert decided.decision.route is None and decided.decision.source is DecisionSource.DEFAULT
 
 
 # ============================================================================ providers

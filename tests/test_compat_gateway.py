@@ -324,8 +324,22 @@ def test_wildcard_providers_pass_the_requested_model_through_and_unknown_models_
         with pytest.raises(anthropic.BadRequestError) as messages_error:
             claude(gw).messages.create(model="claude-9", max_tokens=16, messages=user(FRANCE))
         assert messages_error.value.body["type"] == "error" and "claude-9" in messages_error.value.body["error"]["message"]
+        assert gw.openai_mock.requests_snapshot() == [] and gw.anthropic_mock.requests_snapshot() == []
+        # an unknown model is not read when a route decides (clients send placeholders): the route's model
+        # answers; the decision endpoint reports the route, or the default model where no route fits
+        routed = oai(gw).chat.completions.with_raw_response.create(model="auto", messages=user(CODE))
+        assert routed.headers["x-plano-source"] == "router" and routed.headers["x-plano-model"] == code_decision(gw)[0]
+        gw.openai_mock.reset()
+        gw.anthropic_mock.reset()
         status, _, decision = post(gw, "/routing/v1/chat/completions", {"model": "mistral/large", "messages": user(CODE)})
-        assert status == 400 and "mistral/large" in decision["error"]["message"]
+        assert status == 200 and decision["route"] == "code_generation" and decision["models"] == code_decision(gw)
+        status, _, decision = post(gw, "/routing/v1/chat/completions", {"model": "mistral/large", "messages": user(FRANCE)})
+        assert status == 200 and decision["route"] is None and decision["models"] == ["openai/gpt-4o-mini"] and decision["source"] == "default"
+        # what the shared route_eval.py sends: a placeholder model, one pseudo-model per inline route
+        inline = [{"name": "coding", "description": "writing code", "models": ["model-coding"]},
+                  {"name": "travel", "description": "booking flights and hotels", "models": ["model-travel"]}]
+        status, _, decision = post(gw, "/routing/v1/chat/completions", {"model": "default-model", "messages": user(CODE), "routing_preferences": inline})
+        assert status == 200 and decision["route"] == "coding" and decision["models"] == ["model-coding"], decision
         # no model at all: routed, and the default when no route matches
         status, _, decision = post(gw, "/routing/v1/chat/completions", {"messages": user(FRANCE)})
         assert status == 200 and decision["models"] == ["openai/gpt-4o-mini"] and decision["source"] == "default"

@@ -228,7 +228,7 @@ class DownstreamExchange:
             return continue_body()
         try:
             request = api.parse(body.body)
-            routed = await self.ctx.engine.route(request, info.session_id, info.tenant)
+            routed = await self.ctx.engine.route(request, info.session_id, info.tenant, decision_only=self.decision_only)
         except RequestFormatError as exc:
             return self._error(exc.status, exc.message, exc.param)
         if self.client is not None:
