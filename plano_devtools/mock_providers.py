@@ -52,6 +52,7 @@ import gzip
 import itertools
 import json
 import re
+import sys
 import threading
 import time
 import zlib
@@ -303,6 +304,19 @@ def _argument_pieces(arguments: str) -> list[str]:
     return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
 
+class _Server(ThreadingHTTPServer):
+    """A provider's server: one thread per connection; a client that hangs up mid-answer (a cancelled
+    stream, Envoy giving up on an attempt) ends that thread quietly, as a real provider's server does,
+    instead of printing a traceback into `up`'s output."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class MockProvider:
     """A fake OpenAI/Anthropic-compatible provider on one local port (thread-based, stdlib only)."""
 
@@ -319,7 +333,7 @@ class MockProvider:
         self.requests: list[dict[str, Any]] = []
         self._rules: list[_FailRule] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -327,8 +341,7 @@ class MockProvider:
     def start(self, port: int = 0) -> int:
         if self._server is not None:
             raise RuntimeError("MockProvider already started")
-        self._server = ThreadingHTTPServer((self.host, port), _make_handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, port), _make_handler(self))
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"mock-{self.name}", daemon=True)
         self._thread.start()
@@ -346,8 +359,7 @@ class MockProvider:
 
     def serve_forever(self, port: int = 0) -> None:
         """Foreground serving (for ``main``)."""
-        self._server = ThreadingHTTPServer((self.host, port), _make_handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, port), _make_handler(self))
         self.port = self._server.server_address[1]
         try:
             self._server.serve_forever()

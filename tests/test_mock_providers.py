@@ -380,3 +380,27 @@ def test_anthropic_thinking_blocks_when_thinking_is_on(mock: MockProvider) -> No
     assert {"thinking_delta", "signature_delta", "text_delta", "input_json_delta"} <= set(kinds)
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"] and final.content[0].signature
     assert [b.type for b in client.messages.create(model="claude-x", max_tokens=64, messages=MESSAGES).content] == ["text"]
+
+
+def test_a_client_hanging_up_mid_stream_prints_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    # `up --mock-providers` output must stay clean when a client (or Envoy) abandons a streamed answer
+    with MockProvider("mock-openai", chunk_delay=0.05) as mock:
+        assert mock._server is not None
+        handled: list[BaseException | None] = []
+        original = mock._server.handle_error
+
+        def recording(request, client_address) -> None:  # type: ignore[no-untyped-def]
+            handled.append(sys.exc_info()[1])
+            original(request, client_address)
+
+        mock._server.handle_error = recording  # type: ignore[method-assign]
+        body = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "stream": True}).encode()
+        with socket.create_connection(("127.0.0.1", mock.port)) as conn:
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            assert conn.recv(64).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 10
+        while not handled and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert handled and isinstance(handled[0], (BrokenPipeError, ConnectionResetError))
+    assert "Traceback" not in capsys.readouterr().err
