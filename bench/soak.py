@@ -73,6 +73,7 @@ FRANCE = "What is the capital of France?"
 TOPICS = ["the history of Lisbon", "how tides work", "a good name for a cat", "the rules of chess", "why the sky is blue",
           "a recipe for pancakes", "the plot of Hamlet", "how to tie a bowline knot"]
 SESSIONS = 500
+FAILURE_KINDS = ("fallover_429", "retry_same", "fallover_503", "exhausted")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -312,13 +313,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Traffic:
-    def __init__(self, url: str, openai_url: str, anthropic_url: str, timeout: float) -> None:
+    def __init__(self, url: str, openai_url: str, anthropic_url: str, timeout: float, only: frozenset[str] | None = None) -> None:
         hostport = url.split("//", 1)[1]
         self.host, port = hostport.rsplit(":", 1)
         self.port = int(port)
         self.client = Client(self.host, self.port)
         self.mock_urls = {"openai": openai_url, "anthropic": anthropic_url}
         self.timeout = timeout
+        self.only = only
         self.stats = Stats()
         self.seq = 0
         self.inflight = 0
@@ -500,15 +502,16 @@ class Traffic:
 
     async def failures(self, stop: asyncio.Event) -> None:
         """One failure-injected request at a time, and the mocks' request logs emptied now and then."""
-        cycle = ["fallover_429", "retry_same", "fallover_503", "exhausted"]
+        cycle = [k for k in FAILURE_KINDS if self.only is None or k in self.only]
         n = 0
         while not stop.is_set():
-            kind = cycle[n % len(cycle)]
             n += 1
             if n % 10 == 0:  # no rule is pending here: nothing is lost
                 for which in self.mock_urls:
                     await asyncio.to_thread(self.mock_control, which, "/__mock/reset", {})
-            await self.timed(kind, lambda kind=kind: self.failure(kind))
+            if cycle:
+                kind = cycle[(n - 1) % len(cycle)]
+                await self.timed(kind, lambda kind=kind: self.failure(kind))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
 
@@ -540,7 +543,7 @@ class Traffic:
     async def run(self, rate: float, seconds: float, on_tick: Callable[[float], None] | None = None) -> dict[str, Any]:
         """Open-loop arrivals at `rate` for `seconds`; waits for the stragglers. Returns this phase's stats."""
         self.stats = Stats()
-        kinds = self.kinds()
+        kinds = [k for k in self.kinds() if self.only is None or k[0] in self.only]
         names = [k[0] for k in kinds]
         weights = [k[1] for k in kinds]
         calls = {k[0]: k[2] for k in kinds}
@@ -708,7 +711,8 @@ def step_passes(result: dict[str, Any], max_p99: float) -> bool:
 
 
 async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
-    traffic = Traffic(gateway.info["url"], gateway.info["openai"], gateway.info["anthropic"], args.timeout)
+    only = frozenset(args.kinds.split(",")) if args.kinds else None
+    traffic = Traffic(gateway.info["url"], gateway.info["openai"], gateway.info["anthropic"], args.timeout, only)
     report: dict[str, Any] = {"ramp": []}
     idle = gateway.sample()
     report["before_traffic"] = idle
@@ -845,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0,
                         help="the ext_proc as N supervised worker processes, as `up` runs it (default 0: in the gateway process, "
                         "beside the mock providers)")
+    parser.add_argument("--kinds", help="comma-separated request kinds: only these (to tell which path a trend comes from)")
     parser.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
