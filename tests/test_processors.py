@@ -601,3 +601,15 @@ async def test_two_requests_with_one_x_request_id_never_trade_credentials():
     await gateway.proxy("openai_chat", "hosted_chat: hi", model="gpt-4o", headers={"x-request-id": "same-id", "authorization": "Bearer bob-key"})
     replies = await alice.attempt(2)  # the passthrough provider gets the client's own key: Alice's
     assert set_headers(replies[0])["authorization"] == "Bearer alice-key"
+
+
+def test_prebuilt_header_options_never_keep_a_credential_and_replies_stay_independent():
+    from plano_extproc.extproc import messages
+
+    first = messages.header_mutation([("authorization", "Bearer sk-client-secret"), ("x-api-key", "k"), ("x-plano-translate", "0")])
+    assert [o.header.raw_value for o in first.set_headers] == [b"Bearer sk-client-secret", b"k", b"0"]
+    kept = {key for key, _ in messages._OPTIONS}
+    assert "authorization" not in kept and "x-api-key" not in kept and "x-plano-translate" in kept
+    # changing one reply's header (as a later step may) leaves the next reply as built
+    first.set_headers[2].header.raw_value = b"1"
+    assert messages.header_mutation([("x-plano-translate", "0")]).set_headers[0].header.raw_value == b"0"
