@@ -204,7 +204,7 @@ def test_a_new_model_is_applied_with_an_envoy_hot_restart_and_no_request_fails(t
     gw = RunningGateway(DEMO, config_path=path, watch_interval=0.1, drain_time_s=1, parent_shutdown_time_s=3)
     try:
         first_envoy = gw.gateway.envoy
-        load = Load(gw, model="gpt-4.1", text=FRANCE).start()  # no route; gpt-4.1 is not served yet: a 400 says so
+        load = Load(gw, model="gpt-4.1", text=FRANCE).start()  # no route; gpt-4.1 is not served yet: a proxied 400 says so
         time.sleep(0.5)
         write(path, NEW_MODEL)
         wait_until(lambda: gw.gateway.epoch == 1, 60, "the hot restart")
@@ -228,8 +228,13 @@ def test_a_new_model_is_applied_with_an_envoy_hot_restart_and_no_request_fails(t
             if r.status != 200:
                 continue
             if r.kind == "decision":
-                assert r.body["model"] == "openai/gpt-4.1", r
+                # the decision endpoint reports an unknown model's request as the default model's (no route
+                # matches FRANCE) until the new config is in, then the new model itself
                 if r.started > seen:
+                    assert (r.body["model"], r.body["source"]) == ("openai/gpt-4.1", "direct"), r
+                elif r.body["source"] == "default":
+                    assert r.body["model"] == "openai/gpt-4o-mini", r
+                else:
                     assert (r.body["model"], r.body["source"]) == ("openai/gpt-4.1", "direct"), r
             elif r.started > (seen if r.kind == "proxy" else gone):
                 # a new connection reaches the new Envoy at once; a kept-alive one stays with the old
@@ -282,9 +287,14 @@ def test_serve_reports_a_bootstrap_change_and_serves_the_old_config_until_envoy_
             return json.loads(response.read())
 
     def assert_not_served(model: str) -> None:
+        # proxied, the unknown model would decide (FRANCE matches no route): a 400, nothing upstream; the
+        # decision endpoint reports the default model for it
+        body = json.dumps({"model": model, "messages": user(FRANCE)}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"content-type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as refused:
-            decide(model)
+            urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 400 and f"'{model}' is not served" in refused.value.read().decode()
+        assert decide(model)["source"] == "default"
 
     def answers() -> bool:
         try:
