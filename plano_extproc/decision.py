@@ -8,10 +8,10 @@ The rules (also in README.md, "How a model is chosen"):
 3. Otherwise the request's own `model`, resolved through `model_aliases` (or served by a `vendor/*`
    wildcard entry).
 4. Otherwise (no model, or on the decision endpoint one this gateway does not serve) the default model.
-A request naming a model this gateway does not serve is refused (400, plano's rule) when that model would
-decide: before any of this when no routes apply (`check_request`), else when no route was chosen
-(`check_model_used`; the decision endpoint then reports rule 4). The `source` says which rule decided; `fallback` marks decisions taken while the
-configured router failed.
+A request naming a model this gateway does not serve is refused (400, plano's rule) where that model would
+decide: on the proxy path, before any of this when no routes apply (`check_request`), else when no route
+was chosen (`check_model_used`). The decision endpoint never refuses it: it reports rule 4. The `source`
+says which rule decided; `fallback` marks decisions taken while the configured router failed.
 """
 
 from __future__ import annotations
@@ -78,11 +78,11 @@ def route_specs(preferences: Sequence[Preference]) -> tuple[RouteSpec, ...]:
     return tuple(RouteSpec(p.name, p.description, p.examples) for p in preferences)
 
 
-def check_request(config: PlanoConfig, request: ParsedRequest) -> None:
-    """Refuse, before routing, what no rule could serve: a `model` this gateway does not serve when no
-    routes apply (plano answers 400; with routes, `check_model_used` decides after routing), and inline
-    routes whose selection policy has no metrics source here. Raises RequestFormatError."""
-    if not active_preferences(config, request):
+def check_request(config: PlanoConfig, request: ParsedRequest, *, decision_only: bool = False) -> None:
+    """Refuse, before routing, what no rule could serve: on the proxy path a `model` this gateway does not
+    serve when no routes apply (plano answers 400; with routes, `check_model_used` decides after routing),
+    and inline routes whose selection policy has no metrics source here. Raises RequestFormatError."""
+    if not decision_only and not active_preferences(config, request):
         check_model_used(config, request, None, decision_only=False)
     if request.model is None and config.default_model is None and request.preferences is None and not config.routing_preferences:
         raise RequestFormatError("name a model: this gateway has no default model (every provider entry is a vendor/* wildcard)", param="model")

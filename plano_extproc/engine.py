@@ -126,7 +126,7 @@ class DecisionEngine:
     ) -> RoutedRequest:
         """`tenant`: the value of the tenant header (`routing.session_cache.tenant_header`), if sent;
         `decision_only`: the decision endpoint (nothing is forwarded: an unknown model is reported, not refused)."""
-        check_request(self.config, request)  # raises RequestFormatError (unknown model, ...)
+        check_request(self.config, request, decision_only=decision_only)  # raises RequestFormatError (unknown model, ...)
         key = affinity_key(session_id, tenant, tenant_scoped=self.tenant_header is not None) if session_id else None
         entry = await self.sessions.get(key) if key is not None else None
         stale = entry is not None and not self._servable(entry, request)

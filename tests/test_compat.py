@@ -318,6 +318,8 @@ def test_unknown_model_is_refused_where_it_would_decide_and_no_model_gets_the_de
         check_request(no_routes, chat(model="gpt-9"))  # nothing to route: refused before any routing
     assert info.value.status == 400 and info.value.param == "model"
     assert "model 'gpt-9' is not served by this gateway" in info.value.message
+    check_request(no_routes, chat(model="gpt-9"), decision_only=True)  # the decision endpoint reports the default
+    assert decide_route(no_routes, chat(model="gpt-9"), None).source is DecisionSource.DEFAULT
     check_request(demo_config, chat())  # no model: fine, the default decides
     assert decide_route(demo_config, chat(), None).models == (MINI,)
 
