@@ -83,7 +83,7 @@ def check_request(config: PlanoConfig, request: ParsedRequest, *, decision_only:
     serve when no routes apply (plano answers 400; with routes, `check_model_used` decides after routing),
     and inline routes whose selection policy has no metrics source here. Raises RequestFormatError."""
     if not decision_only and not active_preferences(config, request):
-        check_model_used(config, request, None, decision_only=False)
+        check_model_used(config, request, None)
     if request.model is None and config.default_model is None and request.preferences is None and not config.routing_preferences:
         raise RequestFormatError("name a model: this gateway has no default model (every provider entry is a vendor/* wildcard)", param="model")
     for i, pref in enumerate(request.preferences or ()):
@@ -96,14 +96,14 @@ def check_request(config: PlanoConfig, request: ParsedRequest, *, decision_only:
             )
 
 
-def check_model_used(config: PlanoConfig, request: ParsedRequest, decision: Decision | None, *, decision_only: bool) -> None:
-    """A `model` this gateway does not serve is refused (400) only when it would decide: no route was
-    chosen for the request (`decision` None: none could be). A chosen route does not read it (clients
-    send placeholders such as "auto"), and the decision endpoint reports what the router did: a route,
-    or the default model (source `default`) where the proxy path refuses."""
+def check_model_used(config: PlanoConfig, request: ParsedRequest, decision: Decision | None) -> None:
+    """On the proxy path, a `model` this gateway does not serve is refused (400) only when it would
+    decide: no route was chosen for the request (`decision` None: none could be). A chosen route does
+    not read it (clients send placeholders such as "auto"). The decision endpoint does not call this: it
+    reports the default model (source `default`) where the proxy path refuses."""
     if request.model is None or config.resolve_model(request.model) is not None:
         return
-    if decision is not None and (decision.route is not None or decision.pinned or decision_only):
+    if decision is not None and (decision.route is not None or decision.pinned):
         return
     raise RequestFormatError(_unknown_model_message(config, request.model), param="model")
 

@@ -137,7 +137,8 @@ class DecisionEngine:
             preferences = active_preferences(self.config, request)
             outcome = await self.router.choose(route_specs(preferences), request.conversation) if preferences else None
             decision = decide_route(self.config, request, outcome, snapshot=self.model_metrics.snapshot)
-            check_model_used(self.config, request, decision, decision_only=decision_only)
+            if not decision_only:
+                check_model_used(self.config, request, decision)
             if key is not None:
                 mine = AffinityEntry(decision.models, decision.route)
                 ttl = self.config.routing.session_ttl_seconds
