@@ -231,15 +231,15 @@ def _first_segment(text: str) -> str | None:
     return None
 
 
-def query_views(text: str) -> list[tuple[str, int]]:
+def query_views(text: str, instruction_view: bool = True) -> list[tuple[str, int]]:
     """What of a request is embedded, as (text, kind) with kind 0 = whole, 1 = segment, 2 = head.
 
-    Plain requests: the whole text and its first and last segment (``views``). A request carrying
-    pasted material (``instruction_text``): the instruction view instead of the whole text, the first
-    segment, and instead of the last segment (most often the end of the pasted material) the head of
-    the instruction's first sentence."""
+    Plain requests (and every request with `instruction_view` off): the whole text and its first and
+    last segment (``views``). A request carrying pasted material (``instruction_text``): the instruction
+    view instead of the whole text, the first segment, and instead of the last segment (most often the
+    end of the pasted material) the head of the instruction's first sentence."""
     parts = views(text)
-    instruction = instruction_text(text)
+    instruction = instruction_text(text) if instruction_view else None
     if instruction is None:
         return [(parts[0], 0)] + [(p, 1) for p in parts[1:]]
     out: list[tuple[str, int]] = [(instruction, 0)] + [(p, 1) for p in parts[1:]]
@@ -506,12 +506,7 @@ class EmbeddedRouter(RouterBackend):
 
     def _query_uncached(self, text: str) -> _Query:
         st = self.settings
-        if not st.segment_tokens:
-            parts = [(text, 0)]
-        elif st.instruction_view:
-            parts = query_views(text)
-        else:
-            parts = [(p, 0 if i == 0 else 1) for i, p in enumerate(views(text))]
+        parts = query_views(text, st.instruction_view) if st.segment_tokens else [(text, 0)]
         tokens = (st.whole_tokens, st.segment_tokens, HEAD_TOKENS)
         enc = self.encoder
         vecs = [enc.encode_one(p, tokens[kind]) for p, kind in parts]
