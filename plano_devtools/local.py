@@ -99,7 +99,6 @@ def envoy_environment() -> dict[str, str]:
 
 def _check_free(port: int, what: str) -> None:
     """Fail with the port's name before Envoy does with a log line nobody reads."""
-
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -109,7 +108,6 @@ def _check_free(port: int, what: str) -> None:
 
 
 def free_port() -> int:
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

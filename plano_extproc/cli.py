@@ -136,7 +136,6 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-
     from plano_extproc.extproc.server import ExtProcServer
 
     _configure_logging(args.log_level, args.log_format == "json")
@@ -184,7 +183,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
     """`serve --workers N`: a supervisor of N worker processes (plano_extproc.workers)."""
-
     from plano_extproc.contract import worker_address
     from plano_extproc.workers.supervisor import WorkerExited, WorkerPool
 
@@ -256,7 +254,6 @@ def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-
     from plano_devtools.local import LocalGateway
     from plano_extproc.extproc.server import open_relay
 

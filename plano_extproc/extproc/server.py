@@ -68,7 +68,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # request bodies arrive whole in BUFFERED 
 CANCELLED_STREAM_GRACE_S = 0.01
 
 
-
 def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
     """The client API a Decide call names: by `api` (any registered name), else the `api_format` enum,
     whose value names match the registry's."""
