@@ -713,6 +713,12 @@ def step_passes(result: dict[str, Any], max_p99: float) -> bool:
 async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
     only = frozenset(args.kinds.split(",")) if args.kinds else None
     traffic = Traffic(gateway.info["url"], gateway.info["openai"], gateway.info["anthropic"], args.timeout, only)
+    if only is not None:
+        arrivals = {k[0] for k in traffic.kinds()}
+        if unknown := only - arrivals - set(FAILURE_KINDS):
+            raise SystemExit(f"--kinds: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(arrivals | set(FAILURE_KINDS)))}")
+        if not only & arrivals:
+            raise SystemExit(f"--kinds: name at least one of {', '.join(sorted(arrivals))} (the failure kinds run beside them)")
     report: dict[str, Any] = {"ramp": []}
     idle = gateway.sample()
     report["before_traffic"] = idle
