@@ -482,3 +482,38 @@ def test_many_long_inline_routes_cost_a_bounded_amount(fast_encoder: MiniLMEncod
     huge = [RouteSpec(f"r{i}", f"area {i}: " + ", ".join(f"item {i}-{j}" for j in range(300))) for i in range(60)]
     router.choose_route_sync(huge, user("item 7-12 please"))
     assert calls <= MAX_TEXTS_PER_SET + 3  # the texts of the set, plus the request's views
+
+
+# -- programming languages named in a request -------------------------------------------
+
+
+def test_language_names_count_only_as_what_to_work_in() -> None:
+    from plano_extproc.router.languages import language_mentions
+
+    assert language_mentions("Build a React component that renders a sortable data table") == ["React"]
+    assert language_mentions("How do I reverse a list in Python?") == ["Python"]
+    assert language_mentions("Write quicksort in Go") == ["Go"]
+    assert language_mentions("Implement a linked list in C++") == ["C++"]
+    # the same names as ordinary words, people, places, or parts of a longer name
+    for text in ("Let's go to the beach tomorrow", "Go to the store and buy milk", "My car is covered in rust",
+                 "Is the python the longest snake?", "React quickly when the alarm sounds", "Schedule dinner with Julia on Friday",
+                 "Book a flight to Java next week", "The Red Sea is saltier than the ocean", "Who is Julia Roberts?",
+                 "write it in python"):  # lower case never counts: "python" is a snake, "go" a verb
+        assert language_mentions(text) == [], text
+
+
+def test_a_request_naming_its_language_reaches_the_code_route(fast_encoder: MiniLMEncoder) -> None:
+    on = EmbeddedRouter(encoder=fast_encoder)
+    off = EmbeddedRouter(encoder=fast_encoder, language_concept=False)
+    # MiniLM does not know that these are code: without the concept they get no route, or the other one
+    for text in ("Make a Java class for a bank account", "How do I reverse a list in Python?",
+                 "Write a Go program that reads a CSV file"):
+        assert on.choose_route_sync(SEED_ROUTES, user(text)) == "code_generation", text
+        assert off.choose_route_sync(SEED_ROUTES, user(text)) != "code_generation", text
+    # an ordinary sentence with "go" or a place called Java is read exactly as without the concept
+    for text in ("Let's go to the beach tomorrow", "Book a flight to Java next week"):
+        np.testing.assert_array_equal(on._query(text).vectors, off._query(text).vectors)
+        assert on.choose_route_sync(SEED_ROUTES, user(text)) is None
+    # a prompt with pasted code already reads "code" in its instruction view and is not changed either
+    pasted = "Write a Python function like this one:\nint f(int n) {\n    return n * n;\n}\nbut faster."
+    np.testing.assert_array_equal(on._query(pasted).vectors, off._query(pasted).vectors)

@@ -20,15 +20,10 @@ REQUESTS = json.loads(DATA.read_text())["requests"]
 ROUTED = [r for r in REQUESTS if not r.get("pinned_after")]
 
 #: seed requests the embedded router still gets wrong, with the measured reason (docs/routing.md); a
-#: strict xfail, so fixing one fails the test until it moves out of this list
-_ZERO = ("MiniLM-L6 puts this prompt at cosine ~0 to every text of the route (description parts, their request "
-         "forms and the route name), below the general requests' bar; no description-only rule of this router bridges it")
-KNOWN_MISSES: dict[str, str] = {
-    "presentation-4-anthropic": _ZERO,
-    "demo.sh-4-anthropic": _ZERO,
-    "presentation-5-responses": _ZERO,
-    "routing-api-inline": _ZERO + " (0.008 to 'generating new code snippets')",
-}
+#: strict xfail, so fixing one fails the test until it moves out of this list. Empty since the language
+#: concept (router/languages.py): the four that MiniLM put at cosine ~0 to every code text ("a React
+#: component", "in Rust using actix-web" twice, "a sorting algorithm in Python") name their language
+KNOWN_MISSES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

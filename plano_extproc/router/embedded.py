@@ -15,8 +15,11 @@ between says little about the task. A prompt that carries pasted material (runs 
 of 40+ words: ``instruction_text``) is read by its instruction instead: the whole view and the lexical
 signal see each run of material as one placeholder word ("code", "text"), and the head of the
 instruction's first sentence (``HEAD_TOKENS``) replaces the last segment, which is then most often the
-end of the material. Short requests are never changed. A route scores the best of the three views. The
-work per request is therefore bounded (about 64 tokens through the encoder) whatever the prompt's size.
+end of the material. Short requests are never changed. A plain request that names a programming
+language as what to work in ("in Rust", "a React component": ``languages.py``) has its whole view blended
+with the embedding of "code" — the word pasted code is read as — since MiniLM does not know that React or
+Rust is code. A route scores the best of the three views. The work per request is therefore bounded
+(about 64 tokens through the encoder) whatever the prompt's size.
 
 Routes without examples
 -----------------------
@@ -77,6 +80,7 @@ from plano_extproc.conversation import Turn, strip_context_blocks
 from plano_extproc.router.base import RouterBackend, RouterError, RouteSpec
 from plano_extproc.router.classifier import LinearModel, fit_softmax
 from plano_extproc.router.general_requests import general_requests
+from plano_extproc.router.languages import language_mentions
 from plano_extproc.router.learned import LearnedExamples, Taught
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 from plano_extproc.router.settings import EmbeddedRouterSettings
@@ -179,6 +183,12 @@ _CODE_GAP_WORDS = 6
 CODE_PLACEHOLDER, PASSAGE_PLACEHOLDER = "code", "text"
 #: tokens the head view reads: the start of the instruction's first sentence
 HEAD_TOKENS = 8
+#: a plain request that names a programming language (languages.py) has its whole view blended with the
+#: embedding of CODE_PLACEHOLDER at this weight: half, so that its own words keep the larger share and
+#: still choose among several code routes (0.25 left "a React component" below the seed routes' bar;
+#: 0.5, 0.75 and 1.0 scored the same on both open sets without examples, 0.75 and 1.0 one and two
+#: llm_tasks cases lower with 20 examples: docs/routing.md)
+LANGUAGE_CONCEPT_WEIGHT = 0.5
 
 
 _DROP_CODE_CHARS = str.maketrans("", "", "".join(_CODE_CHARS))
@@ -238,15 +248,20 @@ def query_views(text: str, instruction_view: bool = True) -> list[tuple[str, int
     last segment (``views``). A request carrying pasted material (``instruction_text``): the instruction
     view instead of the whole text, the first segment, and instead of the last segment (most often the
     end of the pasted material) the head of the instruction's first sentence."""
+    return _query_views(text, instruction_view)[0]
+
+
+def _query_views(text: str, instruction_view: bool) -> tuple[list[tuple[str, int]], bool]:
+    """``query_views`` and whether the whole view is the instruction view (the request has pasted material)."""
     parts = views(text)
     instruction = instruction_text(text) if instruction_view else None
     if instruction is None:
-        return [(parts[0], 0)] + [(p, 1) for p in parts[1:]]
+        return [(parts[0], 0)] + [(p, 1) for p in parts[1:]], False
     out: list[tuple[str, int]] = [(instruction, 0)] + [(p, 1) for p in parts[1:]]
     head = _first_segment(instruction) if len(out) == 3 else None
     if head is not None:
         out[2] = (head, 2)
-    return out
+    return out, True
 
 
 # -- follow-ups -------------------------------------------------------------------------------------
@@ -394,7 +409,7 @@ def _user_texts(conversation: Sequence[Turn], limit: int, head_chars: int, tail_
 
 
 #: general requests embedded per encoder (~0.3 s of work each; routers sharing an encoder share them)
-_GENERAL: weakref.WeakKeyDictionary[MiniLMEncoder, dict[tuple[int, int], list[_Query]]] = weakref.WeakKeyDictionary()
+_GENERAL: weakref.WeakKeyDictionary[MiniLMEncoder, dict[tuple[int, int, bool, bool], list[_Query]]] = weakref.WeakKeyDictionary()
 
 
 def _digest(text: str) -> bytes:
@@ -434,6 +449,7 @@ class EmbeddedRouter(RouterBackend):
         self._route_bytes = 0
         self._queries: OrderedDict[bytes, _Query] = OrderedDict()
         self._general: list[_Query] | None = None
+        self._concept: np.ndarray | None = None
         #: classifier features of the primary's lessons (see learn)
         self._lessons: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
@@ -498,7 +514,7 @@ class EmbeddedRouter(RouterBackend):
         if self._general is None:
             st = self.settings
             per_encoder = _GENERAL.setdefault(self.encoder, {})
-            key = (st.whole_tokens, st.segment_tokens)
+            key = (st.whole_tokens, st.segment_tokens, st.instruction_view, st.language_concept)
             if key not in per_encoder:
                 per_encoder[key] = [self._query_uncached(t) for t in general_requests()]
             self._general = per_encoder[key]
@@ -506,15 +522,28 @@ class EmbeddedRouter(RouterBackend):
 
     def _query_uncached(self, text: str) -> _Query:
         st = self.settings
-        parts = query_views(text, st.instruction_view) if st.segment_tokens else [(text, 0)]
+        parts, material = _query_views(text, st.instruction_view) if st.segment_tokens else ([(text, 0)], False)
         tokens = (st.whole_tokens, st.segment_tokens, HEAD_TOKENS)
         enc = self.encoder
         vecs = [enc.encode_one(p, tokens[kind]) for p, kind in parts]
         # the lexical signal reads the prompt's head and tail only (of a prompt with pasted material, only
         # its instruction view): the words of a long pasted passage or code say little about the task, and
         # this bounds the stems a cached query keeps
-        stems = content_stems(bounded_text(parts[0][0], STEM_HEAD_CHARS, STEM_TAIL_CHARS))
+        read = bounded_text(parts[0][0], STEM_HEAD_CHARS, STEM_TAIL_CHARS)
+        stems = content_stems(read)
+        # MiniLM does not know that "a React component" is code. Only plain requests get the concept: one
+        # with pasted code already reads "code" in its instruction view, and giving it to every request
+        # with pasted material as well cost two llm_tasks cases (docs/routing.md)
+        if st.language_concept and not material and language_mentions(read):
+            whole = vecs[0] + LANGUAGE_CONCEPT_WEIGHT * self._code_concept()
+            vecs[0] = whole / np.linalg.norm(whole)
         return _Query(np.stack(vecs).astype(np.float32, copy=False), frozenset(stems))
+
+    def _code_concept(self) -> np.ndarray:
+        """The embedding of the word pasted code is read as (CODE_PLACEHOLDER), once per router."""
+        if self._concept is None:
+            self._concept = self.encoder.encode_one(CODE_PLACEHOLDER, self.settings.whole_tokens)
+        return self._concept
 
     # -- route sets ------------------------------------------------------------------------------
 

@@ -63,6 +63,11 @@ class EmbeddedRouterSettings(BaseModel):
     #: and the head of the instruction's first sentence replaces the last segment (off = read as written;
     #: short requests are never changed, docs/routing.md)
     instruction_view: bool = True
+    #: a plain request that names a programming language as what to work in ("in Rust", "a React
+    #: component"; names from Pygments' lexer table, router/languages.py) also reads as about code: its
+    #: whole view is blended with the embedding of "code", which MiniLM does not reach from "React" or
+    #: "Rust" (off = read as written; docs/routing.md)
+    language_concept: bool = True
     #: characters kept from the start and from the end of a prompt before anything is tokenized
     #: (a 4 MiB prompt costs what a 8 KiB one does)
     head_chars: int = Field(default=4096, ge=256, le=1 << 20)
