@@ -382,9 +382,11 @@ def test_examples_are_bounded_per_route_set(fast_encoder: MiniLMEncoder) -> None
 def test_follow_up_keeps_the_route_of_the_request_it_follows(fast_encoder: MiniLMEncoder) -> None:
     router = EmbeddedRouter(encoder=fast_encoder)
     code = "Write a Python function that implements binary search"
-    follow = [Turn("user", code), Turn("assistant", "def binary_search(xs, x): ..."), Turn("user", "now do it in Java")]
-    alone = router.choose_route_sync(SEED_ROUTES, user("now do it in Java"))
+    follow = [Turn("user", code), Turn("assistant", "def binary_search(xs, x): ..."), Turn("user", "now do it recursively")]
+    alone = router.choose_route_sync(SEED_ROUTES, user("now do it recursively"))
     assert alone != "code_generation"  # on its own the turn says nothing about code
+    # (one that names its language does: "now do it in Java" reaches the code route even alone)
+    assert router.choose_route_sync(SEED_ROUTES, user("now do it in Java")) == "code_generation"
     assert router.choose_route_sync(SEED_ROUTES, follow) == "code_generation"
     assert EmbeddedRouter(encoder=fast_encoder, follow_up=False).choose_route_sync(SEED_ROUTES, follow) == alone
     # several follow-ups in a row still lead back to the request
