@@ -7,6 +7,7 @@ Request processors are driven in lock step, as Envoy does: one message, then its
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -119,7 +120,9 @@ async def serving(config: PlanoConfig, socket_name: str = "extproc.sock", **serv
     scores are not under test; every later config generation keeps it), and a channel to it."""
     directory = tempfile.mkdtemp(prefix="plano-", dir="/tmp")  # short: Unix socket paths are limited to ~107 bytes
     address = f"unix:{directory}/{socket_name}"
-    extproc = ExtProcServer(config, address, **server)
+    # lockstep plays an Envoy that half-closes and waits for the status: the production wait for a reset
+    # (CANCELLED_STREAM_GRACE_S) would only make every stream here that much slower
+    extproc = ExtProcServer(config, address, **{"reset_grace_s": 0.01, **server})
     extproc.engine.router = RouterChain(KeywordRouter(), 5.0)
     await extproc.start()
     channel = grpc.aio.insecure_channel(address)
@@ -141,6 +144,21 @@ def decision_request(api: str = "openai_chat", text: str = "code_generation: a t
     raw = client_body(api, text)
     path = ("/routing" if routing else "") + BY_NAME[api].path
     return [request_headers_msg(client_headers(path, raw, "req-s1")), request_body_msg(raw)]
+
+
+async def test_a_stream_waiting_for_envoys_reset_ends_when_the_server_stops():
+    # a finished stream waits for Envoy to reset it (grpc/grpc#43360, docs/envoy.md (z)); stopping the
+    # server must not wait that out (an hour here), and the stream still ends with its status
+    async with serving(demo_config(), reset_grace_s=3600) as served:
+        call = served.open("downstream")
+        for message in decision_request():
+            await call.write(message)
+        await call.done_writing()
+        replies = [await call.read(), await call.read()]
+        assert immediate_of(replies[1]).status == 200
+        stopping = asyncio.create_task(served.server.stop(60))
+        assert await asyncio.wait_for(call.code(), 20) == grpc.StatusCode.OK
+        await stopping
 
 
 @pytest.mark.parametrize("processor", ["downstream", None], ids=["named", "unnamed-is-downstream"])

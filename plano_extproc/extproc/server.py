@@ -64,8 +64,10 @@ from plano_extproc.tracing import Tracer
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # request bodies arrive whole in BUFFERED mode; grpcio's default is 4 MiB
-#: how long a processor whose request stream ended waits for grpc to report a reset (see Process)
-CANCELLED_STREAM_GRACE_S = 0.01
+#: how long a processor whose request stream ended waits for grpc to report a reset (see Process). Under
+#: load the event loop runs a reset's cancellation late: 10 ms still let ~45 bytes per 4xx answer leak at
+#: 200 req/s, 1 s none (docs/envoy.md finding (z)); the wait holds no request and no in-flight count
+CANCELLED_STREAM_GRACE_S = 1.0
 
 
 def _api_of(request: routing_pb2.DecideRequest) -> ClientApi | None:
@@ -245,12 +247,21 @@ def _request_id(message: ext.ProcessingRequest) -> str:
     return ""
 
 
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
     """Envoy's streams, each handed to the exchange of its processor (contract.Processor) in the
     generation it belongs to."""
 
-    def __init__(self, generations: Generations, metrics: Metrics, inflight: InFlightRequests, workers: int = 1) -> None:
+    def __init__(
+        self, generations: Generations, metrics: Metrics, inflight: InFlightRequests, workers: int = 1, reset_grace_s: float = CANCELLED_STREAM_GRACE_S
+    ) -> None:
         self.generations = generations
+        #: how long an ended stream waits for Envoy's reset before its status is sent (Process)
+        self.reset_grace_s = reset_grace_s
         self.metrics = metrics
         self.inflight = inflight
         #: the worker processes this one is part of (1: it serves alone); a bootstrap rendered for another
@@ -258,6 +269,8 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
         self.workers = workers
         self._children: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._mismatches_seen: set[str] = set()
+        #: streams waiting out reset_grace_s (released at once when the server stops)
+        self._waiting: set[asyncio.Future[None]] = set()
         self._workers_mismatch_logged = False
 
     @property
@@ -362,19 +375,35 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                     yield response
                 if exchange.done:
                     break
-            # The stream is over (we are done, or Envoy half-closed it), or Envoy is resetting it: its
-            # client went away, or Envoy has what it needs (an immediate response ends its request). A
-            # reset reaches grpc.aio after the end of the request stream; a handler that returns first
-            # makes grpc send a status on a cancelled call, and that failed batch is never freed
-            # (grpc/grpc#43360: ~100 bytes per reset stream, the soak's linear RSS climb). Waiting a
-            # moment lets grpc cancel this handler instead (docs/envoy.md finding (z)).
-            await asyncio.sleep(CANCELLED_STREAM_GRACE_S)
         finally:
             if exchange is not None:
                 inflight.dec()
                 exchange.finish()  # a response cut short still records what was seen
             if generation is not None:
                 self.generations.leave(generation)
+        # The stream is over (we are done, or Envoy half-closed it), or Envoy is resetting it: its client
+        # went away, or Envoy has what it needs (an immediate response ends its request). A reset reaches
+        # grpc.aio after the end of the request stream; a handler that returns first makes grpc send a
+        # status on a cancelled call, and that failed batch is never freed (grpc/grpc#43360: ~100 bytes
+        # per reset stream, the soak's linear RSS climb). Waiting lets grpc cancel this handler instead
+        # (docs/envoy.md finding (z)); a stream Envoy keeps open gets its status after the wait.
+        await self._wait_for_reset()
+
+    async def _wait_for_reset(self) -> None:
+        """Sleep reset_grace_s, or less if the server stops (a sleep's cost: a future and a timer)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = waiter.get_loop().call_later(self.reset_grace_s, _release, waiter)
+        self._waiting.add(waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiting.discard(waiter)
+
+    def release_waiting(self) -> None:
+        """End every stream's wait for a reset now (the server is stopping: nothing is left to leak)."""
+        for waiter in list(self._waiting):
+            _release(waiter)
 
 
 class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
@@ -446,6 +475,7 @@ class ExtProcServer:
         workers: int = 1,
         session_file: str | None = None,
         generation: int = 1,
+        reset_grace_s: float = CANCELLED_STREAM_GRACE_S,
     ) -> None:
         self.address = address
         #: host:port of the Prometheus /metrics endpoint; None = no HTTP endpoint
@@ -475,7 +505,7 @@ class ExtProcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        self.processor = ExternalProcessor(self.generations, self.metrics, self.inflight, workers)
+        self.processor = ExternalProcessor(self.generations, self.metrics, self.inflight, workers, reset_grace_s)
         ext_grpc.add_ExternalProcessorServicer_to_server(self.processor, self.server)
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingService(self.generations), self.server)  # type: ignore[no-untyped-call]
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(self._access_log_context, self.metrics), self.server)
@@ -628,6 +658,7 @@ class ExtProcServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 2.0) -> None:
+        self.processor.release_waiting()
         await self.server.stop(grace)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
