@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # request bodies arrive whole in BUFFERED mode; grpcio's default is 4 MiB
 #: how long a processor whose request stream ended waits for grpc to report a reset (see Process). Under
 #: load the event loop runs a reset's cancellation late: 10 ms still let ~45 bytes per 4xx answer leak at
-#: 200 req/s, 1 s none (docs/envoy.md finding (z)); the wait holds no request and no in-flight count
+#: 200 req/s, 1 s ~3 (docs/envoy.md finding (z)); the wait holds no request and no in-flight count
 CANCELLED_STREAM_GRACE_S = 1.0
 
 
