@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: how long a call waits for another worker's write lock before it fails open
 BUSY_TIMEOUT_MS = 200
+#: how long a worker's start-up waits for the file's set-up by the other workers starting with it
+SETUP_TIMEOUT_S = 30.0
 #: expired rows are swept on a pin at most this often (lookups ignore them anyway)
 SWEEP_INTERVAL_S = 5.0
 
@@ -58,6 +60,46 @@ _PIN = (
 )
 
 
+def prepare_session_file(path: str | Path) -> None:
+    """Create the shared file in WAL mode with its schema, before the workers start: the workers then
+    find it ready (the supervisor calls this; each worker's store checks it again, which costs one read
+    when the file is ready)."""
+    db = sqlite3.connect(str(path), timeout=SETUP_TIMEOUT_S, isolation_level=None)
+    try:
+        _prepare(db)
+    finally:
+        db.close()
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL mode and the schema, retried while other processes hold the file. Switching to WAL takes the
+    file's exclusive lock and SQLite may answer SQLITE_BUSY at once, without waiting on ``busy_timeout``,
+    when several processes open a new file together (a 2-worker gateway's start-up did, in CI); the mode
+    is kept in the file, so a file already in WAL mode is not switched again."""
+    deadline = time.monotonic() + SETUP_TIMEOUT_S
+    db.execute(f"PRAGMA busy_timeout = {int(SETUP_TIMEOUT_S * 1000)}")
+    delay = 0.005
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute("BEGIN IMMEDIATE")  # every worker creates the schema at start: one at a time
+            try:
+                for statement in _SCHEMA.strip().split(";\n"):
+                    db.execute(statement)
+                db.execute("COMMIT")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if ("locked" not in message and "busy" not in message) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 class SqliteSessionStore:
     """Pins shared by the worker processes of one gateway (see the module docstring)."""
 
@@ -72,17 +114,9 @@ class SqliteSessionStore:
         self._last_sweep = 0.0
         # isolation_level=None: autocommit, each statement its own transaction unless BEGIN says otherwise
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = OFF")
-        self._db.execute("BEGIN IMMEDIATE")  # every worker creates the schema at start: one at a time
-        try:
-            for statement in _SCHEMA.strip().split(";\n"):
-                self._db.execute(statement)
-            self._db.execute("COMMIT")
-        finally:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+        _prepare(self._db)
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @property
     def stats(self) -> SessionStats:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -54,6 +55,7 @@ from tests.processors_kit import (
     request_headers_msg,
     set_headers,
 )
+from tests.session_opener import open_store_at
 from tests.test_envoy_config import _clusters, _demo, _hcm, _routes, _validate
 from tests.test_processors_server import Served, first_message, serving
 
@@ -326,6 +328,17 @@ def test_worker_processes_racing_for_new_sessions_agree(session_file):
     assert all(p.returncode == 0 for p in racers)
     for key in answers[0]:
         assert len({a[key] for a in answers}) == 1, key  # every process answered the session with one model
+
+
+def test_workers_opening_a_new_session_file_together_all_start(tmp_path: Path):
+    # the workers of a gateway start at once; switching a new file to WAL could answer "database is
+    # locked" at once to all but one of them, and that worker's start-up failed (a red CI run)
+    ctx = multiprocessing.get_context("spawn")  # not fork: this process runs grpc threads
+    with ctx.Pool(6) as pool, ctx.Manager() as manager:
+        for round_ in range(20):
+            barrier = manager.Barrier(6)
+            path = str(tmp_path / f"sessions-{round_}.db")
+            assert pool.starmap(open_store_at, [(path, barrier)] * 6) == ["ok"] * 6
 
 
 # ---------------------------------------------------------------------------------------------- processors

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from plano_extproc.config import ConfigError
 from plano_extproc.contract import worker_address
 from plano_extproc.metrics import config_reloads_counter
+from plano_extproc.session_sqlite import prepare_session_file
 from plano_extproc.workers.control import PID_HEADER, Reply, call
 from plano_extproc.workers.merge import MetricsMerger
 from plano_extproc.workers.worker import WorkerSpec
@@ -147,6 +148,8 @@ class WorkerPool:
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.generation = 1
         self.config_path = self._write_config(1, config_text)
+        if self.session_file is not None:
+            prepare_session_file(self.session_file)  # one process sets the file up, not every worker at once
         if self.metrics_address:
             host, _, port = self.metrics_address.rpartition(":")
             try:
