@@ -682,11 +682,22 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def log_summary(text: str) -> dict[str, int]:
-    """The gateway process's stderr: Python log lines by level, and the mock servers' tracebacks (a client that
-    walked away from a stream leaves the mock writing into a closed socket: BrokenPipe/ConnectionReset)."""
+    """The gateway process's stderr: log lines at warning and above by level and logger, and the mock servers'
+    tracebacks (a client that walked away from a stream leaves the mock writing into a closed socket:
+    BrokenPipe/ConnectionReset). The ext_proc workers log JSON lines (``"level"``, ``"logger"``); the
+    supervisor's own process may log plain ``LEVEL:logger:message`` lines."""
     out: Counter[str] = Counter()
     lines = text.splitlines()
     for i, line in enumerate(lines):
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            level = str(record.get("level", "")).upper() if isinstance(record, dict) else ""
+            if level in ("WARNING", "ERROR", "CRITICAL"):
+                out[f"{level} {record.get('logger', '?')}"] += 1
+            continue
         level = line.split(":", 1)[0]
         if level in ("WARNING", "ERROR", "CRITICAL"):
             out[f"{level} {line.split(':', 2)[1]}"] += 1
