@@ -339,6 +339,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
         generation: Generation | None = None
         exchange: Exchange | None = None
         inflight, durations = self._instruments(processor)
+        closing = False  # we end the stream ourselves: our last answer needs no reset from Envoy
         try:
             async for message in request_iterator:
                 if exchange is None:
@@ -374,6 +375,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 if response is not None:
                     yield response
                 if exchange.done:
+                    closing = response is None or not response.HasField("immediate_response")
                     break
         finally:
             if exchange is not None:
@@ -381,8 +383,14 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 exchange.finish()  # a response cut short still records what was seen
             if generation is not None:
                 self.generations.leave(generation)
-        # The stream is over (we are done, or Envoy half-closed it), or Envoy is resetting it: its client
-        # went away, or Envoy has what it needs (an immediate response ends its request). A reset reaches
+        if closing:
+            # Our last answer was not an immediate response, so Envoy goes on with the request and the
+            # stream is alive: the status goes out now and Envoy takes it as processing complete (finding
+            # (n)). Waiting instead made Envoy reset the stream at the request's end, one RST_STREAM per
+            # request, and under overload the server then closed new streams CANCELLED (finding (aa)).
+            return
+        # Envoy half-closed the stream, or is resetting it: its client went away, or Envoy has what it
+        # needs (an immediate response ends its request). A reset reaches
         # grpc.aio after the end of the request stream; a handler that returns first makes grpc send a
         # status on a cancelled call, and that failed batch is never freed (grpc/grpc#43360: ~100 bytes
         # per reset stream, the soak's linear RSS climb). Waiting lets grpc cancel this handler instead
