@@ -390,11 +390,11 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
             # request, and under overload the server then closed new streams CANCELLED (finding (aa)).
             return
         # Envoy half-closed the stream, or is resetting it: its client went away, or Envoy has what it
-        # needs (an immediate response ends its request). A reset reaches
-        # grpc.aio after the end of the request stream; a handler that returns first makes grpc send a
-        # status on a cancelled call, and that failed batch is never freed (grpc/grpc#43360: ~100 bytes
-        # per reset stream, the soak's linear RSS climb). Waiting lets grpc cancel this handler instead
-        # (docs/envoy.md finding (z)); a stream Envoy keeps open gets its status after the wait.
+        # needs (an immediate response ends its request). A reset reaches grpc.aio after the end of the
+        # request stream; a handler that returns first makes grpc send a status on a cancelled call, and
+        # that failed batch is never freed (grpc/grpc#43360: ~100 bytes per reset stream, the soak's
+        # linear RSS climb). Waiting lets grpc cancel this handler instead (docs/envoy.md finding (z));
+        # a stream Envoy keeps open gets its status after the wait.
         await self._wait_for_reset()
 
     async def _wait_for_reset(self) -> None:

@@ -84,7 +84,7 @@ from plano_extproc.router.languages import language_mentions
 from plano_extproc.router.learned import LearnedExamples, Taught
 from plano_extproc.router.minilm import MiniLMEncoder, ModelNotFoundError
 from plano_extproc.router.settings import EmbeddedRouterSettings
-from plano_extproc.router.words import WORD, content_stems
+from plano_extproc.router.words import content_stems, words
 
 #: bounds of what one route set may cost to embed, whatever a request brings inline
 MAX_DESCRIPTION_CHARS = 2000
@@ -279,8 +279,7 @@ def refers_back(text: str) -> bool:
     llm_tasks and ~7 % of CLINC single-turn requests, and catches most terse follow-ups but few wordy ones."""
     if len(text) > 200:
         return False
-    words = WORD.findall(text.lower().replace("'", "").replace("\u2019", ""))
-    return len(content_stems(text)) <= 3 and any(w in _BACK_REFERENCES for w in words)
+    return len(content_stems(text)) <= 3 and any(w in _BACK_REFERENCES for w in words(text))
 
 
 # -- per route set ----------------------------------------------------------------------------------

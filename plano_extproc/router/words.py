@@ -20,20 +20,24 @@ STOPWORDS = frozenset(
     please tell want need know like get give go make also just may might must shall let lets
     thanks thank okay ok hey hi hello pls""".split()
 )
-WORD = re.compile(r"[a-z0-9]+")
-SUFFIXES = ("ational", "ations", "ation", "ings", "ing", "ions", "ion", "ments", "ment", "ness",
-            "ers", "er", "ies", "ied", "es", "ed", "ly", "s")
+_WORD = re.compile(r"[a-z0-9]+")
+_SUFFIXES = ("ational", "ations", "ation", "ings", "ing", "ions", "ion", "ments", "ment", "ness",
+             "ers", "er", "ies", "ied", "es", "ed", "ly", "s")
 
 
 def stem(word: str) -> str:
     """A deliberately crude suffix stripper: one suffix, stem of 3+ letters kept."""
-    for suf in SUFFIXES:
+    for suf in _SUFFIXES:
         if word.endswith(suf) and len(word) - len(suf) >= 3:
             return word[: -len(suf)] + ("y" if suf in ("ies", "ied") else "")
     return word
 
 
+def words(text: str) -> list[str]:
+    """The lower-cased words of `text`, apostrophes dropped ("don't" is "dont")."""
+    return _WORD.findall(text.lower().replace("'", "").replace("\u2019", ""))
+
+
 def content_stems(text: str) -> set[str]:
     """Lower-cased, stemmed content words of `text` (stopwords and 1-letter tokens dropped)."""
-    words = WORD.findall(text.lower().replace("'", "").replace("\u2019", ""))
-    return {stem(w) for w in words if len(w) > 1 and w not in STOPWORDS}
+    return {stem(w) for w in words(text) if len(w) > 1 and w not in STOPWORDS}
