@@ -155,6 +155,8 @@ class LocalGateway:
     parent_shutdown_time_s: int = 15
     #: ext_proc worker processes under a supervisor (0: the ext_proc runs in this process, `server`)
     workers: int = 0
+    #: replace a worker whose RSS passes this (WorkerPool.max_rss_mib; needs 2 or more workers)
+    worker_max_rss_mib: float | None = None
     #: the worker processes' logs (stderr)
     log_level: str = "warning"
     log_format: str = "json"
@@ -236,7 +238,7 @@ class LocalGateway:
         self.metrics_port = self.metrics_port or free_port()
         metrics_address = f"127.0.0.1:{self.metrics_port}"
         if self.workers >= 1:
-            from plano_extproc.workers.supervisor import WorkerPool
+            from plano_extproc.workers.supervisor import WorkerPool, drain_timeout_s
 
             self.pool = WorkerPool(
                 self.workers,
@@ -247,6 +249,8 @@ class LocalGateway:
                 envoy_managed=True,
                 env={**os.environ, **self.env},
                 metrics_address=metrics_address,
+                max_rss_mib=self.worker_max_rss_mib,
+                drain_timeout_s=drain_timeout_s(self.config),
             )
             await self.pool.start(self.served_text(self.config_text))
         else:

@@ -147,6 +147,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.worker_max_rss_mib is not None and args.workers < 2:
+        print(f"serve: {WORKER_MAX_RSS_NEEDS}", file=sys.stderr)
+        return 2
     config = _load_or_exit(args.config, resolve_secrets=True)
     if args.workers >= 1:
         return _serve_workers(args, config)
@@ -184,7 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
     """`serve --workers N`: a supervisor of N worker processes (plano_extproc.workers)."""
     from plano_extproc.contract import worker_address
-    from plano_extproc.workers.supervisor import WorkerExited, WorkerPool
+    from plano_extproc.workers.supervisor import WorkerExited, WorkerPool, drain_timeout_s
 
     try:
         text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
@@ -196,6 +199,8 @@ def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:
             log_format=args.log_format,
             log_prompts=args.log_prompts,
             metrics_address=args.metrics or None,
+            max_rss_mib=args.worker_max_rss_mib,
+            drain_timeout_s=drain_timeout_s(config),
         )
     except (OSError, ValueError) as exc:
         print(f"serve: {exc}", file=sys.stderr)
@@ -258,6 +263,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from plano_extproc.extproc.server import open_relay
 
     _configure_logging(args.log_level, args.log_format == "json")
+    if args.worker_max_rss_mib is not None and args.workers < 2:
+        print(f"up: {WORKER_MAX_RSS_NEEDS}", file=sys.stderr)
+        return 2
     try:
         text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
     except OSError as exc:
@@ -280,6 +288,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             drain_time_s=args.drain_time_s,
             parent_shutdown_time_s=args.parent_shutdown_time_s,
             workers=args.workers,
+            worker_max_rss_mib=args.worker_max_rss_mib,
             log_level=args.log_level,
             log_format=args.log_format,
         )
@@ -371,6 +380,24 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
 MAX_WORKERS = 64
 
 
+WORKER_MAX_RSS_NEEDS = "--worker-max-rss-mib needs --workers 2 or more: a worker is replaced only while another serves"
+WORKER_MAX_RSS_HELP = (
+    "replace a worker process whose resident memory passes this many MiB, without failing a request: it drains "
+    "(Envoy's health check steers new requests to the others), finishes what it has, and is restarted. Needs "
+    "--workers 2 or more. Off by default"
+)
+
+
+def _mib_arg(value: str) -> float:
+    try:
+        mib = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not mib > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return mib
+
+
 def _workers_arg(value: str) -> int:
     try:
         n = int(value)
@@ -422,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics (worker k listens on the --listen address with -k before .sock, or on port+k); render the Envoy "
         "bootstrap with the same render-envoy --workers N. Default 0: this process serves alone",
     )
+    serve.add_argument("--worker-max-rss-mib", type=_mib_arg, default=None, metavar="MIB", help=WORKER_MAX_RSS_HELP)
     serve.add_argument("--work-dir", default=None, metavar="DIR",
                        help="with --workers: where the supervisor makes its private directory (default $TMPDIR)")
     serve.set_defaults(func=_cmd_serve)
@@ -463,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=_workers_arg, default=1, metavar="N",
                     help="ext_proc worker processes, supervised: a crashed one is restarted (default 1; 0 = in this process, "
                     "without restarts)")
+    up.add_argument("--worker-max-rss-mib", type=_mib_arg, default=None, metavar="MIB", help=WORKER_MAX_RSS_HELP)
     up.add_argument("--local-triton", action="store_true",
                     help="start a CPU tritonserver serving triton_models/<routing.router.model> (backend: triton, model: arch_router_cpu) and route through it")
     up.set_defaults(func=_cmd_up)

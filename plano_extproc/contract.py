@@ -235,6 +235,10 @@ def answered_model_metadata(model: str) -> struct_pb2.Struct:
 #: the ext_proc service's cluster (with several workers: one endpoint per worker, load balanced; it gets
 #: the routing processor's streams, the health checks and the Decide API)
 EXTPROC_CLUSTER = "plano_extproc"
+#: the gRPC health service that says the ext_proc process is alive (container probes check it). Envoy's
+#: health check of EXTPROC_CLUSTER asks for service "", which a draining worker answers NOT_SERVING so
+#: Envoy sends it no new requests while it finishes the ones it has (workers/supervisor.py, recycling).
+ALIVE_SERVICE = "plano.extproc.alive"
 #: response code details of the processors' own replies: Envoy's local reply mappers leave them alone
 OWN_REPLY_DETAILS = "plano_extproc"
 #: the cluster of the decision-only routes; never reached, the processor answers first

@@ -287,19 +287,91 @@ def test_a_killed_worker_is_restarted_and_the_gateway_serves_again():
         # are counted from access-log entries, within a second)
         wait_until(lambda: total(merged(running), "plano_requests_total") >= counted + len(served), 20, "the counts", every=0.2)
 
-        # a worker kept down (killed again each time it comes back) makes the gateway not ready
-        down_until = time.monotonic() + 8
-        saw_503 = False
-        while time.monotonic() < down_until:
-            pid = pool.pids()[0]
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-            saw_503 = saw_503 or ready(running) == 503
-            time.sleep(0.05)
-        assert saw_503
-        wait_until(lambda: ready(running) == 200, 60, "readiness once worker 0 is left alone")
+        def keep_down(workers: tuple[int, ...], seconds: float) -> Counter:
+            """Kill `workers` again each time they come back; the /ready answers seen meanwhile."""
+            seen: Counter = Counter()
+            down_until = time.monotonic() + seconds
+            while time.monotonic() < down_until:
+                for k in workers:
+                    pid = pool.pids()[k]
+                    if pid is not None:
+                        os.kill(pid, signal.SIGKILL)
+                seen[ready(running)] += 1
+                time.sleep(0.05)
+            return seen
+
+        # one worker kept down: the other serves every new request, so the gateway stays ready
+        seen = keep_down((0,), 8)
+        assert set(seen) == {200}, seen
+        assert post(running, "/routing/v1/chat/completions", {"messages": user(FRANCE)})[0] == 200
+        # both kept down: not ready
+        assert keep_down((0, 1), 8)[503] > 0
+        wait_until(lambda: ready(running) == 200, 60, "readiness once the workers are left alone")
         assert post(running, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": user(FRANCE)})[0] == 200
         assert total(merged(running), "plano_extproc_worker_restarts_total", worker="0") >= 2
+    finally:
+        running.close()
+
+
+def test_workers_over_their_memory_limit_are_replaced_without_failing_a_request_or_readiness():
+    # a limit every worker passes: each is drained and replaced in turn while clients keep calling
+    running = RunningGateway(DEMO, workers=WORKERS, worker_max_rss_mib=1.0)
+    try:
+        started(running)
+        pool = running.gateway.pool
+        first_pids = list(pool.pids())
+        failures: list[str] = []
+        answered = Counter()
+        not_ready: list[int] = []
+        stop = threading.Event()
+
+        def client(kind: str) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    if kind == "chat":
+                        reply = oai(running).chat.completions.create(model="gpt-4o-mini", messages=user(f"{FRANCE} {i}"))
+                        ok = reply.choices[0].message.content == "mock-openai answered as gpt-4o-mini"
+                    elif kind == "stream":
+                        text = "".join(c.choices[0].delta.content or "" for c in oai(running).chat.completions.create(
+                            model="gpt-4o-mini", messages=user(f"{FRANCE} {i}"), stream=True) if c.choices)
+                        ok = text == "mock-openai answered as gpt-4o-mini"
+                    elif kind == "translated":  # an OpenAI client answered by Anthropic: the translator's record
+                        reply = oai(running).chat.completions.create(model=FULL_CLAUDE, messages=user(f"{FRANCE} {i}"))
+                        ok = reply.choices[0].message.content == f"mock-anthropic answered as {CLAUDE}"
+                    else:
+                        status, _, body = post(running, "/routing/v1/chat/completions", {"messages": user(f"{CODE} {i}")})
+                        ok = status == 200 and body["route"] == "code_generation"
+                except Exception as exc:  # every failure is the finding
+                    ok, exc_text = False, repr(exc)
+                else:
+                    exc_text = "wrong answer"
+                answered[kind] += 1
+                if not ok:
+                    failures.append(f"{kind} {i}: {exc_text}")
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in ("chat", "stream", "translated", "decision")]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 150
+            while not all(p not in first_pids for p in pool.pids()):  # every worker replaced at least once
+                assert time.monotonic() < deadline, f"workers not all replaced: {first_pids} -> {pool.pids()}"
+                status = ready(running)
+                if status != 200:
+                    not_ready.append(status)
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert not failures, failures[:5]
+        assert not not_ready  # readiness held through every drain and restart
+        assert min(answered.values()) > 10, answered
+        samples = merged(running)
+        assert all(total(samples, "plano_extproc_worker_recycles_total", worker=str(k)) >= 1 for k in range(WORKERS))
+        assert total(samples, "plano_extproc_worker_restarts_total") == 0  # replacements are not crashes
     finally:
         running.close()
 

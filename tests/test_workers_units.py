@@ -473,3 +473,24 @@ def _free_port() -> int:
     from plano_devtools.local import free_port
 
     return free_port()
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--worker-max-rss-mib", "900"],
+    ["serve", "--workers", "1", "--worker-max-rss-mib", "900"],
+    ["up", "--workers", "1", "--worker-max-rss-mib", "900"],
+])
+def test_a_worker_memory_limit_without_a_second_worker_is_one_clear_error(argv, capsys):
+    from plano_extproc.cli import main
+
+    assert main([*argv, "--config", str(DEMO_CONFIG)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{argv[0]}: --worker-max-rss-mib needs --workers 2 or more: a worker is replaced only while another serves"]
+
+
+def test_a_worker_memory_limit_must_be_a_positive_number(capsys):
+    from plano_extproc.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--config", str(DEMO_CONFIG), "--workers", "2", "--worker-max-rss-mib", "0"])
+    assert exc.value.code == 2 and "--worker-max-rss-mib: must be more than 0" in capsys.readouterr().err

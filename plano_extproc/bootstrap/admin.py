@@ -56,8 +56,9 @@ def _get(path: str, timeout_s: float) -> Any:
 
 
 def readiness_filter() -> Any:
-    """``/ready`` answers 200 only while every ext_proc host passes its gRPC health check (and, passed
-    through, while the admin itself says ready); 503 otherwise."""
+    """``/ready`` answers 200 only while every ext_proc host passes its gRPC health check (with N worker
+    processes, all but one: bootstrap/workers.py) and, passed through, while the admin itself says ready;
+    503 otherwise."""
     check = health_check_http_pb2.HealthCheck(
         headers=[rc.HeaderMatcher(name=":path", string_match=string_pb2.StringMatcher(exact="/ready"))],
     )

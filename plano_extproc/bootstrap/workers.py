@@ -7,7 +7,7 @@ worker whose routing processor decided the request. So (docs/envoy.md finding (y
 
 * The ext_proc cluster (`contract.EXTPROC_CLUSTER`) gets one endpoint per worker address
   (`contract.worker_address`), least-request balanced: the routing processor's streams, the health checks
-  (readiness needs every worker healthy) and the Decide API go there.
+  (readiness needs all workers but one healthy) and the Decide API go there.
 * Each worker also gets a cluster of its own (`contract.worker_cluster_name`), its only endpoint that
   worker's address.
 * The routing processor of worker k sets ``x-plano-worker: k`` on every request it forwards
@@ -47,6 +47,7 @@ from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.health_check.v3 import health_check_pb2 as health_check_http_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, string_pb2, value_pb2
@@ -97,6 +98,7 @@ def spread_over_workers(bootstrap: Any, workers: int, extproc_address: str) -> N
                 if network_filter.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
                     hcm = hcm_pb2.HttpConnectionManager()
                     network_filter.typed_config.Unpack(hcm)
+                    _spread_readiness(hcm, workers)
                     if _spread_hcm(hcm, workers):
                         network_filter.typed_config.CopyFrom(pack(hcm))
     for cluster in resources.clusters:
@@ -183,6 +185,20 @@ def _outlier_detection(workers: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- listener
+
+
+def _spread_readiness(hcm: Any, workers: int) -> None:
+    """``/ready`` (bootstrap/admin.py) holds while at most one worker fails Envoy's health check: a worker
+    restarted after a crash or replaced on purpose (draining, workers/supervisor.py) leaves the others
+    serving every new request, so the gateway is still ready; with two down (or both of two) it is not."""
+    for http_filter in hcm.http_filters:
+        if not http_filter.typed_config.Is(health_check_http_pb2.HealthCheck.DESCRIPTOR):
+            continue
+        check = health_check_http_pb2.HealthCheck()
+        http_filter.typed_config.Unpack(check)
+        if EXTPROC_CLUSTER in check.cluster_min_healthy_percentages:
+            check.cluster_min_healthy_percentages[EXTPROC_CLUSTER].value = 100.0 * (workers - 1) / workers
+            http_filter.typed_config.CopyFrom(pack(check))
 
 
 def _spread_hcm(hcm: Any, workers: int) -> bool:

@@ -39,6 +39,7 @@ from plano_extproc.apis import BY_NAME, DEFAULT_API, ENDPOINTS, ClientApi, Reque
 from plano_extproc.auth import ClientKeys
 from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import (
+    ALIVE_SERVICE,
     FINGERPRINT_METADATA,
     PROCESSOR_METADATA,
     REQUEST_ID_ATTRIBUTE,
@@ -272,6 +273,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
         #: streams waiting out reset_grace_s (released at once when the server stops)
         self._waiting: set[asyncio.Future[None]] = set()
         self._workers_mismatch_logged = False
+        #: streams being processed now (not those waiting out reset_grace_s: they hold nothing); a
+        #: draining worker is replaced once this and its in-flight records are at 0
+        self.streams = 0
 
     @property
     def fingerprint(self) -> str:
@@ -362,6 +366,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                     self.generations.enter(generation)
                     exchange = generation.exchanges[processor]()
                     inflight.inc()
+                    self.streams += 1
                 started = time.perf_counter()
                 try:
                     response = await exchange.handle(message)
@@ -380,6 +385,7 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
         finally:
             if exchange is not None:
                 inflight.dec()
+                self.streams -= 1
                 exchange.finish()  # a response cut short still records what was seen
             if generation is not None:
                 self.generations.leave(generation)
@@ -664,6 +670,13 @@ class ExtProcServer:
                 ) from None
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(ALIVE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain(self) -> None:
+        """Take no new requests: the health check Envoy balances by (service "") says NOT_SERVING, so
+        Envoy stops opening routing streams here; everything already here is served to its end. The
+        process stays alive (ALIVE_SERVICE), so a container probe does not restart it meanwhile."""
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace: float = 2.0) -> None:
         self.processor.release_waiting()

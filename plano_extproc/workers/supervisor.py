@@ -14,6 +14,14 @@ by the workers (session_sqlite.py; with one worker, that worker's own map).
   version the others serve; quickly after a previous crash, after a back-off (0.25 s doubling to 10 s).
   While it is down Envoy's health check of the ext_proc cluster fails, so `/ready` is 503, and the
   requests whose streams were on it fail closed (their in-flight state died with it).
+* **Recycling** (``max_rss_mib``, `--worker-max-rss-mib`; needs 2 or more workers). A worker whose
+  resident memory passes the limit is replaced without failing a request: it is told to drain (its gRPC
+  health answers NOT_SERVING to Envoy's check, so within ~5 s Envoy balances new requests onto the others),
+  serves what it has to the end — until no stream is in progress and no in-flight record is open, at most
+  ``drain_timeout_s`` — then is stopped (SIGTERM) and started again on its address. One worker at a time,
+  only while every other one runs. Logged (warning), counted (``plano_extproc_worker_recycles_total``).
+  Why: grpc.aio leaks ~100 bytes per stream Envoy resets while a read is pending (grpc/grpc#43360, no
+  release has the fix; docs/envoy.md (z)), so a worker under constant load grows without bound.
 * **Config versions.** `reload` writes the new text to the work directory and has every worker build and
   warm it up (``prepare``); only when all have, every worker serves it (``commit``), so the workers never
   serve different versions for longer than the few milliseconds between the commits. A version any worker
@@ -38,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
-from plano_extproc.config import ConfigError
+from plano_extproc.config import ConfigError, PlanoConfig
 from plano_extproc.contract import worker_address
 from plano_extproc.metrics import config_reloads_counter
 from plano_extproc.session_sqlite import prepare_session_file
@@ -56,6 +64,22 @@ RESTART_BACKOFF_S = (0.25, 10.0)
 STABLE_S = 30.0
 #: how often the merged metrics are refreshed in the background (so a crash loses at most this much)
 SCRAPE_INTERVAL_S = 5.0
+#: how often worker memory is compared with max_rss_mib
+RECYCLE_CHECK_S = 2.0
+#: a worker told to drain keeps serving at least this long: Envoy's health check of the ext_proc cluster
+#: (bootstrap/clusters.py: every 2 s, 1 s timeout, unhealthy after 2 failures) must have noticed before
+#: "nothing in progress" means "nothing more will come"
+DRAIN_NOTICE_S = 6.0
+#: the longest a drain waits for the requests in progress (a record nobody closes, e.g. with response
+#: observation off, would otherwise hold it for its whole TTL)
+DRAIN_TIMEOUT_S = 600.0
+
+
+def drain_timeout_s(config: PlanoConfig) -> float:
+    """How long a drain may wait: the listener timeout bounds every request (plus the access-log entry
+    that closes its record, a second or so later); without one, DRAIN_TIMEOUT_S."""
+    timeout = config.listener.timeout_seconds
+    return timeout + 5.0 if timeout else DRAIN_TIMEOUT_S
 
 
 class WorkerExited(RuntimeError):
@@ -74,6 +98,12 @@ class SupervisorMetrics:
         self.workers.set(pool.workers)
         self.workers_up = Gauge("plano_extproc_workers_up", "ext_proc worker processes running", registry=self.registry)
         self.workers_up.set_function(pool.running)
+        self.recycles = Counter(
+            "plano_extproc_worker_recycles",
+            "ext_proc worker processes replaced (drained, then restarted) because their memory passed --worker-max-rss-mib",
+            ["worker"],
+            registry=self.registry,
+        )
         self.config_reloads = config_reloads_counter(self.registry)
 
     def record_reload(self, result: str) -> None:
@@ -95,9 +125,17 @@ class WorkerPool:
         env: Mapping[str, str] | None = None,
         grace_s: float = 2.0,
         metrics_address: str | None = None,
+        max_rss_mib: float | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
+        if max_rss_mib is not None and workers < 2:
+            raise ValueError("a worker memory limit needs 2 or more workers: a worker is replaced only while another serves")
+        self.max_rss_mib = max_rss_mib
+        self.drain_timeout_s = drain_timeout_s
+        #: workers being replaced on purpose: their exit is not a crash
+        self._recycling: set[int] = set()
         self.workers = workers
         self.listen = listen
         for k in range(workers):
@@ -162,6 +200,8 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._supervise(k)) for k in range(self.workers)]
         self._tasks.append(loop.create_task(self._scrape_loop()))
+        if self.max_rss_mib is not None:
+            self._tasks.append(loop.create_task(self._recycle_loop(self.max_rss_mib)))
 
     def _write_config(self, number: int, text: str) -> Path:
         path = self.workdir / f"config-{number}.yaml"
@@ -226,9 +266,12 @@ class WorkerPool:
             if self._stopping:
                 return
             uptime = time.monotonic() - self._started_at[worker]
-            self._crashes[worker] = 0 if uptime >= STABLE_S else self._crashes[worker] + 1
-            self.metrics.restarts.labels(str(worker)).inc()
-            log.error("ext_proc worker %d (pid %d) exited (%s) after %.1f s; restarting it", worker, proc.pid, _status(code), uptime)
+            if worker in self._recycling:
+                self.metrics.recycles.labels(str(worker)).inc()
+            else:
+                self._crashes[worker] = 0 if uptime >= STABLE_S else self._crashes[worker] + 1
+                self.metrics.restarts.labels(str(worker)).inc()
+                log.error("ext_proc worker %d (pid %d) exited (%s) after %.1f s; restarting it", worker, proc.pid, _status(code), uptime)
             async with self._lock:  # never while a config version is being applied
                 while not self._stopping:
                     crashes = self._crashes[worker]
@@ -249,8 +292,74 @@ class WorkerPool:
                         self.metrics.restarts.labels(str(worker)).inc()
                         log.error("%s; trying again", exc)
                         continue
-                    log.warning("ext_proc worker %d restarted (pid %d)", worker, new.pid)
+                    log.warning("ext_proc worker %d %s (pid %d)", worker, "replaced" if worker in self._recycling else "restarted", new.pid)
                     break
+            self._recycling.discard(worker)
+
+    # ------------------------------------------------------------------------------------- recycling
+
+    def rss_mib(self, worker: int) -> float | None:
+        """The worker's resident memory (Linux /proc), None when it is not running."""
+        proc = self.procs[worker]
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            with open(f"/proc/{proc.pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    async def _recycle_loop(self, limit_mib: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(RECYCLE_CHECK_S)
+            if self._recycling or self.running() < self.workers:
+                continue  # one at a time, and only while every other worker serves
+            sizes = [(rss, k) for k in range(self.workers) if (rss := self.rss_mib(k)) is not None and rss > limit_mib]
+            if sizes:
+                rss, worker = max(sizes)
+                try:
+                    await self._recycle(worker, rss, limit_mib)
+                except OSError as exc:  # its control socket failed: it is exiting; _supervise takes over
+                    log.warning("ext_proc worker %d: recycling abandoned (%s)", worker, exc)
+
+    async def _recycle(self, worker: int, rss: float, limit_mib: float) -> None:
+        proc = self.procs[worker]
+        assert proc is not None
+        log.warning(
+            "ext_proc worker %d (pid %d) holds %.0f MiB, over --worker-max-rss-mib %.0f: draining it, then replacing it",
+            worker, proc.pid, rss, limit_mib,
+        )
+        await asyncio.to_thread(call, self.control_path(worker), "POST", "/drain", {}, 5.0)
+        started = time.monotonic()
+        await asyncio.sleep(DRAIN_NOTICE_S)
+        left: object = None
+        while not self._stopping and proc.poll() is None:
+            body = (await asyncio.to_thread(call, self.control_path(worker), "GET", "/status", None, 5.0)).json()
+            left = (body.get("streams"), body.get("inflight")) if isinstance(body, dict) else None
+            if left == (0, 0):
+                break
+            if time.monotonic() - started >= self.drain_timeout_s:
+                log.warning(
+                    "ext_proc worker %d: drain timed out after %.0f s with (streams, in-flight records) %s left; replacing it",
+                    worker, self.drain_timeout_s, left,
+                )
+                break
+            await asyncio.sleep(0.5)
+        if self._stopping or proc.poll() is not None:
+            return  # stopping anyway, or it died draining (a crash: _supervise restarts it)
+        log.info("ext_proc worker %d drained in %.1f s", worker, time.monotonic() - started)
+        async with self._lock:  # never while a config version is being applied
+            self._recycling.add(worker)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        # _supervise sees it exit and starts the new one; the next check waits until that one serves
+        while worker in self._recycling and not self._stopping:
+            await asyncio.sleep(0.1)
+        # and until Envoy's health check has found it healthy, so two workers never drain at once
+        await asyncio.sleep(DRAIN_NOTICE_S)
 
     async def _scrape_loop(self) -> None:
         while not self._stopping:

@@ -98,6 +98,7 @@ class Control:
             "fingerprint": current.fingerprint,
             "fingerprints": [g.fingerprint for g in self.server.generations.live()],
             "inflight": len(self.server.inflight),
+            "streams": self.server.processor.streams,
         }
 
     async def handle(self, method: str, path: str, body: bytes) -> Reply:
@@ -126,6 +127,9 @@ class Control:
             return json_reply(200, self._status())
         if path == "/revert":
             self.server.revert()
+            return json_reply(200, self._status())
+        if path == "/drain":
+            await self.server.drain()
             return json_reply(200, self._status())
         if path == "/forget":
             self.server.generations.forget(str(args["fingerprint"]))
