@@ -78,7 +78,7 @@ EXPOSE 50051 9090
 # gRPC health (grpc.health.v1, service "") of the ext_proc at $PLANO_HEALTH_TARGET (host:port or unix:/path;
 # with serve --workers N, every worker's address, comma-separated).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ok=lambda t: g.HealthStub(grpc.insecure_channel(t)).Check(h.HealthCheckRequest(service=''), timeout=4).status == h.HealthCheckResponse.SERVING; sys.exit(0 if all(ok(t) for t in os.environ['PLANO_HEALTH_TARGET'].split(',')) else 1)"]
+  CMD ["python", "-c", "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ok=lambda t: g.HealthStub(grpc.insecure_channel(t)).Check(h.HealthCheckRequest(service='plano.extproc.alive'), timeout=4).status == h.HealthCheckResponse.SERVING; sys.exit(0 if all(ok(t) for t in os.environ['PLANO_HEALTH_TARGET'].split(',')) else 1)"]
 
 ENTRYPOINT ["plano-extproc", "serve"]
 CMD ["--config", "/etc/plano/config.yaml", "--listen", "127.0.0.1:50051", "--metrics", "0.0.0.0:9090"]

@@ -549,6 +549,19 @@ def _health_check_code() -> str:
     return json.loads(re.search(r'- (".*grpc_health.*")', helpers).group(1))
 
 
+def test_worker_memory_limit_is_passed_with_two_workers_and_refused_with_one(chart):
+    pod = gateway(render(chart, {"extproc": {"workers": 2, "workerMaxRssMib": 700}}))["spec"]["template"]
+    args = container(pod, "plano-extproc")["args"]
+    assert args[args.index("--worker-max-rss-mib") + 1] == "700"
+    # the probes ask whether each worker process is alive, not whether it takes traffic: a draining worker
+    # (health "" NOT_SERVING to Envoy) must not be restarted by the kubelet
+    assert "service='plano.extproc.alive'" in _health_check_code()
+    off = gateway(render(chart, {"extproc": {"workers": 2}}))["spec"]["template"]
+    assert "--worker-max-rss-mib" not in container(off, "plano-extproc")["args"]
+    with pytest.raises(Exception, match=r"extproc\.workerMaxRssMib needs extproc\.workers 2 or more"):
+        render(chart, {"extproc": {"workerMaxRssMib": 700}})
+
+
 @pytest.mark.skipif(ENVOY is None, reason="no envoy binary")
 def test_workers_value_runs_a_supervisor_whose_workers_envoy_and_the_probes_all_find(chart, tmp_path):
     """extproc.workers: 2 — the container's own command line starts two workers, the init container's

@@ -143,5 +143,5 @@ exec:
   command:
     - python
     - -c
-    - "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ok=lambda t: g.HealthStub(grpc.insecure_channel(t)).Check(h.HealthCheckRequest(service=''), timeout=4).status == h.HealthCheckResponse.SERVING; sys.exit(0 if all(ok(t) for t in os.environ['PLANO_HEALTH_TARGET'].split(',')) else 1)"
+    - "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ok=lambda t: g.HealthStub(grpc.insecure_channel(t)).Check(h.HealthCheckRequest(service='plano.extproc.alive'), timeout=4).status == h.HealthCheckResponse.SERVING; sys.exit(0 if all(ok(t) for t in os.environ['PLANO_HEALTH_TARGET'].split(',')) else 1)"
 {{- end -}}

@@ -105,6 +105,13 @@ where $plano is (dict "Values" .Values.plano "Release" .Release) — .Values.pla
     # the root filesystem is read-only: the supervisor's private directory goes on the shared emptyDir
     - --work-dir
     - {{ .Values.extproc.socketDir | quote }}
+    {{- if .Values.extproc.workerMaxRssMib }}
+    # a worker past this is drained and replaced in place (its probes ask for the process, not for traffic)
+    - --worker-max-rss-mib
+    - {{ .Values.extproc.workerMaxRssMib | int | quote }}
+    {{- end }}
+    {{- else if .Values.extproc.workerMaxRssMib }}
+    {{- fail "extproc.workerMaxRssMib needs extproc.workers 2 or more: a worker is replaced only while another serves" }}
     {{- end }}
     # a config change rolls the pods (checksum/plano-config): the mounted file is not watched in place
     - --watch-interval
