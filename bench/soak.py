@@ -94,7 +94,7 @@ def serve_gateway(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         gateway = LocalGateway(DEMO.read_text(), env={}, mock_providers=True, listener_port=args.port, metrics_port=args.metrics_port,
-                               quiet=True, workers=args.workers)
+                               quiet=True, workers=args.workers, worker_max_rss_mib=args.worker_max_rss_mib)
         await gateway.start()
         for mock in gateway.mocks.values():
             mock.chunk_delay = args.chunk_delay
@@ -627,7 +627,9 @@ class Gateway:
         pids = out.get("worker_pids") or self.info.get("worker_pids") or []
         if pids:
             # the gateway process then holds the mock providers and the supervisor; the ext_proc is the workers
-            out["worker_rss_mib"] = sum(proc_rss_mib(p) for p in pids if p)
+            sizes = [proc_rss_mib(p) for p in pids if p]
+            out["worker_rss_mib"] = sum(sizes)
+            out["largest_worker_rss_mib"] = max(sizes, default=0.0)
             out["worker_fds"] = sum(proc_fds(p) for p in pids if p)
         return out
 
@@ -636,7 +638,7 @@ class Gateway:
             return str(resp.read().decode())
 
 
-def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False, workers: int = 0) -> Gateway:
+def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False, workers: int = 0, worker_max_rss_mib: float | None = None) -> Gateway:
     from plano_devtools.local import free_port
 
     status_file = workdir / "status.json"
@@ -644,7 +646,8 @@ def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False, 
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-gateway", "--port", str(free_port()), "--metrics-port", str(free_port()),
          "--chunk-delay", str(chunk_delay), "--status-file", str(status_file), "--workers", str(workers),
-         *(["--tracemalloc"] if tracemalloc else [])],
+         *(["--tracemalloc"] if tracemalloc else []),
+         *(["--worker-max-rss-mib", str(worker_max_rss_mib)] if worker_max_rss_mib else [])],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "wb"), env={**os.environ, "PYTHONPATH": str(ROOT)},  # noqa: SIM115
     )
     assert proc.stdout is not None
@@ -782,7 +785,8 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
         print(f"  t={sample['t']:4d}s  requests {sample['requests']:7d}  unexpected {sample['unexpected']}  client in-flight "
               f"{sample['inflight_client']:3d}  ext_proc RSS {sample['extproc_rss_mib']:.1f} MiB fds {sample['extproc_fds']}  "
               f"envoy RSS {sample['envoy_rss_mib']:.1f} MiB fds {sample['envoy_fds']}  in-flight records {sample.get('inflight_records')}"
-              + (f"  workers RSS {sample['worker_rss_mib']:.1f} MiB fds {sample['worker_fds']}" if "worker_rss_mib" in sample else ""),
+              + (f"  workers RSS {sample['worker_rss_mib']:.1f} MiB (largest {sample['largest_worker_rss_mib']:.1f}) fds {sample['worker_fds']}"
+                 if "worker_rss_mib" in sample else ""),
               flush=True)
 
     result = await traffic.run(rate, args.minutes * 60, tick)
@@ -809,6 +813,8 @@ async def soak(args: argparse.Namespace, gateway: Gateway) -> dict[str, Any]:
         cpus=os.cpu_count(), loadavg_start=load0, loadavg_end=Path("/proc/loadavg").read_text().split()[:3],
         extproc_requests={o: metric_sum(metrics, "plano_requests_total", outcome=o) for o in ("ok", "client_error", "server_error")},
         fallovers=metric_sum(metrics, "plano_upstream_fallovers_total"),
+        worker_recycles=metric_sum(metrics, "plano_extproc_worker_recycles_total"),
+        worker_restarts=metric_sum(metrics, "plano_extproc_worker_restarts_total"),
         gateway_log=log_summary(gateway.stderr_path.read_text(errors="replace")),
     )
     plain = [v for k, vs in stats.latency.items() if not k.startswith(("abort_", "fallover", "retry", "exhausted")) for v in vs]
@@ -842,6 +848,10 @@ def print_report(r: dict[str, Any]) -> None:
           f"fds before {b['envoy_fds']}, start {s['envoy_fds']}, end {e['envoy_fds']}")
     print(f"in-flight request records: start {s.get('inflight_records')}, end {e.get('inflight_records')} ({e.get('inflight_bytes')} bytes)")
     print(f"ext_proc counted: {r['extproc_requests']}, fall-overs {r['fallovers']:.0f}; notes {r['notes']}")
+    if "worker_rss_mib" in e:
+        largest = [t["largest_worker_rss_mib"] for t in r["timeline"] if "largest_worker_rss_mib" in t]
+        print(f"ext_proc workers: replaced (memory limit) {r['worker_recycles']:.0f}, restarted after a crash {r['worker_restarts']:.0f}; "
+              f"largest worker RSS during the soak {max(largest, default=float('nan')):.1f} MiB")
     print(f"CPU (cores, of {r['cpus']}): gateway process {r['cpu_cores']['gateway']:.2f}, envoy {r['cpu_cores']['envoy']:.2f}, "
           f"load generator {r['cpu_cores']['loadgen']:.2f}, whole machine {r['machine_busy_cores']:.2f} "
           f"(so everything else: {r['machine_busy_cores'] - sum(r['cpu_cores'].values()):.2f}); "
@@ -866,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0,
                         help="the ext_proc as N supervised worker processes, as `up` runs it (default 0: in the gateway process, "
                         "beside the mock providers)")
+    parser.add_argument("--worker-max-rss-mib", type=float, default=None,
+                        help="with --workers 2 or more: replace a worker past this RSS (up --worker-max-rss-mib)")
     parser.add_argument("--kinds", help="comma-separated request kinds: only these (to tell which path a trend comes from)")
     parser.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -876,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_gateway(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="plano-soak-"))
-    gateway = start_gateway(workdir, args.chunk_delay, args.tracemalloc, args.workers)
+    gateway = start_gateway(workdir, args.chunk_delay, args.tracemalloc, args.workers, args.worker_max_rss_mib)
     try:
         report = asyncio.run(soak(args, gateway))
     finally:
