@@ -6,6 +6,7 @@ prompt text unless `log_prompts` is switched on explicitly, never a key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -40,8 +41,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+#: grpc.aio's own logger: it reports at ERROR, with a traceback, what is no error of ours
+GRPC_LOGGER = "grpc._cython.cygrpc"
+
+
+class GrpcPeerGoneFilter(logging.Filter):
+    """Keeps grpc.aio's ERROR lines for what went wrong, drops two that say only that the other side left:
+    a handler cancelled by grpc itself (Envoy reset the stream, or the server is stopping: every
+    long-lived access-log stream at each worker replacement) and a final status that could not be sent
+    because Envoy had just reset the stream. At debug level they are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger(GRPC_LOGGER).isEnabledFor(logging.DEBUG):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError):
+            return False
+        return not (type(exc).__name__ == "ExecuteBatchError" and "SendStatusFromServerOperation" in str(exc))
+
+
 def configure_logging(level: str = "info", json_format: bool = True, fields: dict[str, Any] | None = None) -> None:
     """JSON lines (or text) on stderr; `fields` go into every line (text: a prefix)."""
+    grpc_logger = logging.getLogger(GRPC_LOGGER)
+    if not any(isinstance(f, GrpcPeerGoneFilter) for f in grpc_logger.filters):
+        grpc_logger.addFilter(GrpcPeerGoneFilter())
     handler = logging.StreamHandler(sys.stderr)
     prefix = "".join(f"[{k} {v}] " for k, v in (fields or {}).items())
     text = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
