@@ -12,16 +12,18 @@ by the workers (session_sqlite.py; with one worker, that worker's own map).
 * **Restarts.** A worker that exits while the supervisor runs is logged (error), counted
   (``plano_extproc_worker_restarts_total{worker}``) and started again on the same address, with the config
   version the others serve; quickly after a previous crash, after a back-off (0.25 s doubling to 10 s).
-  While it is down Envoy's health check of the ext_proc cluster fails, so `/ready` is 503, and the
-  requests whose streams were on it fail closed (their in-flight state died with it).
+  While it is down Envoy's health check of the ext_proc cluster fails, so Envoy sends new requests to the
+  others (`/ready` turns 503 only when two are down, or the only one), and the requests whose streams
+  were on it fail closed (their in-flight state died with it).
 * **Recycling** (``max_rss_mib``, `--worker-max-rss-mib`; needs 2 or more workers). A worker whose
   resident memory passes the limit is replaced without failing a request: it is told to drain (its gRPC
   health answers NOT_SERVING to Envoy's check, so within ~5 s Envoy balances new requests onto the others),
   serves what it has to the end — until no stream is in progress and no in-flight record is open, at most
   ``drain_timeout_s`` — then is stopped (SIGTERM) and started again on its address. One worker at a time,
   only while every other one runs. Logged (warning), counted (``plano_extproc_worker_recycles_total``).
-  Why: grpc.aio leaks ~100 bytes per stream Envoy resets while a read is pending (grpc/grpc#43360, no
-  release has the fix; docs/envoy.md (z)), so a worker under constant load grows without bound.
+  Why: grpc.aio leaks ~100 bytes per stream Envoy resets before the handler is done with it
+  (grpc/grpc#43360, no release has the fix; docs/envoy.md (z): ~10 % of plain requests at full load),
+  and a worker under constant load grows without bound.
 * **Config versions.** `reload` writes the new text to the work directory and has every worker build and
   warm it up (``prepare``); only when all have, every worker serves it (``commit``), so the workers never
   serve different versions for longer than the few milliseconds between the commits. A version any worker
