@@ -164,6 +164,18 @@ def test_three_workers(tmp_path: Path):
     assert {"remove": WORKER_HEADER} in strip["typed_config"]["mutations"]["request_mutations"]
 
 
+def _readiness(b: dict[str, Any]) -> dict[str, float]:
+    (check,) = [f["typed_config"] for listener in b["static_resources"]["listeners"] for chain in listener["filter_chains"]
+                for hcm in chain["filters"] for f in hcm["typed_config"].get("http_filters", []) if "health_check" in f["name"]]
+    return check["cluster_min_healthy_percentages"]
+
+
+@pytest.mark.parametrize(("workers", "percent"), [(1, 100.0), (2, 50.0), (3, 100 * 2 / 3)])
+def test_readiness_holds_while_at_most_one_worker_is_down(workers, percent):
+    b = render_bootstrap(_demo(), extproc_address="unix:/run/plano/extproc.sock", workers=workers, probe_port=19902)
+    assert _readiness(b) == {EXTPROC_CLUSTER: {"value": pytest.approx(percent)}}
+
+
 def test_workers_on_tcp_take_consecutive_ports(tmp_path: Path):
     config = _demo()
     b = render_bootstrap(config, extproc_address="127.0.0.1:50051", workers=2)
