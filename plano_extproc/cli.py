@@ -147,8 +147,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.worker_max_rss_mib is not None and args.workers < 2:
-        print(f"serve: {WORKER_MAX_RSS_NEEDS}", file=sys.stderr)
+    if _worker_limit_without_a_second_worker(args, "serve"):
         return 2
     config = _load_or_exit(args.config, resolve_secrets=True)
     if args.workers >= 1:
@@ -263,8 +262,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from plano_extproc.extproc.server import open_relay
 
     _configure_logging(args.log_level, args.log_format == "json")
-    if args.worker_max_rss_mib is not None and args.workers < 2:
-        print(f"up: {WORKER_MAX_RSS_NEEDS}", file=sys.stderr)
+    if _worker_limit_without_a_second_worker(args, "up"):
         return 2
     try:
         text = open(args.config, encoding="utf-8").read()  # noqa: SIM115
@@ -386,6 +384,14 @@ WORKER_MAX_RSS_HELP = (
     "(Envoy's health check steers new requests to the others), finishes what it has, and is restarted. Needs "
     "--workers 2 or more. Off by default"
 )
+
+
+def _worker_limit_without_a_second_worker(args: argparse.Namespace, command: str) -> bool:
+    """True (and says so on stderr) when --worker-max-rss-mib is given with fewer than 2 workers."""
+    if args.worker_max_rss_mib is not None and args.workers < 2:
+        print(f"{command}: {WORKER_MAX_RSS_NEEDS}", file=sys.stderr)
+        return True
+    return False
 
 
 def _mib_arg(value: str) -> float:
