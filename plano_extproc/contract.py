@@ -53,6 +53,12 @@ FINGERPRINT_METADATA = "x-plano-config"
 #: and, only in a bootstrap rendered for several ext_proc worker processes, their number: a worker refuses
 #: the streams of a bootstrap rendered for another number (its later streams would miss their worker)
 WORKERS_METADATA = "x-plano-workers"
+#: set ("1") by every filter of a bootstrap that turns on GRACEFUL_CLOSE_FEATURE: Envoy then half-closes a
+#: stream it is done with and waits for our status instead of resetting it, so the handler need not wait
+#: for a reset before it returns (docs/envoy.md (ac))
+GRACEFUL_CLOSE_METADATA = "x-plano-graceful-close"
+#: the Envoy runtime feature the rendered bootstrap turns on (off by default in Envoy 1.40)
+GRACEFUL_CLOSE_FEATURE = "envoy.reloadable_features.ext_proc_graceful_grpc_close"
 
 # ------------------------------------------------------------------------------------------- headers
 

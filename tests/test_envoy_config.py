@@ -28,6 +28,8 @@ from plano_extproc.contract import (
     DECISION_CLUSTER,
     EXTPROC_CLUSTER,
     FINGERPRINT_METADATA,
+    GRACEFUL_CLOSE_FEATURE,
+    GRACEFUL_CLOSE_METADATA,
     PROCESSOR_METADATA,
     ROUTE_HEADER,
     attempt_list,
@@ -175,7 +177,8 @@ def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     ext = filters[0]["typed_config"]
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     fingerprint = {"key": FINGERPRINT_METADATA, "value": config_fingerprint(_demo())}
-    assert ext["grpc_service"]["initial_metadata"] == [{"key": PROCESSOR_METADATA, "value": "downstream"}, fingerprint]
+    graceful = {"key": GRACEFUL_CLOSE_METADATA, "value": "1"}
+    assert ext["grpc_service"]["initial_metadata"] == [{"key": PROCESSOR_METADATA, "value": "downstream"}, fingerprint, graceful]
     assert ext.get("failure_mode_allow", False) is False  # fail closed (the default)
     assert ext["processing_mode"] == {  # response_body_mode: NONE is the default
         "request_header_mode": "SEND",
@@ -188,6 +191,36 @@ def test_downstream_ext_proc_filter(demo_bootstrap: dict[str, Any]) -> None:
     assert float(ext["message_timeout"].rstrip("s")) > 1.0
     assert ext["mutation_rules"]["allow_envoy"] is True  # x-envoy-max-retries (finding (b))
     assert ext["metadata_options"]["receiving_namespaces"]["untyped"] == [DECISION_METADATA_NAMESPACE]
+
+
+def test_envoy_closes_ext_proc_streams_gracefully_and_says_so_to_every_processor(demo_bootstrap: dict[str, Any]) -> None:
+    # without the feature Envoy resets every ext_proc stream it is done with, and the processor must wait
+    # for that reset (grpc/grpc#43360); the metadata tells the processor it need not (docs/envoy.md (ac))
+    layers = demo_bootstrap["layered_runtime"]["layers"]
+    assert layers[0] == {"name": "plano", "static_layer": {GRACEFUL_CLOSE_FEATURE: True}}
+    assert layers[-1] == {"name": "admin", "admin_layer": {}}  # /runtime_modify still works
+    services = [f["typed_config"]["grpc_service"] for f in _all_ext_proc_filters(demo_bootstrap)]
+    assert len(services) >= 4
+    for service in services:
+        assert {"key": GRACEFUL_CLOSE_METADATA, "value": "1"} in service["initial_metadata"]
+
+
+def _all_ext_proc_filters(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every ext_proc filter config in the bootstrap, wherever it sits (listener or upstream filters)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "grpc_service" in node.get("typed_config", {}):
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(bootstrap)
+    return found
 
 
 def test_message_timeout_follows_router_timeout() -> None:

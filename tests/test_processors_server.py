@@ -24,7 +24,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from plano_extproc.apis import BY_NAME
 from plano_extproc.config import PlanoConfig
-from plano_extproc.contract import ATTEMPT_LOG, FINGERPRINT_METADATA, PROCESSOR_METADATA, REQUEST_LOG, Processor, config_fingerprint
+from plano_extproc.contract import (
+    ATTEMPT_LOG,
+    FINGERPRINT_METADATA,
+    GRACEFUL_CLOSE_METADATA,
+    PROCESSOR_METADATA,
+    REQUEST_LOG,
+    Processor,
+    config_fingerprint,
+)
 from plano_extproc.extproc.server import ExtProcServer
 from plano_extproc.forwarding import Forwarder
 from plano_extproc.router.chain import RouterChain
@@ -67,8 +75,8 @@ class Served:
     def sample(self, name: str, **labels: str) -> float:
         return self.server.metrics.registry.get_sample_value(name, labels) or 0.0
 
-    def open(self, processor: str | None, fingerprint: str | None = "ours") -> grpc.aio.StreamStreamCall:
-        metadata = []
+    def open(self, processor: str | None, fingerprint: str | None = "ours", graceful: bool = False) -> grpc.aio.StreamStreamCall:
+        metadata = [(GRACEFUL_CLOSE_METADATA, "1")] if graceful else []
         if processor is not None:
             metadata.append((PROCESSOR_METADATA, processor))
         if fingerprint is not None:
@@ -159,6 +167,21 @@ async def test_a_stream_waiting_for_envoys_reset_ends_when_the_server_stops():
         stopping = asyncio.create_task(served.server.stop(60))
         assert await asyncio.wait_for(call.code(), 20) == grpc.StatusCode.OK
         await stopping
+
+
+async def test_an_immediate_answer_on_a_gracefully_closed_stream_ends_it_at_once():
+    # a bootstrap with Envoy's graceful close (GRACEFUL_CLOSE_METADATA) half-closes the stream after an
+    # immediate response and waits for the status, at most 1 s before it resets the stream: waiting for a
+    # reset that never comes (the hour here) held every decision's stream open that long (docs/envoy.md (ac))
+    async with serving(demo_config(), reset_grace_s=3600) as served:
+        call = served.open("downstream", graceful=True)
+        for message in decision_request():
+            await call.write(message)
+        await call.done_writing()
+        replies = [await call.read(), await call.read()]
+        assert immediate_of(replies[1]).status == 200
+        assert await asyncio.wait_for(call.code(), 20) == grpc.StatusCode.OK
+        assert served.server.processor.streams == 0
 
 
 async def test_a_stream_whose_last_answer_lets_the_request_go_on_ends_with_it():

@@ -37,10 +37,10 @@ from typing import Any
 import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from plano_extproc.config import PlanoConfig
-from plano_extproc.contract import config_fingerprint, prebuilt_attempt_lists
+from plano_extproc.contract import GRACEFUL_CLOSE_FEATURE, config_fingerprint, prebuilt_attempt_lists
 
 from .admin import ADMIN_CLUSTER, PROBE_LISTENER, probe_listener
 from .admin import admin as admin_interface
@@ -118,9 +118,25 @@ def build_bootstrap(
         node=base_pb2.Node(id="plano", cluster="plano"),
         admin=admin_interface(admin),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(listeners=listeners, clusters=clusters),
+        layered_runtime=runtime(),
     )
     spread_over_workers(bootstrap, workers, extproc_address)
     return bootstrap
+
+
+def runtime() -> Any:
+    """Envoy's runtime: our static layer, then an admin layer (so `/runtime_modify` keeps working, as it does
+    without a layered_runtime). The static layer turns on ext_proc's graceful close: without it Envoy resets
+    every ext_proc stream it is done with, and a status we send in that race is one of grpc.aio's leaking
+    calls (docs/envoy.md (ac)); with it Envoy half-closes and waits for the status."""
+    layer = struct_pb2.Struct()
+    layer.update({GRACEFUL_CLOSE_FEATURE: True})
+    return bootstrap_pb2.LayeredRuntime(
+        layers=[
+            bootstrap_pb2.RuntimeLayer(name="plano", static_layer=layer),
+            bootstrap_pb2.RuntimeLayer(name="admin", admin_layer=bootstrap_pb2.RuntimeLayer.AdminLayer()),
+        ]
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -37,6 +37,7 @@ from plano_extproc.contract import (
     FINGERPRINT_METADATA,
     FIRST_ATTEMPT_HEADER,
     FIRST_READY,
+    GRACEFUL_CLOSE_METADATA,
     METADATA_NAMESPACE,
     OBSERVE_ATTRIBUTES,
     OBSERVE_FILTER,
@@ -107,6 +108,7 @@ def _service(processor: Processor, fingerprint: str) -> Any:
         initial_metadata=[
             base_pb2.HeaderValue(key=PROCESSOR_METADATA, value=processor.value),
             base_pb2.HeaderValue(key=FINGERPRINT_METADATA, value=fingerprint),
+            base_pb2.HeaderValue(key=GRACEFUL_CLOSE_METADATA, value="1"),
         ],
     )
 

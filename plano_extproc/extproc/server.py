@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc
@@ -41,6 +41,7 @@ from plano_extproc.config import PlanoConfig
 from plano_extproc.contract import (
     ALIVE_SERVICE,
     FINGERPRINT_METADATA,
+    GRACEFUL_CLOSE_METADATA,
     PROCESSOR_METADATA,
     REQUEST_ID_ATTRIBUTE,
     WORKERS_METADATA,
@@ -253,6 +254,17 @@ def _release(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+class _StreamMetadata(NamedTuple):
+    """What an ext_proc stream's initial metadata says: the processor it is for (default downstream), the
+    fingerprint of the config its bootstrap was rendered from (None: not rendered by us), the worker
+    processes that bootstrap was rendered for, and whether Envoy closes it gracefully."""
+
+    processor: Processor
+    fingerprint: str | None
+    workers: int
+    graceful: bool
+
+
 class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # xds-protos is untyped
     """Envoy's streams, each handed to the exchange of its processor (contract.Processor) in the
     generation it belongs to."""
@@ -299,11 +311,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
             found = self._children[processor] = (self.metrics.inflight.labels(processor.value), {})
         return found
 
-    def _stream_processor(self, context: grpc.aio.ServicerContext) -> tuple[Processor, str | None, int]:
-        """The stream's processor (default downstream), the fingerprint of the config its bootstrap was
-        rendered from (None when the bootstrap was not rendered by us) and the worker processes that
-        bootstrap was rendered for."""
-        processor, fingerprint, workers = Processor.DOWNSTREAM, None, 1
+    def _stream_processor(self, context: grpc.aio.ServicerContext) -> _StreamMetadata:
+        """What the stream's initial metadata says (see _StreamMetadata)."""
+        processor, fingerprint, workers, graceful = Processor.DOWNSTREAM, None, 1, False
         for key, value in context.invocation_metadata() or ():
             if key == PROCESSOR_METADATA:
                 processor = Processor(value)
@@ -311,7 +321,9 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 fingerprint = value
             elif key == WORKERS_METADATA:
                 workers = int(value) if value.isdigit() else 0
-        return processor, fingerprint, workers
+            elif key == GRACEFUL_CLOSE_METADATA:
+                graceful = value == "1"
+        return _StreamMetadata(processor, fingerprint, workers, graceful)
 
     def _workers_mismatch(self, theirs: int) -> None:
         self.metrics.config_mismatches.inc()
@@ -337,13 +349,14 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
 
     async def Process(self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[ext.ProcessingResponse]:  # noqa: N802 - gRPC name
         try:
-            processor, fingerprint, workers = self._stream_processor(context)
+            processor, fingerprint, workers, graceful = self._stream_processor(context)
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown {PROCESSOR_METADATA}")
         generation: Generation | None = None
         exchange: Exchange | None = None
         inflight, durations = self._instruments(processor)
         closing = False  # we end the stream ourselves: our last answer needs no reset from Envoy
+        ended_request = False  # our last answer was an immediate response: Envoy now closes the stream
         try:
             async for message in request_iterator:
                 if exchange is None:
@@ -380,7 +393,8 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 if response is not None:
                     yield response
                 if exchange.done:
-                    closing = response is None or not response.HasField("immediate_response")
+                    ended_request = response is not None and response.HasField("immediate_response")
+                    closing = not ended_request
                     break
         finally:
             if exchange is not None:
@@ -389,14 +403,17 @@ class ExternalProcessor(ext_grpc.ExternalProcessorServicer):  # type: ignore[mis
                 exchange.finish()  # a response cut short still records what was seen
             if generation is not None:
                 self.generations.leave(generation)
-        if closing:
-            # Our last answer was not an immediate response, so Envoy goes on with the request and the
-            # stream is alive: the status goes out now and Envoy takes it as processing complete (finding
-            # (n)). Waiting instead made Envoy reset the stream at the request's end, one RST_STREAM per
-            # request, and under overload the server then closed new streams CANCELLED (finding (aa)).
+        if closing or (graceful and ended_request):
+            # closing: our last answer was not an immediate response, so Envoy goes on with the request and
+            # the stream is alive: the status goes out now and Envoy takes it as processing complete
+            # (finding (n)). Waiting instead made Envoy reset the stream at the request's end, one
+            # RST_STREAM per request, and under overload the server then closed new streams CANCELLED
+            # (finding (aa)). An immediate response ends the request: Envoy closes the stream, and when its
+            # bootstrap turns on GRACEFUL_CLOSE_FEATURE it half-closes and waits for our status (ac).
             return
-        # Envoy half-closed the stream, or is resetting it: its client went away, or Envoy has what it
-        # needs (an immediate response ends its request). A reset reaches grpc.aio after the end of the
+        # Envoy half-closed the stream before we were done, or is resetting it (its client went away), or
+        # it resets the stream an immediate response ended (a bootstrap without graceful close: not
+        # rendered by us, or by an older version). A reset reaches grpc.aio after the end of the
         # request stream; a handler that returns first makes grpc send a status on a cancelled call, and
         # that failed batch is never freed (grpc/grpc#43360: ~100 bytes per reset stream, the soak's
         # linear RSS climb). Waiting lets grpc cancel this handler instead (docs/envoy.md finding (z));
