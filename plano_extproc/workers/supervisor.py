@@ -22,8 +22,9 @@ by the workers (session_sqlite.py; with one worker, that worker's own map).
   ``drain_timeout_s`` — then is stopped (SIGTERM) and started again on its address. One worker at a time,
   only while every other one runs. Logged (warning), counted (``plano_extproc_worker_recycles_total``).
   Why: grpc.aio leaks ~100 bytes per stream Envoy resets before the handler is done with it
-  (grpc/grpc#43360, no release has the fix; docs/envoy.md (z): ~10 % of plain requests at full load),
-  and a worker under constant load grows without bound.
+  (grpc/grpc#43360, no release has the fix; docs/envoy.md (z)). With the rendered bootstrap's graceful
+  close (ac) that is left for clients that leave mid-request and abandoned attempts, and other growth is
+  slow but unbounded too, so a worker under constant load still grows.
 * **Config versions.** `reload` writes the new text to the work directory and has every worker build and
   warm it up (``prepare``); only when all have, every worker serves it (``commit``), so the workers never
   serve different versions for longer than the few milliseconds between the commits. A version any worker
