@@ -362,8 +362,10 @@ class Servers:
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed right after the fork
-        # Own process group: at the end the whole group (e.g. `up` and its Envoy) is stopped by its id.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # Own process group: at the end the whole group (e.g. `up` and its Envoy) is stopped by its id. The work
+        # directory as cwd: an older tree's supervisor starts its workers with `python -m`, which imports from
+        # the cwd first, so started from a checkout a --baseline gateway's workers would run that checkout.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.workdir)
         log.close()
         self.procs.append((name, proc))
         return proc

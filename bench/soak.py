@@ -649,6 +649,8 @@ def start_gateway(workdir: Path, chunk_delay: float, tracemalloc: bool = False, 
          *(["--tracemalloc"] if tracemalloc else []),
          *(["--worker-max-rss-mib", str(worker_max_rss_mib)] if worker_max_rss_mib else [])],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "wb"), env={**os.environ, "PYTHONPATH": str(ROOT)},  # noqa: SIM115
+        # not the caller's cwd: an older tree's workers (`python -m`) would import a checkout found there
+        cwd=workdir,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()

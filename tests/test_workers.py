@@ -448,13 +448,14 @@ def test_a_config_reload_reaches_both_workers(tmp_path):
 # ---------------------------------------------------------------------------------------------- the CLI
 
 
-def _up(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int, int, list[str]]:
+def _up(tmp: Path, *extra: str, cwd: Path | None = None) -> tuple[subprocess.Popen, int, int, list[str]]:
     port, metrics = free_port(), free_port()
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
+    # -P: like the installed `plano-extproc` script, `up` itself never imports from its working directory
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plano_extproc.cli", "up", "--mock-providers", "--port", str(port), "--metrics-port", str(metrics),
+        [sys.executable, "-P", "-m", "plano_extproc.cli", "up", "--mock-providers", "--port", str(port), "--metrics-port", str(metrics),
          "--watch-interval", "0", "--log-format", "text", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
@@ -527,3 +528,22 @@ def test_up_cleans_up_when_stopped_during_start_up_or_when_a_worker_dies_startin
             stop_process(proc)
         assert status == 1 and any("exited during start-up" in line for line in lines), "".join(lines)
         assert _work_dirs(tmp) == []
+
+
+def test_workers_run_the_installed_code_not_a_plano_extproc_folder_in_the_working_directory():
+    """`up` started in a directory that holds another checkout (an older version, a fork) must not run that
+    checkout's code in its workers: `python -m` would put the working directory first on sys.path."""
+    with tempfile.TemporaryDirectory(prefix="plano-t-", dir="/tmp") as tmp:
+        stray = Path(tmp) / "checkout" / "plano_extproc"
+        (stray / "workers").mkdir(parents=True)
+        (stray / "__init__.py").write_text("raise SystemExit('the stray checkout was imported')\n")
+        (stray / "workers" / "__init__.py").write_text("")
+        (stray / "workers" / "worker.py").write_text("")
+        proc, port, _, lines = _up(Path(tmp), "--workers", "1", cwd=stray.parent)
+        try:
+            wait_until(lambda: any("plano gateway ready" in line for line in lines) or proc.poll() is not None, 90, "up to start")
+            assert proc.poll() is None, "".join(lines)
+            assert _chat(port) == 200
+        finally:
+            stop_process(proc)
+        assert not any("stray checkout" in line for line in lines), "".join(lines)

@@ -234,8 +234,10 @@ class WorkerPool:
         spec.write(path)
         self._started_at[worker] = time.monotonic()
         # its own session: a terminal's Ctrl-C reaches only us (we stop the workers); stdout and stderr are ours
+        # -P: `-m` would put the working directory first on sys.path, so a plano_extproc folder there (another
+        # checkout) would be what the workers run; they import what this process imported, as PYTHONPATH says
         return subprocess.Popen(
-            [sys.executable, "-m", "plano_extproc.workers.worker", str(path)],
+            [sys.executable, "-P", "-m", "plano_extproc.workers.worker", str(path)],
             env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
