@@ -133,6 +133,12 @@ def route_to(upstream: Upstream, api: ClientApi) -> Route | None:
     return None
 
 
+def _removable(stale_headers: Iterable[str]) -> frozenset[str]:
+    """Every client header name `Forwarder.attempt_headers` may remove: which of these a request has is
+    all its headers' say in what an attempt sets and removes (without client credentials)."""
+    return frozenset(stale_headers) | {h for api in PROVIDER_APIS for h in api.feature_headers}
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptPlan:
     """The composite cluster of a request and the model each attempt goes to."""
@@ -182,6 +188,8 @@ class Forwarder:
         #: a model a vendor/* entry serves -> its upstream (None: not served)
         self._derive = derive
         self.routes: dict[tuple[str, str], Route] = {}
+        #: plans by (client API, ranked models): a pure function of the config, asked once per request
+        self._plans: dict[tuple[str, tuple[str, ...]], AttemptPlan] = {}
         for upstream in self.upstreams.values():
             self._add_routes(upstream)
         #: client credentials are only ever kept (in Envoy's in-process metadata) when a provider wants them
@@ -189,6 +197,7 @@ class Forwarder:
         injected = {name for u in self.upstreams.values() for name, _ in u.headers}
         injected |= {name for u in self.upstreams.values() for name, _ in u.auth("x")}
         self.stale_headers = tuple(sorted(injected | set(CREDENTIAL_HEADERS) | set(NEVER_FORWARDED)))
+        self.removable = _removable(self.stale_headers)
 
     def _add_routes(self, upstream: Upstream) -> None:
         for api in CLIENT_APIS:
@@ -213,6 +222,7 @@ class Forwarder:
                 self.any_passthrough |= provider.passthrough_auth
                 sample = build_upstream(provider)
                 self.stale_headers = tuple(sorted(set(self.stale_headers) | {n for n, _ in sample.headers} | {n for n, _ in sample.auth("x")}))
+        self.removable = _removable(self.stale_headers)
         return self
 
     def upstream(self, model: str) -> Upstream | None:
@@ -242,11 +252,22 @@ class Forwarder:
         upstream = self.upstream(model)
         return upstream.entry or upstream.model if upstream is not None else model
 
-    def plan(self, api: ClientApi, models: Iterable[str]) -> AttemptPlan | None:
+    def plan(self, api: ClientApi, models: tuple[str, ...]) -> AttemptPlan | None:
         """The attempts and the composite cluster that walks them. Composites are built per list of
         declared entries; a ranked list without its own composite uses one that starts with the same
         model and holds the same models (a route of more than four ranked models), else its first model
         alone with a same-provider retry (inline routes)."""
+        key = (api.name, models)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plan(api, models)
+            if found is not None:  # None may change: a wildcard-served model may be derivable later
+                if len(self._plans) >= self.MAX_DERIVED:
+                    self._plans.clear()
+                self._plans[key] = found
+        return found
+
+    def _plan(self, api: ClientApi, models: tuple[str, ...]) -> AttemptPlan | None:
         servable = self.servable(api, models)
         if not servable:
             return None

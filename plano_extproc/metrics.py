@@ -131,6 +131,23 @@ class _SessionCollector(Collector):
             yield GaugeMetricFamily("plano_affinity_entries", "X-Model-Affinity (pinned sessions) entries now", value=entries)
 
 
+class _Labelled:
+    """A metric's children by label values, each resolved once: `labels()` validates and takes a lock on
+    every call (~1 us, several times per request). Label values here are bounded (`model_label`, ...)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     def __init__(self, config: PlanoConfig, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -217,6 +234,9 @@ class Metrics:
             ["source", "result"],
             registry=r,
         )
+        self._requests, self._decisions = _Labelled(self.requests), _Labelled(self.decisions)
+        self._upstream_responses, self._operation_duration = _Labelled(self.upstream_responses), _Labelled(self.operation_duration)
+        self._first_token, self._tokens, self._token_usage = _Labelled(self.time_to_first_token), _Labelled(self.tokens), _Labelled(self.token_usage)
         latency = config.latency_source
         #: per-model latencies for a `provider: gateway` latency source (None when none is configured)
         self.live_latency: LiveLatency | None = (
@@ -266,10 +286,10 @@ class Metrics:
         self.config_reloads.labels(result).inc()
 
     def record_request(self, endpoint: str, api_format: str, status: int) -> None:
-        self.requests.labels(endpoint, api_format, outcome_of(status)).inc()
+        self._requests(endpoint, api_format, outcome_of(status)).inc()
 
     def record_decision(self, decision: Decision, inline: bool) -> None:
-        self.decisions.labels(
+        self._decisions(
             self.route_label(decision.route, inline and decision.source is not DecisionSource.AFFINITY),
             self.model_label(decision.model),
             decision.source.value,
@@ -286,7 +306,7 @@ class Metrics:
 
     def record_first_token(self, model: str, seconds: float) -> None:
         """A successful answer's time to first byte (histogram, and the gateway latency source)."""
-        self.time_to_first_token.labels(self.model_label(model)).observe(seconds)
+        self._first_token(self.model_label(model)).observe(seconds)
         if self.live_latency is not None:
             self.live_latency.add(model, "time_to_first_token", seconds)
 
@@ -295,7 +315,7 @@ class Metrics:
 
     def record_upstream_response(self, model: str, status: int) -> None:
         label = self.model_label(model)
-        self.upstream_responses.labels(label, self._providers.get(label, "other"), status_class(status)).inc()
+        self._upstream_responses(label, self._providers.get(label, "other"), status_class(status)).inc()
 
     def record_attempts(self, attempts: int, final_model: str, first_model: str) -> None:
         self.attempts.observe(attempts)
@@ -306,5 +326,9 @@ class Metrics:
         label = self.model_label(model)
         for kind, count in (("input", input_tokens), ("output", output_tokens)):
             if count is not None and count >= 0:
-                self.tokens.labels(label, kind).inc(count)
-                self.token_usage.labels(label, kind).observe(count)
+                self._tokens(label, kind).inc(count)
+                self._token_usage(label, kind).observe(count)
+
+    def record_duration(self, model: str, seconds: float) -> None:
+        """A proxied request's duration, request start to response end."""
+        self._operation_duration(self.model_label(model)).observe(seconds)

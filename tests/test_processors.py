@@ -603,6 +603,26 @@ async def test_two_requests_with_one_x_request_id_never_trade_credentials():
     assert set_headers(replies[0])["authorization"] == "Bearer alice-key"
 
 
+async def test_requests_of_one_kind_share_a_built_reply_yet_each_gets_its_own_headers_body_and_key():
+    gateway = Gateway(passthrough_config())
+    # one kind (API, model, route): with and without a header its provider must not get
+    with_beta = await gateway.proxy("openai_chat", "hosted_chat: hi", model="gpt-4o", headers={"anthropic-beta": "tools"})
+    plain = await gateway.proxy("openai_chat", "hosted_chat: a longer question", model="gpt-4o")
+    assert "anthropic-beta" in removed_headers(with_beta.body_reply) and "anthropic-beta" not in removed_headers(plain.body_reply)
+    for flow in (with_beta, plain):
+        assert set_headers(flow.body_reply)["content-length"] == str(len(body_of(flow.body_reply)))
+    assert set_headers(with_beta.body_reply)["traceparent"] != set_headers(plain.body_reply)["traceparent"]
+    # a passthrough model: each client's own key, and no built reply keeps one
+    alice = await gateway.proxy("openai_chat", "local_chat: hi", model="gpt-4o", headers={"authorization": "Bearer alice-key"})
+    bob = await gateway.proxy("openai_chat", "local_chat: hi", model="gpt-4o", headers={"authorization": "Bearer bob-key"})
+    assert set_headers(alice.body_reply)["authorization"] == "Bearer alice-key"
+    assert set_headers(bob.body_reply)["authorization"] == "Bearer bob-key"
+    anonymous = await gateway.proxy("openai_chat", "local_chat: hi", model="gpt-4o")
+    assert "authorization" not in set_headers(anonymous.body_reply)
+    built = b"".join(shape.mutation.SerializeToString() + shape.metadata.SerializeToString() for shape in gateway._downstream.shapes._built.values())
+    assert built and b"alice-key" not in built and b"bob-key" not in built
+
+
 def test_prebuilt_header_options_never_keep_a_credential_and_replies_stay_independent():
     from plano_extproc.extproc import messages
 

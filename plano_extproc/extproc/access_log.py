@@ -108,7 +108,7 @@ class AccessLogContext:
         m.record_attempts(attempt, model, decision.attempts[0])
         ended = common.time_to_last_downstream_tx_byte if common.HasField("time_to_last_downstream_tx_byte") else common.duration
         elapsed = _seconds(ended)
-        m.operation_duration.labels(m.model_label(model)).observe(elapsed)
+        m.record_duration(model, elapsed)
         if not 200 <= status < 300:
             return
         if m.live_latency is not None:

@@ -28,10 +28,23 @@ class Exchange(Protocol):
 
 def header_dict(headers: ext.HttpHeaders) -> dict[str, str]:
     """Request headers as a dict of lower-case names. Envoy sends values in raw_value (bytes)."""
+    return read_headers(headers)[0]
+
+
+def read_headers(headers: ext.HttpHeaders) -> tuple[dict[str, str], int]:
+    """`header_dict`, and the headers' size as Envoy counts it against its limits (names and values, in
+    bytes), in the same pass."""
     out: dict[str, str] = {}
+    size = 0
     for h in headers.headers.headers:
-        out[h.key] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-    return out
+        key, raw = h.key, h.raw_value
+        if raw:
+            out[key] = raw.decode("utf-8", "replace")
+            size += len(key) + len(raw)
+        else:
+            value = out[key] = h.value
+            size += len(key) + len(value.encode())
+    return out, size
 
 
 #: prebuilt header options by (name, value): most headers a processor sets repeat from request to
@@ -44,7 +57,7 @@ _OPTIONS_MAX = 1024
 _NOT_KEPT = frozenset({"authorization", "x-api-key", "api-key", "traceparent", "content-length", "x-request-id"})
 
 
-def _option(key: str, value: str) -> base_pb2.HeaderValueOption:
+def header_option(key: str, value: str) -> base_pb2.HeaderValueOption:
     option = _OPTIONS.get((key, value))
     if option is None:
         option = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE)
@@ -57,7 +70,7 @@ def _option(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 def header_mutation(set_headers: Iterable[tuple[str, str]] = (), remove: Iterable[str] = ()) -> ext.HeaderMutation:
     # the message copies each option in: a kept one is never changed by what is done to the reply
-    return ext.HeaderMutation(set_headers=[_option(k, v) for k, v in set_headers], remove_headers=list(remove))
+    return ext.HeaderMutation(set_headers=[header_option(k, v) for k, v in set_headers], remove_headers=list(remove))
 
 
 def continue_headers(
