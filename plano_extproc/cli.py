@@ -136,7 +136,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from plano_extproc.extproc.server import ExtProcServer
+    from plano_extproc.extproc.server import ExtProcServer, run_event_loop
 
     _configure_logging(args.log_level, args.log_format == "json")
     if not args.expose_extproc and not _private_address(args.listen):
@@ -180,7 +180,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         await server.stop()
         return 0
 
-    return asyncio.run(run())
+    return run_event_loop(run())
 
 
 def _serve_workers(args: argparse.Namespace, config: PlanoConfig) -> int:

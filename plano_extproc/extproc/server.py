@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -473,6 +473,17 @@ class RoutingService(routing_pb2_grpc.RoutingServiceServicer):
             session_id=session or "",
             pinned=decision.pinned if session else False,
         )
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run an ext_proc process's `main` on uvloop where it is installed (a dependency but on Windows):
+    measured side by side (bench/README.md), ~14 % less CPU per proxied request than asyncio's own loop,
+    most of it in grpc.aio's callbacks."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def open_relay(config: PlanoConfig) -> bool:

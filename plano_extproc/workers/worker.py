@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     from plano_extproc.logs import configure_logging
 
     configure_logging(spec.log_level, spec.log_format == "json", {"worker": spec.index})
-    return asyncio.run(serve(spec))
+    from plano_extproc.extproc.server import run_event_loop
+
+    return run_event_loop(serve(spec))
 
 
 if __name__ == "__main__":
