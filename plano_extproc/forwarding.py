@@ -171,6 +171,8 @@ class Forwarder:
 
     #: bound on the upstreams made for wildcard-served models (one per distinct requested model)
     MAX_DERIVED = 4096
+    #: bound on the memoised plans (inline routes may rank any models): emptied when full
+    MAX_PLANS = 4096
 
     def __init__(
         self,
@@ -261,8 +263,8 @@ class Forwarder:
         found = self._plans.get(key)
         if found is None:
             found = self._plan(api, models)
-            if found is not None:  # None may change: a wildcard-served model may be derivable later
-                if len(self._plans) >= self.MAX_DERIVED:
+            if found is not None:  # no plan: the request is refused (400), nothing worth keeping
+                if len(self._plans) >= self.MAX_PLANS:
                     self._plans.clear()
                 self._plans[key] = found
         return found

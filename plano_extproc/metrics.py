@@ -234,6 +234,8 @@ class Metrics:
             ["source", "result"],
             registry=r,
         )
+        #: labelled children resolved once (hot path): open streams and per-message time by processor (and phase)
+        self.inflight_streams, self.phase = _Labelled(self.inflight), _Labelled(self.phase_duration)
         self._requests, self._decisions = _Labelled(self.requests), _Labelled(self.decisions)
         self._upstream_responses, self._operation_duration = _Labelled(self.upstream_responses), _Labelled(self.operation_duration)
         self._first_token, self._tokens, self._token_usage = _Labelled(self.time_to_first_token), _Labelled(self.tokens), _Labelled(self.token_usage)

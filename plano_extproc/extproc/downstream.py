@@ -119,16 +119,17 @@ class ForwardShapes:
         self.removable = forwarder.removable
         self._built: dict[tuple[object, ...], ForwardShape] = {}
 
-    def _key(self, api: ClientApi, plan: AttemptPlan, decision: Decision, stream: bool, present: frozenset[str]) -> tuple[object, ...]:
+    def key(self, api: ClientApi, plan: AttemptPlan, decision: Decision, stream: bool, present: frozenset[str]) -> tuple[object, ...]:
+        """A request's kind: everything its shape depends on, given the client sent no credentials."""
         return (api.name, plan, decision.route, decision.source, stream, present & self.removable)
 
-    def get(self, api: ClientApi, plan: AttemptPlan, decision: Decision, stream: bool, present: frozenset[str]) -> ForwardShape | None:
-        return self._built.get(self._key(api, plan, decision, stream, present))
+    def get(self, key: tuple[object, ...]) -> ForwardShape | None:
+        return self._built.get(key)
 
-    def put(self, api: ClientApi, plan: AttemptPlan, decision: Decision, stream: bool, present: frozenset[str], shape: ForwardShape) -> None:
+    def put(self, key: tuple[object, ...], shape: ForwardShape) -> None:
         if len(self._built) >= self.MAX:
             self._built.clear()
-        self._built[self._key(api, plan, decision, stream, present)] = shape
+        self._built[key] = shape
 
 
 class DownstreamContext:
@@ -294,11 +295,12 @@ class DownstreamExchange:
             names = ", ".join(decision.models)
             return self._error(400, f"no model chosen for this request ({names}) is served by this gateway for {api.title}", "model")
         credentials = info.credentials if forwarder.any_passthrough and info.credentials else None
-        shape = self.ctx.shapes.get(api, plan, decision, request.stream, info.present) if credentials is None else None
+        kind = self.ctx.shapes.key(api, plan, decision, request.stream, info.present) if credentials is None else None
+        shape = self.ctx.shapes.get(kind) if kind is not None else None
         if shape is None:
             shape = self._shape(api, plan, decision, request.stream, info.present, credentials)
-            if credentials is None:
-                self.ctx.shapes.put(api, plan, decision, request.stream, info.present, shape)
+            if kind is not None:
+                self.ctx.shapes.put(kind, shape)
         if shape.translate_first:
             # the body stays in the client's API (every later attempt starts from it); the per-attempt
             # processor translates attempt 1 like any other
