@@ -289,8 +289,14 @@ def test_passthrough_auth_forwards_the_clients_own_key_to_that_provider_only():
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="client-own-key", max_retries=0)
         client.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
         client.chat.completions.create(model="gpt-4o", messages=user(FRANCE))
-        passthrough, own = running.openai_mock.requests_snapshot()
+        # a second client on the same model right after (one kind of request, built once): its own key
+        other = openai.OpenAI(base_url=running.url + "/v1", api_key="another-client-key", max_retries=0)
+        other.chat.completions.create(model="gpt-4o-mini", messages=user(FRANCE))
+        client.chat.completions.create(model="gpt-4o", messages=user(FRANCE), extra_headers={"anthropic-beta": "tools"})
+        passthrough, own, second, own_again = running.openai_mock.requests_snapshot()
         assert passthrough["body"]["model"] == "gpt-4o-mini" and passthrough["headers"]["authorization"] == "Bearer client-own-key"
         assert own["body"]["model"] == "gpt-4o" and own["headers"]["authorization"] == f"Bearer {MOCK_KEY}"
+        assert second["body"]["model"] == "gpt-4o-mini" and second["headers"]["authorization"] == "Bearer another-client-key"
+        assert own_again["headers"]["authorization"] == f"Bearer {MOCK_KEY}" and "anthropic-beta" not in own_again["headers"]
     finally:
         running.close()
