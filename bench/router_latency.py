@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python bench/router_latency.py [--before REV] [--rounds 200]
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python bench/router_latency.py [--before REV] [--rounds 200] [--encoder-threads 1,2]
 
 Prompts: 1 KB and 8 KB user turns made of real benchmark prompts (llm_tasks: code, passages and
 questions, concatenated to length; the same texts for both versions), plus a 4 MiB prompt (fewer
@@ -67,26 +67,35 @@ def load_before(rev: str):
     return mod
 
 
-def measure(router, routes: list[RouteSpec], texts: list[str], rounds: int) -> tuple[float, float]:
+def measure(router, routes: list[RouteSpec], texts: list[str], rounds: int) -> tuple[float, float, float]:
+    """p50 and p95 of the wall time, and the process's CPU time (all threads) per decision, in ms."""
     router.choose_route_sync(routes, [Turn("user", texts[0])])  # route set built, model warm
     times = []
+    cpu0 = time.process_time()
     for r in range(rounds):
         conv = [Turn("user", texts[r % len(texts)])]
         t0 = time.perf_counter()
         router.choose_route_sync(routes, conv)
         times.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - cpu0) / rounds
     times.sort()
-    return statistics.median(times) * 1000, times[int(len(times) * 0.95)] * 1000
+    return statistics.median(times) * 1000, times[int(len(times) * 0.95)] * 1000, cpu * 1000
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", default="", help="git revision of the router to compare with (e.g. 0781373)")
     ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--encoder-threads", default="1",
+                    help="encoder_threads of the current router, comma-separated to compare several (e.g. 1,2); "
+                         "1 is the cost on one core")
     args = ap.parse_args()
     llm_routes = [RouteSpec(r["name"], r["description"]) for r in json.loads((DATA / "routes.json").read_text())]
     sets = {"1 KB": prompts(1024, 50), "8 KB": prompts(8192, 50), "4 MiB": prompts(4 << 20, 2)}
-    routers = {"after": EmbeddedRouter(query_cache_size=0)}
+    threads = [int(n) for n in args.encoder_threads.split(",")]
+    routers = {
+        "after" if len(threads) == 1 else f"after/{n}t": EmbeddedRouter(query_cache_size=0, encoder_threads=n) for n in threads
+    }
     if args.before:
         old = load_before(args.before)
         routers = {"before": old.EmbeddedRouter(query_cache_size=0), **routers}
@@ -96,8 +105,9 @@ def main() -> int:
         for size, texts in sets.items():
             for rname, routes in (("seed 2 routes", SEED), ("llm_tasks 9 routes", llm_routes)):
                 rounds = args.rounds if size != "4 MiB" else max(4, args.rounds // 40)
-                p50, p95 = measure(router, routes, texts, rounds)
-                print(f"{label:<7} {size:>6} prompt, {rname:<19} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms   ({rounds} decisions)", flush=True)
+                p50, p95, cpu = measure(router, routes, texts, rounds)
+                print(f"{label:<9} {size:>6} prompt, {rname:<19} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms   "
+                      f"CPU {cpu:6.2f} ms   ({rounds} decisions)", flush=True)
     return 0
 
 

@@ -311,6 +311,48 @@ def test_onnx_int8_close_to_fp32_and_cached(ort_cache: str, encoder: MiniLMEncod
     assert router.choose_route_sync(SEED_ROUTES, user("What is the capital of France?")) is None
 
 
+async def test_views_of_a_lone_request_are_encoded_side_by_side(ort_cache: str) -> None:
+    """A long request's views run in two threads when nothing else waits (lower latency on a quiet
+    gateway), one after another when other decisions queue (no CPU spent on hand-offs under load); the
+    vectors, and so the decisions, are the same either way."""
+    import threading
+
+    text = ("Write a Python function that implements binary search over a sorted list of integers. "
+            "Handle empty lists and duplicates. Explain briefly why the loop always terminates.")
+    seen: list[str] = []
+    enc = MiniLMEncoder(backend="onnx-int8", cache_dir=ort_cache)
+    one_by_one = EmbeddedRouter(encoder=enc, encoder_threads=1, query_cache_size=0)
+    side_by_side = EmbeddedRouter(encoder=enc, encoder_threads=2, query_cache_size=0)
+    encode_one = enc.encode_one
+
+    def spy(t: str, n: int | None = None) -> np.ndarray:
+        seen.append(threading.current_thread().name)
+        return encode_one(t, n)
+
+    enc.encode_one = spy  # type: ignore[method-assign]
+    try:
+        for router in (side_by_side, one_by_one):  # route set, general requests and the "code" concept ready
+            router.warmup(SEED_ROUTES)
+            router.choose_route_sync(SEED_ROUTES, user(text + " Warm up."))
+        seen.clear()
+        assert await side_by_side.choose_route(SEED_ROUTES, user(text)) == "code_generation"
+        assert len(seen) == 3 and len(set(seen)) == 2 and any(n.startswith("embedded-router-views") for n in seen)
+        seen.clear()
+        assert await one_by_one.choose_route(SEED_ROUTES, user(text)) == "code_generation"
+        assert len(seen) == 3 and len(set(seen)) == 1
+        np.testing.assert_array_equal(side_by_side._query_uncached(text).vectors, one_by_one._query_uncached(text).vectors)
+        # eight decisions at once: each encodes its views in the router's own thread
+        seen.clear()
+        texts = [f"{text} Variant {i}." for i in range(8)]
+        answers = await asyncio.gather(*(side_by_side.choose_route(SEED_ROUTES, user(t)) for t in texts))
+        assert answers == ["code_generation"] * 8
+        assert sum(n.startswith("embedded-router-views") for n in seen) <= 3  # at most the first one's
+    finally:
+        enc.encode_one = encode_one  # type: ignore[method-assign]
+        await side_by_side.close()
+        await one_by_one.close()
+
+
 def test_onnx_graph_build_is_reproducible(ort_cache: str, encoder: MiniLMEncoder, tmp_path) -> None:
     from plano_extproc.router.minilm import build_onnx_graph
 

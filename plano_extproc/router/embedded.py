@@ -418,6 +418,11 @@ class EmbeddedRouter(RouterBackend):
         #: classifier features of the primary's lessons (see learn)
         self._lessons: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
+        #: encodes a request's later views while the router's thread encodes its first (encoder_threads)
+        self._view_executor: ThreadPoolExecutor | None = None
+        #: decisions handed to the router's thread and not finished (choose_route): views run side by side
+        #: only when this is the only one, since beside other work a second thread adds CPU, not speed
+        self._pending = 0
         st = self.settings
         #: what the primary router taught (see learned.py); empty unless a RouterChain feeds it
         self.learned = LearnedExamples(per_route=st.learned_per_route, none=st.learned_none, route_sets=st.learned_route_sets)
@@ -450,6 +455,30 @@ class EmbeddedRouter(RouterBackend):
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-router")
         return self._executor
+
+    def _view_pool(self) -> ThreadPoolExecutor:
+        if self._view_executor is None:
+            with self._load_lock:
+                if self._view_executor is None:
+                    self._view_executor = ThreadPoolExecutor(
+                        max_workers=self.settings.encoder_threads - 1, thread_name_prefix="embedded-router-views"
+                    )
+        return self._view_executor
+
+    def _encode_views(self, items: Sequence[tuple[str, int]]) -> list[np.ndarray]:
+        """Each (text, tokens) through the encoder on its own; with encoder_threads > 1, an encoder that
+        releases the GIL (onnxruntime) and no other decision waiting, the later views run beside the first
+        (measured: 1 KB request 7.7 -> 5.5 ms p50 on two cores, but ~20 % more CPU, docs/routing.md)."""
+        enc = self.encoder
+        if len(items) < 2 or self.settings.encoder_threads < 2 or enc.backend == "numpy" or self._pending > 1:
+            return [enc.encode_one(t, n) for t, n in items]
+        pool = self._view_pool()
+        try:
+            later = [pool.submit(enc.encode_one, t, n) for t, n in items[1:]]
+        except RuntimeError:  # shut down (close): finish in this thread
+            return [enc.encode_one(t, n) for t, n in items]
+        first = enc.encode_one(*items[0])
+        return [first, *(f.result() for f in later)]
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -489,8 +518,7 @@ class EmbeddedRouter(RouterBackend):
         st = self.settings
         parts, material = _query_views(text, st.instruction_view) if st.segment_tokens else ([(text, 0)], False)
         tokens = (st.whole_tokens, st.segment_tokens, HEAD_TOKENS)
-        enc = self.encoder
-        vecs = [enc.encode_one(p, tokens[kind]) for p, kind in parts]
+        vecs = self._encode_views([(p, tokens[kind]) for p, kind in parts])
         # the lexical signal reads the prompt's head and tail only (of a prompt with pasted material, only
         # its instruction view): the words of a long pasted passage or code say little about the task, and
         # this bounds the stems a cached query keeps
@@ -728,7 +756,11 @@ class EmbeddedRouter(RouterBackend):
         if not routes or not conversation:
             return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), self.choose_route_sync, routes, conversation)
+        self._pending += 1  # only the event loop's thread changes it
+        try:
+            return await loop.run_in_executor(self._pool(), self.choose_route_sync, routes, conversation)
+        finally:
+            self._pending -= 1
 
     # -- learning from the primary router --------------------------------------------------------
 
@@ -794,3 +826,6 @@ class EmbeddedRouter(RouterBackend):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self._view_executor is not None:
+            self._view_executor.shutdown(wait=False, cancel_futures=True)
+            self._view_executor = None

@@ -23,6 +23,10 @@ class EmbeddedRouterSettings(BaseModel):
     #: where the generated ONNX graphs are cached; None = $PLANO_EXTPROC_CACHE or
     #: ~/.cache/plano-extproc
     onnx_cache_dir: str | None = None
+    #: threads that encode one request's views (its whole text and first and last sentence) at once;
+    #: onnxruntime releases the GIL, so with 2 a long request waits for its longest view instead of all
+    #: three in turn (the vectors, and so the decisions, are the same; 1 = one after another)
+    encoder_threads: int = Field(default=2, ge=1, le=3)
 
     # -- rejection ------------------------------------------------------------------------------
     #: the one rejection knob: the share of *general requests* (a packaged set of everyday questions
