@@ -471,13 +471,15 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run an ext_proc process's `main` on uvloop where it is installed (a dependency but on Windows):
     measured side by side (bench/README.md), ~14 % less CPU per proxied request than asyncio's own loop.
     What was imported by then is first put out of the garbage collector's reach (`freeze_imports`)."""
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
     except ImportError:
-        freeze_imports()
-        return asyncio.run(main)
+        pass
+    else:
+        run = uvloop.run
     freeze_imports()
-    return uvloop.run(main)
+    return run(main)
 
 
 def freeze_imports() -> None:
