@@ -43,6 +43,7 @@ from plano_extproc.contract import (
 )
 from plano_extproc.session_sqlite import SqliteSessionStore
 from plano_extproc.workers.merge import MetricsMerger
+from plano_extproc.workers.supervisor import next_to_recycle
 from tests.conftest import DEMO_CONFIG
 from tests.harness import stop_process
 from tests.processors_kit import (
@@ -538,3 +539,12 @@ sys.exit(run_event_loop(main()))
     assert seen["frozen"] > 20_000
     assert seen["walked"] < seen["frozen"] / 4
     assert seen["cycle_collected"]
+
+
+def test_every_worker_over_the_memory_limit_is_replaced_in_turn_not_the_largest_again_and_again():
+    # worker 1 was replaced a moment ago and, warming up under load, is already the largest of the two
+    assert next_to_recycle([229.0, 240.0], started_at=[100.0, 900.0], limit_mib=1.0) == (0, 229.0)
+    assert next_to_recycle([229.0, 240.0], started_at=[950.0, 900.0], limit_mib=1.0) == (1, 240.0)
+    # only those over the limit, and never one that is not running
+    assert next_to_recycle([229.0, 600.0], started_at=[100.0, 900.0], limit_mib=512.0) == (1, 600.0)
+    assert next_to_recycle([None, 300.0], started_at=[100.0, 900.0], limit_mib=512.0) is None

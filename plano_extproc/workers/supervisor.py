@@ -85,6 +85,18 @@ def drain_timeout_s(config: PlanoConfig) -> float:
     return timeout + 5.0 if timeout else DRAIN_TIMEOUT_S
 
 
+def next_to_recycle(rss_mib: list[float | None], started_at: list[float], limit_mib: float) -> tuple[int, float] | None:
+    """The worker to replace next and its size: of those over the limit, the longest-running.
+
+    Not the largest: a worker replaced a moment ago can be the largest (a limit near a fresh worker's
+    size), and largest-first then replaced that one again and again while the others never were."""
+    over = [(started_at[k], k, rss) for k, rss in enumerate(rss_mib) if rss is not None and rss > limit_mib]
+    if not over:
+        return None
+    _, worker, rss = min(over)
+    return worker, rss
+
+
 class WorkerExited(RuntimeError):
     pass
 
@@ -322,9 +334,9 @@ class WorkerPool:
             await asyncio.sleep(RECYCLE_CHECK_S)
             if self._recycling or self.running() < self.workers:
                 continue  # one at a time, and only while every other worker serves
-            sizes = [(rss, k) for k in range(self.workers) if (rss := self.rss_mib(k)) is not None and rss > limit_mib]
-            if sizes:
-                rss, worker = max(sizes)
+            chosen = next_to_recycle([self.rss_mib(k) for k in range(self.workers)], self._started_at, limit_mib)
+            if chosen is not None:
+                worker, rss = chosen
                 try:
                     await self._recycle(worker, rss, limit_mib)
                 except OSError as exc:  # its control socket failed: it is exiting; _supervise takes over
