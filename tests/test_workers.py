@@ -313,7 +313,7 @@ def test_a_killed_worker_is_restarted_and_the_gateway_serves_again():
         running.close()
 
 
-def test_workers_over_their_memory_limit_are_replaced_without_failing_a_request_or_readiness():
+def test_workers_over_their_memory_limit_are_replaced_without_failing_a_request_or_readiness(caplog: pytest.LogCaptureFixture):
     # a limit every worker passes: each is drained and replaced in turn while clients keep calling
     running = RunningGateway(DEMO, workers=WORKERS, worker_max_rss_mib=1.0)
     try:
@@ -372,6 +372,9 @@ def test_workers_over_their_memory_limit_are_replaced_without_failing_a_request_
         samples = merged(running)
         assert all(total(samples, "plano_extproc_worker_recycles_total", worker=str(k)) >= 1 for k in range(WORKERS))
         assert total(samples, "plano_extproc_worker_restarts_total") == 0  # replacements are not crashes
+        # a limit no worker can stay under is named as the cause of the churn, once
+        too_low = [r for r in caplog.records if "the limit is below what a worker needs" in r.getMessage()]
+        assert len(too_low) == 1, [r.getMessage() for r in caplog.records]
     finally:
         running.close()
 

@@ -69,6 +69,8 @@ STABLE_S = 30.0
 SCRAPE_INTERVAL_S = 5.0
 #: how often worker memory is compared with max_rss_mib
 RECYCLE_CHECK_S = 2.0
+#: a worker over the memory limit this soon after it replaced one: the limit is too low (reported once)
+FRESH_S = 60.0
 #: a worker told to drain keeps serving at least this long: Envoy's health check of the ext_proc cluster
 #: (bootstrap/clusters.py: every 2 s, 1 s timeout, unhealthy after 2 failures) must have noticed before
 #: "nothing in progress" means "nothing more will come"
@@ -151,6 +153,9 @@ class WorkerPool:
         self.drain_timeout_s = drain_timeout_s
         #: workers being replaced on purpose: their exit is not a crash
         self._recycling: set[int] = set()
+        #: workers whose process replaced one over the memory limit, and whether a too-low limit was reported
+        self._replaced_for_memory: set[int] = set()
+        self._limit_warned = False
         self.workers = workers
         self.listen = listen
         for k in range(workers):
@@ -285,7 +290,9 @@ class WorkerPool:
             uptime = time.monotonic() - self._started_at[worker]
             if worker in self._recycling:
                 self.metrics.recycles.labels(str(worker)).inc()
+                self._replaced_for_memory.add(worker)
             else:
+                self._replaced_for_memory.discard(worker)
                 self._crashes[worker] = 0 if uptime >= STABLE_S else self._crashes[worker] + 1
                 self.metrics.restarts.labels(str(worker)).inc()
                 log.error("ext_proc worker %d (pid %d) exited (%s) after %.1f s; restarting it", worker, proc.pid, _status(code), uptime)
@@ -334,13 +341,32 @@ class WorkerPool:
             await asyncio.sleep(RECYCLE_CHECK_S)
             if self._recycling or self.running() < self.workers:
                 continue  # one at a time, and only while every other worker serves
-            chosen = next_to_recycle([self.rss_mib(k) for k in range(self.workers)], self._started_at, limit_mib)
+            sizes = [self.rss_mib(k) for k in range(self.workers)]
+            self._warn_if_limit_too_low(sizes, limit_mib)
+            chosen = next_to_recycle(sizes, self._started_at, limit_mib)
             if chosen is not None:
                 worker, rss = chosen
                 try:
                     await self._recycle(worker, rss, limit_mib)
                 except OSError as exc:  # its control socket failed: it is exiting; _supervise takes over
                     log.warning("ext_proc worker %d: recycling abandoned (%s)", worker, exc)
+
+    def _warn_if_limit_too_low(self, sizes: list[float | None], limit_mib: float) -> None:
+        """Once: a worker that replaced one over the limit is over it again within FRESH_S of starting, so
+        the limit is below what a worker needs, and every worker will be replaced again and again."""
+        if self._limit_warned:
+            return
+        now = time.monotonic()
+        for k, rss in enumerate(sizes):
+            if k in self._replaced_for_memory and rss is not None and rss > limit_mib and now - self._started_at[k] < FRESH_S:
+                self._limit_warned = True
+                log.error(
+                    "ext_proc worker %d holds %.0f MiB %.0f s after it replaced one over --worker-max-rss-mib %.0f: "
+                    "the limit is below what a worker needs, so workers are replaced again and again; "
+                    "set it well above %.0f MiB",
+                    k, rss, now - self._started_at[k], limit_mib, rss,
+                )
+                return
 
     async def _recycle(self, worker: int, rss: float, limit_mib: float) -> None:
         proc = self.procs[worker]
